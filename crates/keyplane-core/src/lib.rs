@@ -1,0 +1,13 @@
+//! Keyplane's domain: identifiers, validated values, secrets and the records the store keeps.
+//!
+//! Nothing here knows about HTTP or SQL; the server and the store both speak these types.
+
+pub mod ids;
+pub mod onboarding;
+pub mod records;
+pub mod secrets;
+pub mod time;
+pub mod values;
+
+pub use ids::{ApiKeyId, AuditEventId, InvitationId, OrganizationId, UserId};
+pub use values::ValidationError;

@@ -1,0 +1,96 @@
+//! What `keyplane bootstrap` creates, assembled from validated input: the first organization, its
+//! owner (invited, with no password yet), the owner's invitation and a first `test` API key.
+
+use crate::ids::{ApiKeyId, InvitationId, UserId};
+use crate::records::{ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, User};
+use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
+use crate::values::{ApiKeyKind, ApiKeyStatus, Email, Env, KeyName, OrganizationName, Role, UserStatus};
+
+/// How long an invitation can be accepted, unless configured otherwise.
+pub const DEFAULT_INVITATION_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// The name of the first API key.
+pub const FIRST_API_KEY_NAME: &str = "bootstrap";
+
+/// The records to store plus the credentials to show once.
+#[derive(Debug)]
+pub struct BootstrapPlan {
+    pub organization: Organization,
+    pub user: User,
+    pub membership: Membership,
+    pub invitation: Invitation,
+    pub api_key: ApiKey,
+    pub events: Vec<AuditEvent>,
+    pub api_secret: PlainCredential,
+    pub invitation_token: PlainCredential,
+}
+
+pub fn plan_bootstrap(
+    secrets: &ServerSecrets,
+    organization_name: OrganizationName,
+    email: Email,
+    now: i64,
+    invitation_ttl_seconds: i64,
+) -> BootstrapPlan {
+    let organization = Organization::named(organization_name.to_string(), vec![Env::Test, Env::Live], now);
+    let user = User {
+        id: UserId::new(),
+        email: email.to_string(),
+        first_name: None,
+        last_name: None,
+        password_hash: None,
+        created_at: now,
+    };
+    let membership = Membership {
+        user_id: user.id,
+        organization_id: organization.id,
+        role: Role::Owner,
+        status: UserStatus::Invited,
+        created_at: now,
+    };
+    let invitation_token = PlainCredential::generate();
+    let invitation = Invitation {
+        id: InvitationId::new(),
+        organization_id: organization.id,
+        user_id: user.id,
+        token_hash: secrets.hash_credential(CredentialKind::InvitationToken, invitation_token.expose()),
+        invited_by: None,
+        created_at: now,
+        expires_at: now + invitation_ttl_seconds,
+        accepted_at: None,
+        revoked_at: None,
+    };
+    let name = KeyName::parse(FIRST_API_KEY_NAME).expect("the first key's name is valid");
+    let api_secret = PlainCredential::generate();
+    let api_key = ApiKey {
+        id: ApiKeyId::new(),
+        organization_id: organization.id,
+        public_key: generate_public_key(ApiKeyKind::Test, &name),
+        name: name.to_string(),
+        kind: ApiKeyKind::Test,
+        status: ApiKeyStatus::Enabled,
+        secret_hash: secrets.hash_credential(CredentialKind::ApiSecret, api_secret.expose()),
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
+        metadata: Metadata::new(),
+        created_at: now,
+        created_by_user: None,
+        last_used_at: None,
+        expires_at: None,
+    };
+    let events = vec![
+        AuditEvent::system(organization.id, "organization.created", "organization", organization.id.to_string(), now),
+        AuditEvent::system(organization.id, "user.invited", "user", user.id.to_string(), now),
+        AuditEvent::system(organization.id, "api_key.created", "api_key", api_key.id.to_string(), now),
+    ];
+    BootstrapPlan {
+        organization,
+        user,
+        membership,
+        invitation,
+        api_key,
+        events,
+        api_secret,
+        invitation_token,
+    }
+}

@@ -1,0 +1,187 @@
+//! The records Keyplane keeps, as the domain sees them. The store persists exactly these; the HTTP
+//! layer renders them into the contract's wire shapes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ApiKeyId, AuditEventId, InvitationId, OrganizationId, UserId};
+use crate::secrets::CredentialHash;
+use crate::values::{ApiKeyKind, ApiKeyStatus, Env, Role, UserStatus};
+
+/// Free-form metadata of organizations and API keys.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Organization {
+    pub id: OrganizationId,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub address_line1: Option<String>,
+    pub address_line2: Option<String>,
+    pub zip: Option<String>,
+    pub town: Option<String>,
+    pub state: Option<String>,
+    pub country_code: Option<String>,
+    pub vat_id: Option<String>,
+    pub tax_number: Option<String>,
+    pub economy_id: Option<String>,
+    pub contact_person_id: Option<String>,
+    pub billing_address_id: Option<String>,
+    pub metadata: Metadata,
+    pub managed_by: Option<OrganizationId>,
+    pub envs: Vec<Env>,
+    pub created_at: i64,
+    pub created_by_user: Option<UserId>,
+}
+
+impl Organization {
+    /// A new organization with only a name, as `keyplane bootstrap` creates it.
+    pub fn named(name: String, envs: Vec<Env>, created_at: i64) -> Self {
+        Self {
+            id: OrganizationId::new(),
+            name,
+            display_name: None,
+            address_line1: None,
+            address_line2: None,
+            zip: None,
+            town: None,
+            state: None,
+            country_code: None,
+            vat_id: None,
+            tax_number: None,
+            economy_id: None,
+            contact_person_id: None,
+            billing_address_id: None,
+            metadata: Metadata::new(),
+            managed_by: None,
+            envs,
+            created_at,
+            created_by_user: None,
+        }
+    }
+}
+
+/// A person. Passwords are Argon2id PHC strings; `None` until an invitation is accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+}
+
+/// A person's place in one organization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Membership {
+    pub user_id: UserId,
+    pub organization_id: OrganizationId,
+    pub role: Role,
+    pub status: UserStatus,
+    pub created_at: i64,
+}
+
+/// An invitation to join an organization; the token itself is only ever mailed, never stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invitation {
+    pub id: InvitationId,
+    pub organization_id: OrganizationId,
+    pub user_id: UserId,
+    pub token_hash: CredentialHash,
+    pub invited_by: Option<UserId>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub accepted_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// An API key. The secret is stored only as its keyed hash; during a rotation's grace period the
+/// previous hash is kept beside the current one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub organization_id: OrganizationId,
+    pub name: String,
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    pub public_key: String,
+    pub secret_hash: CredentialHash,
+    pub previous_secret_hash: Option<CredentialHash>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub metadata: Metadata,
+    pub created_at: i64,
+    pub created_by_user: Option<UserId>,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// Who did something, as the audit log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    ApiKey,
+    User,
+    /// The operator, acting through a command on the server's host.
+    System,
+    /// An unauthenticated caller (e.g. a failed login).
+    Anonymous,
+}
+
+impl ActorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorType::ApiKey => "api_key",
+            ActorType::User => "user",
+            ActorType::System => "system",
+            ActorType::Anonymous => "anonymous",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "api_key" => ActorType::ApiKey,
+            "user" => ActorType::User,
+            "system" => ActorType::System,
+            "anonymous" => ActorType::Anonymous,
+            _ => return None,
+        })
+    }
+}
+
+/// One audit event. Written in the same transaction as the change it records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub id: AuditEventId,
+    pub organization_id: OrganizationId,
+    pub action: String,
+    pub actor_type: ActorType,
+    pub actor_id: Option<String>,
+    pub target_type: String,
+    pub target_id: String,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: i64,
+}
+
+impl AuditEvent {
+    pub fn system(
+        organization_id: OrganizationId,
+        action: &str,
+        target_type: &str,
+        target_id: String,
+        created_at: i64,
+    ) -> Self {
+        Self {
+            id: AuditEventId::new(),
+            organization_id,
+            action: action.to_owned(),
+            actor_type: ActorType::System,
+            actor_id: None,
+            target_type: target_type.to_owned(),
+            target_id,
+            request_id: None,
+            ip: None,
+            created_at,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Wall-clock time as the contract speaks it: unix seconds.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the unix epoch, as every timestamp in the contract is expressed.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

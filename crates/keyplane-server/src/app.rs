@@ -1,0 +1,211 @@
+//! Application assembly: opens the store, loads secrets and TLS material, binds the listener.
+//! Production and tests start the same way: `Application::build(config)` then
+//! `run_until_stopped`, with port 0 for tests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyplane_core::secrets::{MasterKey, ServerSecrets};
+use keyplane_store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ServeConfig, StoreConfig};
+use crate::files::{ensure_private_dir, write_private_file};
+use crate::metrics::Metrics;
+use crate::server::Listener;
+use crate::tls::{self, CertificateInfo, TlsError, TlsSetup};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    MasterKey(String),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What every handler shares. Cloning is a reference-count increment.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+struct StateInner {
+    store: Arc<dyn Store>,
+    secrets: ServerSecrets,
+    metrics: Metrics,
+    public_url: String,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, secrets: ServerSecrets, public_url: String) -> Self {
+        Self(Arc::new(StateInner {
+            store,
+            secrets,
+            metrics: Metrics::new(),
+            public_url,
+        }))
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.0.store.as_ref()
+    }
+
+    pub fn secrets(&self) -> &ServerSecrets {
+        &self.0.secrets
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.0.public_url
+    }
+}
+
+/// Opens the configured store and derives the server secrets.
+///
+/// With SQLite the master key lives in `<data_dir>/master.key` (0600), generated on first use.
+/// With PostgreSQL it must be supplied: several nodes must share it, and a database dump must
+/// reveal nothing usable on its own.
+pub async fn open_store(config: &StoreConfig) -> Result<(Arc<dyn Store>, ServerSecrets), StartupError> {
+    let data_dir = &config.data_dir;
+    ensure_private_dir(data_dir).map_err(|source| StartupError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let master_key = load_master_key(config)?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::connect(&PostgresOptions {
+                url: url.clone(),
+                max_connections: config.database_max_connections,
+                acquire_timeout: config.database_timeout(),
+            })
+            .await?,
+        ),
+        None => Arc::new(SqliteStore::open(&data_dir.join("keyplane.db")).await?),
+    };
+    Ok((store, master_key.derive()))
+}
+
+fn load_master_key(config: &StoreConfig) -> Result<MasterKey, StartupError> {
+    let invalid = |source: &str, e: keyplane_core::secrets::InvalidMasterKey| {
+        StartupError::MasterKey(format!("{source}: {e}"))
+    };
+    if let Some(text) = &config.master_key {
+        return MasterKey::from_base64(text).map_err(|e| invalid("KEYPLANE_MASTER_KEY", e));
+    }
+    if let Some(path) = &config.master_key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartupError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
+        return MasterKey::from_base64(&text).map_err(|e| invalid(&path.display().to_string(), e));
+    }
+    if config.database_url.is_some() {
+        return Err(StartupError::MasterKey(
+            "PostgreSQL needs a master key shared by every node: set KEYPLANE_MASTER_KEY or \
+             --master-key-file (generate one with `keyplane keys generate-master-key`)"
+                .into(),
+        ));
+    }
+    let path = config.data_dir.join("master.key");
+    generated_master_key(&path)
+}
+
+fn generated_master_key(path: &Path) -> Result<MasterKey, StartupError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(&text)
+            .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate();
+            write_private_file(path, format!("{}\n", key.to_base64()).as_bytes()).map_err(|source| {
+                StartupError::DataDir {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            tracing::info!(path = %path.display(), "generated the master key");
+            Ok(key)
+        }
+        Err(error) => Err(StartupError::MasterKey(format!("cannot read {}: {error}", path.display()))),
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    tls: TlsSetup,
+    config: ServeConfig,
+}
+
+impl Application {
+    pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
+        let (store, secrets) = open_store(&config.store).await?;
+        let tls = tls::load_or_generate(
+            &config.store.data_dir,
+            config.tls_cert.as_deref().zip(config.tls_key.as_deref()),
+            &config.hostnames,
+        )?;
+        let certificate = &tls.certificate;
+        tracing::info!(
+            path = %certificate.cert_path.display(),
+            sha256 = %certificate.sha256_fingerprint,
+            generated = certificate.generated,
+            "TLS certificate"
+        );
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let state = AppState::new(store, secrets, config.public_url.clone());
+        tracing::info!(address = %local_addr, store = state.store().engine(), "listening for HTTPS");
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+            tls,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn certificate(&self) -> &CertificateInfo {
+        &self.tls.certificate
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) {
+        let listener = Listener {
+            tcp: self.listener,
+            tls: TlsAcceptor::from(self.tls.server_config.clone()),
+            router: crate::http::router(self.state.clone()),
+            trusted_proxies: self.config.trusted_proxies.clone().into(),
+            shutdown_timeout: Duration::from_secs(self.config.shutdown_timeout),
+        };
+        listener.serve(shutdown).await;
+        self.state.store().close().await;
+    }
+}

@@ -1,0 +1,195 @@
+//! Configuration: flags, `KEYPLANE_*` environment variables and an optional TOML file, in that
+//! order of precedence. Every setting is a flag with a documented default, so `--help` is the
+//! complete reference; the file may set any of them under the flag's name.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+
+/// Where data lives and how to reach it; shared by `serve`, `bootstrap` and `keys`.
+#[derive(Args, Clone, Debug)]
+pub struct StoreConfig {
+    /// TOML file with settings, named like the long flags (`listen = "0.0.0.0:8443"`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "KEYPLANE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the SQLite database, generated TLS material, server secrets and `outbox/`.
+    #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "./keyplane-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL (`postgres://user@host/db`). Without it, SQLite in the data directory.
+    #[arg(long, env = "KEYPLANE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Base64 of the 32-byte master key from which the secret pepper and the signing-key
+    /// encryption key derive. Required with PostgreSQL (or --master-key-file); with SQLite it is
+    /// generated into the data directory when absent.
+    #[arg(long, env = "KEYPLANE_MASTER_KEY", value_name = "BASE64", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// File holding the master key (base64), as an alternative to --master-key.
+    #[arg(long, env = "KEYPLANE_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// Largest number of PostgreSQL connections this node opens.
+    #[arg(long, env = "KEYPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Seconds a request waits for a database connection before it is answered 503.
+    #[arg(long, env = "KEYPLANE_DATABASE_TIMEOUT", default_value_t = 3.0)]
+    pub database_timeout: f64,
+}
+
+impl StoreConfig {
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.database_timeout.max(0.01))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings of `keyplane serve`.
+#[derive(Args, Clone, Debug)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    /// Address and port to listen on for HTTPS.
+    #[arg(long, env = "KEYPLANE_LISTEN", default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// The URL clients reach this server at; used in invitation links and as the token issuer.
+    #[arg(long, env = "KEYPLANE_PUBLIC_URL", default_value = "https://localhost:8443", value_name = "URL")]
+    pub public_url: String,
+
+    /// Extra host names for the generated self-signed certificate (repeatable).
+    #[arg(long = "hostname", env = "KEYPLANE_HOSTNAMES", value_delimiter = ',', value_name = "NAME")]
+    pub hostnames: Vec<String>,
+
+    /// PEM certificate chain; with --tls-key, replaces the generated self-signed certificate.
+    #[arg(long, env = "KEYPLANE_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "KEYPLANE_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A TLS-terminating proxy (CIDR, repeatable): its plain-HTTP requests are served when they
+    /// carry `X-Forwarded-Proto: https`, and its `X-Forwarded-For` names the client.
+    #[arg(long = "trusted-proxy", env = "KEYPLANE_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
+    #[arg(long, env = "KEYPLANE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+
+    /// Log filter, in `tracing` syntax (`info`, `keyplane=debug,sqlx=warn`).
+    #[arg(long, env = "KEYPLANE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "KEYPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// A configuration for an in-process server on an ephemeral port: what tests and embedders
+    /// start from.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        Self {
+            store: StoreConfig {
+                config: None,
+                data_dir: data_dir.to_path_buf(),
+                database_url: None,
+                master_key: None,
+                master_key_file: None,
+                database_max_connections: 16,
+                database_timeout: 3.0,
+            },
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            public_url: "https://localhost".into(),
+            hostnames: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
+            shutdown_timeout: 30,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration file {path} is not valid TOML: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("configuration file {path}: unknown setting `{key}` (see --help)")]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("configuration file {path}: `{key}` must be a string, number, boolean or array of them")]
+    BadValue { path: PathBuf, key: String },
+}
+
+/// Turns the settings of a TOML file into flags for the settings that neither a flag nor an
+/// environment variable gave, so clap applies one set of rules (types, ranges, defaults) to all.
+pub fn file_settings_as_flags(
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+    path: &Path,
+) -> Result<Vec<OsString>, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigFileError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id || a.get_long() == Some(key.as_str()))
+        else {
+            return Err(ConfigFileError::UnknownKey { path: path.to_path_buf(), key });
+        };
+        if id == "config" {
+            continue;
+        }
+        let given = matches!(
+            matches.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if given {
+            continue;
+        }
+        let long = arg.get_long().expect("every setting has a long flag");
+        let values = match value {
+            toml::Value::Array(items) => items,
+            single => vec![single],
+        };
+        for item in values {
+            let text = match item {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => return Err(ConfigFileError::BadValue { path: path.to_path_buf(), key }),
+            };
+            flags.push(OsString::from(format!("--{long}={text}")));
+        }
+    }
+    Ok(flags)
+}

@@ -1,0 +1,197 @@
+//! The one error type of the management API. Every failure, including axum's own rejections,
+//! becomes the contract's JSON body:
+//! `{"status_code", "error", "code", "message", "request_id"}`.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyplane_core::ValidationError;
+use keyplane_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::request_id;
+
+/// The error body every management endpoint answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Equals the HTTP status.
+    #[schema(example = 404)]
+    pub status_code: u16,
+    /// The status's reason phrase.
+    #[schema(example = "Not Found")]
+    pub error: &'static str,
+    /// Stable machine-readable code.
+    #[schema(example = "E_ORGANIZATION_NOT_FOUND")]
+    pub code: &'static str,
+    /// For people; names the offending field for validation errors.
+    #[schema(example = "Organization not found.")]
+    pub message: String,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+    /// Logged with the request id, never rendered.
+    internal: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            internal: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 naming the offending field.
+    pub fn validation(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "E_VALIDATION", format!("{field}: {message}"))
+    }
+
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "E_VALIDATION", message)
+    }
+
+    pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "E_UNAUTHORIZED", message)
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "E_FORBIDDEN", message)
+    }
+
+    /// 404 with a resource-specific code such as `E_ORGANIZATION_NOT_FOUND`.
+    pub fn not_found(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::CONFLICT, "E_CONFLICT", message)
+    }
+
+    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "E_RATE_LIMITED",
+            "Too many requests; retry later.",
+        );
+        error.retry_after = Some(retry_after_seconds.max(1));
+        error
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "E_UNAVAILABLE",
+            "The service is temporarily unavailable; retry shortly.",
+        )
+    }
+
+    pub fn https_required() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "E_HTTPS_REQUIRED",
+            "This server only speaks HTTPS.",
+        )
+    }
+
+    /// 500 without detail; `detail` is logged with the request id.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "E_INTERNAL",
+            "An internal error occurred.",
+        );
+        error.internal = Some(detail.to_string());
+        error
+    }
+
+    /// The generic error for a bare status produced outside our handlers (a tower layer, a
+    /// panic, axum's defaults).
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::not_found("E_NOT_FOUND", "No such route."),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(
+                status,
+                "E_METHOD_NOT_ALLOWED",
+                "This method is not allowed on this route.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                status,
+                "E_PAYLOAD_TOO_LARGE",
+                "The request body exceeds 1 MiB.",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                status,
+                "E_UNSUPPORTED_MEDIA_TYPE",
+                "The request body must be JSON (Content-Type: application/json).",
+            ),
+            StatusCode::SERVICE_UNAVAILABLE => Self::unavailable(),
+            StatusCode::INTERNAL_SERVER_ERROR => Self::internal("a layer answered 500"),
+            other if other.is_client_error() => Self::new(other, "E_BAD_REQUEST", "The request cannot be served."),
+            other => Self::new(other, "E_INTERNAL", "An internal error occurred."),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        Self::validation(&error.field, error.message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                Self::unavailable()
+            }
+            StoreError::Conflict(_) | StoreError::AlreadyBootstrapped => {
+                Self::conflict("The resource conflicts with an existing one.")
+            }
+            other => Self::internal(format!("{other}: {:?}", std::error::Error::source(&other))),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = request_id::current();
+        if let Some(detail) = &self.internal {
+            tracing::error!(request_id = %request_id, code = self.code, detail = %detail, "request failed");
+        }
+        let body = ErrorBody {
+            status_code: self.status.as_u16(),
+            error: self.status.canonical_reason().unwrap_or("Error"),
+            code: self.code,
+            message: self.message.into_owned(),
+            request_id,
+        };
+        let mut response = (self.status, crate::http::json_body(&body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

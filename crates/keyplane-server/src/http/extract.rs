@@ -1,0 +1,118 @@
+//! Extractors whose rejections are the contract's JSON errors, naming the offending field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::http::error::ApiError;
+
+/// The most a request body may hold.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// A JSON request body. Errors name the field (`kind: unknown variant ...`) through
+/// serde_path_to_error; unknown fields are rejected by `deny_unknown_fields` on the types.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE),
+                _ => ApiError::bad_request("The request body could not be read."),
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document into `T`, describing failures by the path of the offending field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("The request body must be a JSON object."));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("The request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::bad_request(describe(&inner))
+        } else {
+            ApiError::validation(&path, describe(&inner))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde_json's message without its `at line 1 column 9` suffix, which means nothing to callers.
+fn describe(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(index) => text[..index].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        kind: String,
+        limit: u8,
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let error = parse_json::<Sample>(br#"{"kind": "test", "limit": 1000}"#).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(format!("{error:?}").contains("limit: invalid value"), "{error:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let error = parse_json::<Sample>(br#"{"kind": "test", "limit": 1, "extra": 1}"#).unwrap_err();
+        assert!(format!("{error:?}").contains("unknown field `extra`"), "{error:?}");
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let error = parse_json::<Sample>(br#"{"limit": 1}"#).unwrap_err();
+        assert!(format!("{error:?}").contains("missing field `kind`"), "{error:?}");
+    }
+
+    #[test]
+    fn malformed_and_empty_bodies_are_rejected() {
+        assert!(parse_json::<Sample>(b"{not json").is_err());
+        assert!(parse_json::<Sample>(b"").is_err());
+        assert!(parse_json::<Sample>(br#"{"kind":"t","limit":1} trailing"#).is_err());
+    }
+}

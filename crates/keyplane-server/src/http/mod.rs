@@ -1,0 +1,124 @@
+//! The HTTP surface: the router, its middleware stack, and the handlers, one module per resource.
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod request_id;
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::app::AppState;
+use error::ApiError;
+use extract::BODY_LIMIT_BYTES;
+
+/// Who sent the request, as the listener saw it (or as a trusted proxy reported it).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+}
+
+/// Serialises a value as the JSON body of a response, with the contract's content type.
+pub fn json_body<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => ApiError::internal(format!("serialising a response: {error}")).into_response(),
+    }
+}
+
+/// A `200 OK` JSON response.
+pub struct JsonResponse<T>(pub T);
+
+impl<T: Serialize> IntoResponse for JsonResponse<T> {
+    fn into_response(self) -> Response {
+        json_body(&self.0)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn(remember_route))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(refuse_oversized_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(middleware::from_fn(request_id::assign_request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::from_status(StatusCode::NOT_FOUND)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// The matched route template, carried out to `observe` on the response.
+#[derive(Clone)]
+struct RouteTemplate(MatchedPath);
+
+async fn remember_route(request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(path) = matched {
+        response.extensions_mut().insert(RouteTemplate(path));
+    }
+    response
+}
+
+/// Answers 413 from the declared length, before anything reads the body.
+async fn refuse_oversized_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > BODY_LIMIT_BYTES as u64) {
+        return ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response();
+    }
+    next.run(request).await
+}
+
+/// Metrics and the access log line. Routes are logged by template, never with query strings.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map(|r| r.0.as_str())
+        .unwrap_or("unmatched");
+    let status = response.status().as_u16();
+    state.metrics().observe_request(method.as_str(), route, status, elapsed);
+    tracing::info!(
+        request_id = %request_id::current(),
+        method = %method,
+        route,
+        status,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    response
+}

@@ -1,0 +1,14 @@
+//! Keyplane's server: configuration, the HTTPS listener, the HTTP API and operator commands.
+
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod files;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+
+pub use app::{AppState, Application, StartupError};
+pub use config::{ServeConfig, StoreConfig};

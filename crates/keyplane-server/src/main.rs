@@ -1,0 +1,152 @@
+//! The `keyplane` command: `serve`, `bootstrap` and key management.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use keyplane_core::secrets::MasterKey;
+use keyplane_server::bootstrap::{BootstrapError, bootstrap};
+use keyplane_server::config::{LogFormat, ServeConfig, StoreConfig, file_settings_as_flags};
+use keyplane_server::{Application, app, telemetry};
+
+#[derive(Parser)]
+#[command(name = "keyplane", version, about = "Organizations, people, API keys and the tokens they buy.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTPS API.
+    Serve(Box<ServeConfig>),
+    /// On an empty store: create the first organization, its owner and a first test API key.
+    Bootstrap(BootstrapArgs),
+    /// Manage server keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Args)]
+struct BootstrapArgs {
+    #[command(flatten)]
+    store: StoreConfig,
+    /// Name of the first organization.
+    #[arg(long, value_name = "NAME")]
+    organization_name: String,
+    /// E-mail address of its owner, who is invited to set a password.
+    #[arg(long, value_name = "EMAIL")]
+    email: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The URL clients reach the server at, for the invitation link.
+    #[arg(long, env = "KEYPLANE_PUBLIC_URL", default_value = "https://localhost:8443", value_name = "URL")]
+    public_url: String,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random master key (base64) for KEYPLANE_MASTER_KEY.
+    GenerateMasterKey,
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_with_config_file(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("keyplane: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("keyplane: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line, adding settings from `--config FILE` that no flag or environment
+/// variable gave.
+fn parse_with_config_file(mut args: Vec<OsString>) -> anyhow::Result<Cli> {
+    let command = Cli::command();
+    if let Ok(matches) = command.clone().try_get_matches_from(&args)
+        && let Some((name, sub_matches)) = matches.subcommand()
+        && let Some(path) = sub_matches.try_get_one::<std::path::PathBuf>("config").ok().flatten()
+    {
+        let sub_command = command.find_subcommand(name).expect("the parsed subcommand exists");
+        args.extend(file_settings_as_flags(sub_command, sub_matches, path)?);
+    }
+    Ok(Cli::parse_from(args))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(config) => {
+            telemetry::init(&config.log, config.log_format);
+            let application = Application::build(*config).await?;
+            application.run_until_stopped(shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bootstrap(args) => {
+            telemetry::init("warn", LogFormat::Text);
+            let (store, secrets) = app::open_store(&args.store).await?;
+            let outcome = bootstrap(
+                store.as_ref(),
+                &secrets,
+                &args.organization_name,
+                &args.email,
+                &args.public_url,
+            )
+            .await;
+            store.close().await;
+            match outcome {
+                Ok(output) if args.json => {
+                    println!("{}", serde_json::to_string(&output).context("rendering JSON")?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(output) => {
+                    println!("Organization  {}", output.organization_id);
+                    println!("Owner         {} (invited)", output.user_id);
+                    println!("API key       {}", output.api_key);
+                    println!("API secret    {}", output.api_secret);
+                    println!("Invitation    {}", output.invitation_url);
+                    println!();
+                    println!("The secret is shown only now: store it safely.");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error @ (BootstrapError::AlreadyBootstrapped | BootstrapError::Invalid(_))) => {
+                    eprintln!("keyplane bootstrap: {error}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(BootstrapError::Store(error)) => Err(error).context("bootstrap failed"),
+            }
+        }
+        Command::Keys(KeysCommand::GenerateMasterKey) => {
+            println!("{}", MasterKey::generate().to_base64());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

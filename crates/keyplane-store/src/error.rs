@@ -1,0 +1,56 @@
+//! The store's one error type, classified so the HTTP layer can answer 503 or 409 correctly.
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached right now; the caller should answer 503 and try later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A uniqueness rule was violated (e.g. a key name taken within its organization).
+    #[error("conflicts with an existing record")]
+    Conflict(#[source] sqlx::Error),
+    /// `keyplane bootstrap` ran before, or the store already holds an organization.
+    #[error("the store already has an organization")]
+    AlreadyBootstrapped,
+    /// A row holds a value the domain does not accept: a bug or a hand-edited database.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Anything else: a bug, logged and answered with 500.
+    #[error("database error")]
+    Internal(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            sqlx::Error::Database(db) => {
+                if db.is_unique_violation() {
+                    return StoreError::Conflict(error);
+                }
+                match db.code().as_deref() {
+                    // PostgreSQL: connection exceptions (08xxx), the server shutting down (57P0x),
+                    // too many connections (53300); SQLite: busy or locked past the busy timeout.
+                    Some(code)
+                        if code.starts_with("08")
+                            || code.starts_with("57P0")
+                            || code == "53300"
+                            || code == "5"
+                            || code == "6" =>
+                    {
+                        StoreError::Unavailable(error)
+                    }
+                    _ => StoreError::Internal(error),
+                }
+            }
+            _ => StoreError::Internal(error),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Keyplane's storage: the [`Store`] trait and its two implementations, SQLite (the embedded
+//! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in
+//! [`shared`]; only connection setup and migrations differ.
+
+mod error;
+mod postgres;
+mod shared;
+mod sqlite;
+
+use async_trait::async_trait;
+use keyplane_core::records::{ApiKey, AuditEvent, Invitation, Membership, Organization, User};
+use keyplane_core::{OrganizationId, UserId};
+
+pub use error::StoreError;
+pub use postgres::{PostgresOptions, PostgresStore};
+pub use sqlite::SqliteStore;
+
+/// Everything `keyplane bootstrap` creates, written in one transaction.
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    pub organization: Organization,
+    pub user: User,
+    pub membership: Membership,
+    pub invitation: Invitation,
+    pub api_key: ApiKey,
+    pub events: Vec<AuditEvent>,
+}
+
+/// The persistence Keyplane needs, as domain operations. Each mutating operation takes the audit
+/// events that record it and writes them in the same transaction, so a change without its event
+/// (or an event without its change) cannot happen.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which engine this is, for logs and metrics.
+    fn engine(&self) -> &'static str;
+
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates the first organization, its owner, the owner's invitation and a first API key.
+    /// Fails with [`StoreError::AlreadyBootstrapped`], changing nothing, when any organization
+    /// exists or a bootstrap has already run.
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
+
+    async fn organization(&self, id: OrganizationId) -> Result<Option<Organization>, StoreError>;
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    async fn memberships_of_user(&self, user_id: UserId) -> Result<Vec<Membership>, StoreError>;
+
+    async fn invitations_of_organization(
+        &self,
+        organization_id: OrganizationId,
+    ) -> Result<Vec<Invitation>, StoreError>;
+
+    /// Looks an API key up by its public `key`, the credential's first half.
+    async fn api_key_by_public_key(&self, public_key: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// The organization's audit events, newest first.
+    async fn audit_events(
+        &self,
+        organization_id: OrganizationId,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Closes every connection; used on shutdown.
+    async fn close(&self);
+}

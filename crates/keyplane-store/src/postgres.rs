@@ -1,0 +1,41 @@
+//! PostgreSQL, for deployments of several nodes sharing one database.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+/// How to reach PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    writer: PgPool,
+    reader: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date. sqlx serialises migrations with an advisory
+    /// lock, so several nodes may start at once.
+    pub async fn connect(options: &PostgresOptions) -> Result<Self, StoreError> {
+        let connect: PgConnectOptions = options.url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.application_name("keyplane"))
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+}
+
+crate::shared::impl_store!(PostgresStore, Postgres, sqlx::postgres::PgRow, "postgres");

@@ -1,0 +1,448 @@
+//! The SQL both stores run, written once. `impl_store!` expands the [`crate::Store`] trait for a
+//! concrete sqlx database type; every statement uses `$n` placeholders in ascending order, which
+//! SQLite and PostgreSQL both accept, and only portable types (TEXT, BIGINT, bytes).
+
+use keyplane_core::records::{ActorType, Metadata};
+use keyplane_core::values::Env;
+
+use crate::StoreError;
+
+pub(crate) fn envs_to_text(envs: &[Env]) -> String {
+    envs.iter().map(Env::as_str).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn envs_from_text(text: &str) -> Result<Vec<Env>, StoreError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',').map(|e| parse_column("envs", e)).collect()
+}
+
+pub(crate) fn metadata_to_text(metadata: &Metadata) -> String {
+    serde_json::Value::Object(metadata.clone()).to_string()
+}
+
+pub(crate) fn metadata_from_text(text: &str) -> Result<Metadata, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))
+}
+
+pub(crate) fn parse_column<T: std::str::FromStr>(column: &str, text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{column}: unexpected value {text:?}")))
+}
+
+pub(crate) fn parse_actor_type(text: &str) -> Result<ActorType, StoreError> {
+    ActorType::parse(text).ok_or_else(|| StoreError::Corrupt(format!("actor_type: {text:?}")))
+}
+
+/// Expands `Store` for `$store`, whose `reader` and `writer` fields are `sqlx::Pool<$db>`.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $row:ty, $engine:literal) => {
+        use async_trait::async_trait;
+        use keyplane_core::records::{
+            ApiKey, AuditEvent, Invitation, Membership, Organization, User,
+        };
+        use keyplane_core::secrets::CredentialHash;
+        use keyplane_core::{OrganizationId, UserId};
+        use sqlx::Row;
+
+        use crate::shared::{
+            envs_from_text, envs_to_text, metadata_from_text, metadata_to_text, parse_actor_type,
+            parse_column,
+        };
+        use crate::{Bootstrap, Store, StoreError};
+
+        type Connection = <$db as sqlx::Database>::Connection;
+
+        fn hash_from_bytes(column: &str, bytes: Vec<u8>) -> Result<CredentialHash, StoreError> {
+            CredentialHash::from_slice(&bytes)
+                .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
+        }
+
+        fn organization_from_row(row: &$row) -> Result<Organization, StoreError> {
+            let managed_by: Option<String> = row.try_get("managed_by")?;
+            let created_by_user: Option<String> = row.try_get("created_by_user")?;
+            Ok(Organization {
+                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
+                name: row.try_get("name")?,
+                display_name: row.try_get("display_name")?,
+                address_line1: row.try_get("address_line1")?,
+                address_line2: row.try_get("address_line2")?,
+                zip: row.try_get("zip")?,
+                town: row.try_get("town")?,
+                state: row.try_get("state")?,
+                country_code: row.try_get("country_code")?,
+                vat_id: row.try_get("vat_id")?,
+                tax_number: row.try_get("tax_number")?,
+                economy_id: row.try_get("economy_id")?,
+                contact_person_id: row.try_get("contact_person_id")?,
+                billing_address_id: row.try_get("billing_address_id")?,
+                metadata: metadata_from_text(row.try_get("metadata")?)?,
+                managed_by: managed_by.map(|id| parse_column("managed_by", &id)).transpose()?,
+                envs: envs_from_text(row.try_get("envs")?)?,
+                created_at: row.try_get("created_at")?,
+                created_by_user: created_by_user
+                    .map(|id| parse_column("created_by_user", &id))
+                    .transpose()?,
+            })
+        }
+
+        fn user_from_row(row: &$row) -> Result<User, StoreError> {
+            Ok(User {
+                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
+                email: row.try_get("email")?,
+                first_name: row.try_get("first_name")?,
+                last_name: row.try_get("last_name")?,
+                password_hash: row.try_get("password_hash")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn membership_from_row(row: &$row) -> Result<Membership, StoreError> {
+            Ok(Membership {
+                user_id: parse_column("user_id", row.try_get::<&str, _>("user_id")?)?,
+                organization_id: parse_column(
+                    "organization_id",
+                    row.try_get::<&str, _>("organization_id")?,
+                )?,
+                role: parse_column("role", row.try_get::<&str, _>("role")?)?,
+                status: parse_column("status", row.try_get::<&str, _>("status")?)?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn invitation_from_row(row: &$row) -> Result<Invitation, StoreError> {
+            let invited_by: Option<String> = row.try_get("invited_by")?;
+            Ok(Invitation {
+                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
+                organization_id: parse_column(
+                    "organization_id",
+                    row.try_get::<&str, _>("organization_id")?,
+                )?,
+                user_id: parse_column("user_id", row.try_get::<&str, _>("user_id")?)?,
+                token_hash: hash_from_bytes("token_hash", row.try_get("token_hash")?)?,
+                invited_by: invited_by.map(|id| parse_column("invited_by", &id)).transpose()?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                accepted_at: row.try_get("accepted_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        }
+
+        fn api_key_from_row(row: &$row) -> Result<ApiKey, StoreError> {
+            let previous: Option<Vec<u8>> = row.try_get("previous_secret_hash")?;
+            let created_by_user: Option<String> = row.try_get("created_by_user")?;
+            Ok(ApiKey {
+                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
+                organization_id: parse_column(
+                    "organization_id",
+                    row.try_get::<&str, _>("organization_id")?,
+                )?,
+                name: row.try_get("name")?,
+                kind: parse_column("kind", row.try_get::<&str, _>("kind")?)?,
+                status: parse_column("status", row.try_get::<&str, _>("status")?)?,
+                public_key: row.try_get("public_key")?,
+                secret_hash: hash_from_bytes("secret_hash", row.try_get("secret_hash")?)?,
+                previous_secret_hash: previous
+                    .map(|bytes| hash_from_bytes("previous_secret_hash", bytes))
+                    .transpose()?,
+                previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
+                metadata: metadata_from_text(row.try_get("metadata")?)?,
+                created_at: row.try_get("created_at")?,
+                created_by_user: created_by_user
+                    .map(|id| parse_column("created_by_user", &id))
+                    .transpose()?,
+                last_used_at: row.try_get("last_used_at")?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        }
+
+        fn audit_event_from_row(row: &$row) -> Result<AuditEvent, StoreError> {
+            Ok(AuditEvent {
+                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
+                organization_id: parse_column(
+                    "organization_id",
+                    row.try_get::<&str, _>("organization_id")?,
+                )?,
+                action: row.try_get("action")?,
+                actor_type: parse_actor_type(row.try_get("actor_type")?)?,
+                actor_id: row.try_get("actor_id")?,
+                target_type: row.try_get("target_type")?,
+                target_id: row.try_get("target_id")?,
+                request_id: row.try_get("request_id")?,
+                ip: row.try_get("ip")?,
+                created_at: row.try_get("created_at")?,
+            })
+        }
+
+        async fn insert_organization(
+            conn: &mut Connection,
+            org: &Organization,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO organizations (id, name, display_name, address_line1, address_line2, \
+                 zip, town, state, country_code, vat_id, tax_number, economy_id, \
+                 contact_person_id, billing_address_id, metadata, managed_by, envs, created_at, \
+                 created_by_user) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17, $18, $19)",
+            )
+            .bind(org.id.to_string())
+            .bind(&org.name)
+            .bind(&org.display_name)
+            .bind(&org.address_line1)
+            .bind(&org.address_line2)
+            .bind(&org.zip)
+            .bind(&org.town)
+            .bind(&org.state)
+            .bind(&org.country_code)
+            .bind(&org.vat_id)
+            .bind(&org.tax_number)
+            .bind(&org.economy_id)
+            .bind(&org.contact_person_id)
+            .bind(&org.billing_address_id)
+            .bind(metadata_to_text(&org.metadata))
+            .bind(org.managed_by.map(|id| id.to_string()))
+            .bind(envs_to_text(&org.envs))
+            .bind(org.created_at)
+            .bind(org.created_by_user.map(|id| id.to_string()))
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_user(conn: &mut Connection, user: &User) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO users (id, email, first_name, last_name, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(user.id.to_string())
+            .bind(&user.email)
+            .bind(&user.first_name)
+            .bind(&user.last_name)
+            .bind(&user.password_hash)
+            .bind(user.created_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_membership(
+            conn: &mut Connection,
+            membership: &Membership,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO memberships (organization_id, user_id, role, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(membership.organization_id.to_string())
+            .bind(membership.user_id.to_string())
+            .bind(membership.role.as_str())
+            .bind(membership.status.as_str())
+            .bind(membership.created_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_invitation(
+            conn: &mut Connection,
+            invitation: &Invitation,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO invitations (id, organization_id, user_id, token_hash, invited_by, \
+                 created_at, expires_at, accepted_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(invitation.id.to_string())
+            .bind(invitation.organization_id.to_string())
+            .bind(invitation.user_id.to_string())
+            .bind(invitation.token_hash.as_bytes())
+            .bind(invitation.invited_by.map(|id| id.to_string()))
+            .bind(invitation.created_at)
+            .bind(invitation.expires_at)
+            .bind(invitation.accepted_at)
+            .bind(invitation.revoked_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_api_key(conn: &mut Connection, key: &ApiKey) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO api_keys (id, organization_id, name, kind, status, public_key, \
+                 secret_hash, previous_secret_hash, previous_secret_expires_at, metadata, \
+                 created_at, created_by_user, last_used_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(key.id.to_string())
+            .bind(key.organization_id.to_string())
+            .bind(&key.name)
+            .bind(key.kind.as_str())
+            .bind(key.status.as_str())
+            .bind(&key.public_key)
+            .bind(key.secret_hash.as_bytes())
+            .bind(key.previous_secret_hash.as_ref().map(|h| h.as_bytes()))
+            .bind(key.previous_secret_expires_at)
+            .bind(metadata_to_text(&key.metadata))
+            .bind(key.created_at)
+            .bind(key.created_by_user.map(|id| id.to_string()))
+            .bind(key.last_used_at)
+            .bind(key.expires_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        async fn insert_audit_events(
+            conn: &mut Connection,
+            events: &[AuditEvent],
+        ) -> Result<(), StoreError> {
+            for event in events {
+                sqlx::query(
+                    "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_id, \
+                     target_type, target_id, request_id, ip, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(event.id.to_string())
+                .bind(event.organization_id.to_string())
+                .bind(&event.action)
+                .bind(event.actor_type.as_str())
+                .bind(&event.actor_id)
+                .bind(&event.target_type)
+                .bind(&event.target_id)
+                .bind(&event.request_id)
+                .bind(&event.ip)
+                .bind(event.created_at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn engine(&self) -> &'static str {
+                $engine
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.reader).await?;
+                Ok(())
+            }
+
+            async fn bootstrap(&self, b: &Bootstrap) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let organizations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if organizations > 0 {
+                    return Err(StoreError::AlreadyBootstrapped);
+                }
+                // The singleton row makes a concurrent second bootstrap fail on commit.
+                match sqlx::query("INSERT INTO bootstrap (id, done_at) VALUES (1, $1)")
+                    .bind(b.organization.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)
+                {
+                    Err(StoreError::Conflict(_)) => return Err(StoreError::AlreadyBootstrapped),
+                    other => other?,
+                };
+                insert_organization(&mut tx, &b.organization).await?;
+                insert_user(&mut tx, &b.user).await?;
+                insert_membership(&mut tx, &b.membership).await?;
+                insert_invitation(&mut tx, &b.invitation).await?;
+                insert_api_key(&mut tx, &b.api_key).await?;
+                insert_audit_events(&mut tx, &b.events).await?;
+                match tx.commit().await.map_err(StoreError::from) {
+                    Err(StoreError::Conflict(_)) => Err(StoreError::AlreadyBootstrapped),
+                    other => other,
+                }
+            }
+
+            async fn organization(
+                &self,
+                id: OrganizationId,
+            ) -> Result<Option<Organization>, StoreError> {
+                sqlx::query("SELECT * FROM organizations WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| organization_from_row(&row))
+                    .transpose()
+            }
+
+            async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+                sqlx::query("SELECT * FROM users WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| user_from_row(&row))
+                    .transpose()
+            }
+
+            async fn memberships_of_user(
+                &self,
+                user_id: UserId,
+            ) -> Result<Vec<Membership>, StoreError> {
+                sqlx::query(
+                    "SELECT * FROM memberships WHERE user_id = $1 ORDER BY organization_id",
+                )
+                .bind(user_id.to_string())
+                .fetch_all(&self.reader)
+                .await?
+                .iter()
+                .map(membership_from_row)
+                .collect()
+            }
+
+            async fn invitations_of_organization(
+                &self,
+                organization_id: OrganizationId,
+            ) -> Result<Vec<Invitation>, StoreError> {
+                sqlx::query("SELECT * FROM invitations WHERE organization_id = $1 ORDER BY id")
+                    .bind(organization_id.to_string())
+                    .fetch_all(&self.reader)
+                    .await?
+                    .iter()
+                    .map(invitation_from_row)
+                    .collect()
+            }
+
+            async fn api_key_by_public_key(
+                &self,
+                public_key: &str,
+            ) -> Result<Option<ApiKey>, StoreError> {
+                sqlx::query("SELECT * FROM api_keys WHERE public_key = $1")
+                    .bind(public_key)
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| api_key_from_row(&row))
+                    .transpose()
+            }
+
+            async fn audit_events(
+                &self,
+                organization_id: OrganizationId,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                sqlx::query(
+                    "SELECT * FROM audit_events WHERE organization_id = $1 ORDER BY id DESC",
+                )
+                .bind(organization_id.to_string())
+                .fetch_all(&self.reader)
+                .await?
+                .iter()
+                .map(audit_event_from_row)
+                .collect()
+            }
+
+            async fn close(&self) {
+                self.writer.close().await;
+                self.reader.close().await;
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
