@@ -4,7 +4,9 @@
 use crate::ids::{ApiKeyId, InvitationId, UserId};
 use crate::records::{ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, User};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
-use crate::values::{ApiKeyKind, ApiKeyStatus, Email, Env, KeyName, OrganizationName, Role, UserStatus};
+use crate::values::{
+    ApiKeyKind, ApiKeyStatus, Email, Env, KeyName, OrganizationName, Role, UserStatus,
+};
 
 /// How long an invitation can be accepted, unless configured otherwise.
 pub const DEFAULT_INVITATION_TTL_SECONDS: i64 = 7 * 24 * 3600;
@@ -32,7 +34,11 @@ pub fn plan_bootstrap(
     now: i64,
     invitation_ttl_seconds: i64,
 ) -> BootstrapPlan {
-    let organization = Organization::named(organization_name.to_string(), vec![Env::Test, Env::Live], now);
+    let organization = Organization::named(
+        organization_name.to_string(),
+        vec![Env::Test, Env::Live],
+        now,
+    );
     let user = User {
         id: UserId::new(),
         email: email.to_string(),
@@ -53,7 +59,8 @@ pub fn plan_bootstrap(
         id: InvitationId::new(),
         organization_id: organization.id,
         user_id: user.id,
-        token_hash: secrets.hash_credential(CredentialKind::InvitationToken, invitation_token.expose()),
+        token_hash: secrets
+            .hash_credential(CredentialKind::InvitationToken, invitation_token.expose()),
         invited_by: None,
         created_at: now,
         expires_at: now + invitation_ttl_seconds,
@@ -79,9 +86,27 @@ pub fn plan_bootstrap(
         expires_at: None,
     };
     let events = vec![
-        AuditEvent::system(organization.id, "organization.created", "organization", organization.id.to_string(), now),
-        AuditEvent::system(organization.id, "user.invited", "user", user.id.to_string(), now),
-        AuditEvent::system(organization.id, "api_key.created", "api_key", api_key.id.to_string(), now),
+        AuditEvent::system(
+            organization.id,
+            "organization.created",
+            "organization",
+            organization.id.to_string(),
+            now,
+        ),
+        AuditEvent::system(
+            organization.id,
+            "user.invited",
+            "user",
+            user.id.to_string(),
+            now,
+        ),
+        AuditEvent::system(
+            organization.id,
+            "api_key.created",
+            "api_key",
+            api_key.id.to_string(),
+            now,
+        ),
     ];
     BootstrapPlan {
         organization,

@@ -21,7 +21,9 @@ use crate::values::{ApiKeyKind, KeyName};
 pub struct MasterKey([u8; 32]);
 
 #[derive(Debug, thiserror::Error)]
-#[error("the master key must be 32 bytes, base64-encoded (generate one with `keyplane keys generate-master-key`)")]
+#[error(
+    "the master key must be 32 bytes, base64-encoded (generate one with `keyplane keys generate-master-key`)"
+)]
 pub struct InvalidMasterKey;
 
 impl MasterKey {
@@ -49,7 +51,10 @@ impl MasterKey {
     /// Derives the secrets the server works with. Distinct HKDF labels keep them independent.
     pub fn derive(&self) -> ServerSecrets {
         ServerSecrets {
-            pepper: hmac::Key::new(hmac::HMAC_SHA256, &self.expand(b"keyplane/v1/secret-pepper")),
+            pepper: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                &self.expand(b"keyplane/v1/secret-pepper"),
+            ),
             signing_key_encryption: self.expand(b"keyplane/v1/signing-key-encryption"),
         }
     }
@@ -136,7 +141,12 @@ impl ServerSecrets {
     }
 
     /// Compares a presented credential with a stored hash in constant time.
-    pub fn verify_credential(&self, kind: CredentialKind, credential: &str, stored: &CredentialHash) -> bool {
+    pub fn verify_credential(
+        &self,
+        kind: CredentialKind,
+        credential: &str,
+        stored: &CredentialHash,
+    ) -> bool {
         let presented = self.hash_credential(kind, credential);
         presented.0.ct_eq(&stored.0).into()
     }
@@ -219,7 +229,10 @@ mod tests {
         let secret = "same-input";
         let a = secrets();
         let b = secrets();
-        assert!(a.hash_credential(CredentialKind::ApiSecret, secret) != b.hash_credential(CredentialKind::ApiSecret, secret));
+        assert!(
+            a.hash_credential(CredentialKind::ApiSecret, secret)
+                != b.hash_credential(CredentialKind::ApiSecret, secret)
+        );
         assert!(
             a.hash_credential(CredentialKind::ApiSecret, secret)
                 != a.hash_credential(CredentialKind::RefreshToken, secret)
@@ -232,7 +245,9 @@ mod tests {
         let again = MasterKey::from_base64(&key.to_base64()).unwrap();
         assert!(
             key.derive().hash_credential(CredentialKind::ApiSecret, "x")
-                == again.derive().hash_credential(CredentialKind::ApiSecret, "x")
+                == again
+                    .derive()
+                    .hash_credential(CredentialKind::ApiSecret, "x")
         );
     }
 
@@ -246,7 +261,12 @@ mod tests {
     fn generated_secrets_carry_256_bits_in_url_safe_characters() {
         let secret = PlainCredential::generate();
         assert_eq!(secret.expose().len(), 43);
-        assert!(secret.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            secret
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(secret, PlainCredential::generate());
         assert!(!format!("{secret:?}").contains(secret.expose()));
     }
@@ -258,7 +278,11 @@ mod tests {
         let parts: Vec<&str> = key.splitn(3, '_').collect();
         assert_eq!(parts[0], "test");
         assert_eq!(parts[1].len(), 24);
-        assert!(parts[1].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(
+            parts[1]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
         assert_eq!(parts[2], "pos-berlin");
     }
 }

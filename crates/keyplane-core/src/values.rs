@@ -250,7 +250,14 @@ mod tests {
         for good in ["abc", "pos-berlin", "a1-", &"a".repeat(30)] {
             assert!(KeyName::parse(good).is_ok(), "{good}");
         }
-        for bad in ["ab", "Upper", "with_underscore", "spa ce", &"a".repeat(31), "ümlaut"] {
+        for bad in [
+            "ab",
+            "Upper",
+            "with_underscore",
+            "spa ce",
+            &"a".repeat(31),
+            "ümlaut",
+        ] {
             assert!(KeyName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -258,7 +265,14 @@ mod tests {
     #[test]
     fn emails_need_a_local_part_and_a_domain() {
         assert!(Email::parse("ada@example.com").is_ok());
-        for bad in ["ada", "@example.com", "ada@", "ada@@example.com", "a da@example.com", "ada@.com"] {
+        for bad in [
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@@example.com",
+            "a da@example.com",
+            "ada@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

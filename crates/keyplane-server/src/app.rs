@@ -22,7 +22,10 @@ use crate::tls::{self, CertificateInfo, TlsError, TlsSetup};
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot use the data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     MasterKey(String),
     #[error("cannot open the store: {0}")]
@@ -30,7 +33,10 @@ pub enum StartupError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What every handler shares. Cloning is a reference-count increment.
@@ -76,7 +82,9 @@ impl AppState {
 /// With SQLite the master key lives in `<data_dir>/master.key` (0600), generated on first use.
 /// With PostgreSQL it must be supplied: several nodes must share it, and a database dump must
 /// reveal nothing usable on its own.
-pub async fn open_store(config: &StoreConfig) -> Result<(Arc<dyn Store>, ServerSecrets), StartupError> {
+pub async fn open_store(
+    config: &StoreConfig,
+) -> Result<(Arc<dyn Store>, ServerSecrets), StartupError> {
     let data_dir = &config.data_dir;
     ensure_private_dir(data_dir).map_err(|source| StartupError::DataDir {
         path: data_dir.clone(),
@@ -126,16 +134,19 @@ fn generated_master_key(path: &Path) -> Result<MasterKey, StartupError> {
             .map_err(|e| StartupError::MasterKey(format!("{}: {e}", path.display()))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let key = MasterKey::generate();
-            write_private_file(path, format!("{}\n", key.to_base64()).as_bytes()).map_err(|source| {
-                StartupError::DataDir {
+            write_private_file(path, format!("{}\n", key.to_base64()).as_bytes()).map_err(
+                |source| StartupError::DataDir {
                     path: path.to_path_buf(),
                     source,
-                }
-            })?;
+                },
+            )?;
             tracing::info!(path = %path.display(), "generated the master key");
             Ok(key)
         }
-        Err(error) => Err(StartupError::MasterKey(format!("cannot read {}: {error}", path.display()))),
+        Err(error) => Err(StartupError::MasterKey(format!(
+            "cannot read {}: {error}",
+            path.display()
+        ))),
     }
 }
 
@@ -163,12 +174,17 @@ impl Application {
             generated = certificate.generated,
             "TLS certificate"
         );
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let state = AppState::new(store, secrets, config.public_url.clone());
         tracing::info!(address = %local_addr, store = state.store().engine(), "listening for HTTPS");
         Ok(Self {

@@ -2,10 +2,10 @@
 
 use keyplane_core::ValidationError;
 use keyplane_core::onboarding::{DEFAULT_INVITATION_TTL_SECONDS, plan_bootstrap};
+use keyplane_core::secrets::ServerSecrets;
 use keyplane_core::time::now_unix;
 use keyplane_core::values::{Email, OrganizationName};
 use keyplane_store::{Bootstrap, Store, StoreError};
-use keyplane_core::secrets::ServerSecrets;
 use serde::Serialize;
 
 /// What bootstrap prints: the credentials, once.
@@ -37,7 +37,13 @@ pub async fn bootstrap(
 ) -> Result<BootstrapOutput, BootstrapError> {
     let name = OrganizationName::parse(organization_name)?;
     let email = Email::parse(email)?;
-    let plan = plan_bootstrap(secrets, name, email, now_unix(), DEFAULT_INVITATION_TTL_SECONDS);
+    let plan = plan_bootstrap(
+        secrets,
+        name,
+        email,
+        now_unix(),
+        DEFAULT_INVITATION_TTL_SECONDS,
+    );
     let records = Bootstrap {
         organization: plan.organization,
         user: plan.user,
@@ -46,10 +52,13 @@ pub async fn bootstrap(
         api_key: plan.api_key,
         events: plan.events,
     };
-    store.bootstrap(&records).await.map_err(|error| match error {
-        StoreError::AlreadyBootstrapped => BootstrapError::AlreadyBootstrapped,
-        other => BootstrapError::Store(other),
-    })?;
+    store
+        .bootstrap(&records)
+        .await
+        .map_err(|error| match error {
+            StoreError::AlreadyBootstrapped => BootstrapError::AlreadyBootstrapped,
+            other => BootstrapError::Store(other),
+        })?;
     Ok(BootstrapOutput {
         organization_id: records.organization.id.to_string(),
         user_id: records.user.id.to_string(),

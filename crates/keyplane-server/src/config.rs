@@ -20,17 +20,32 @@ pub struct StoreConfig {
     pub config: Option<PathBuf>,
 
     /// Directory for the SQLite database, generated TLS material, server secrets and `outbox/`.
-    #[arg(long, env = "KEYPLANE_DATA_DIR", default_value = "./keyplane-data", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "KEYPLANE_DATA_DIR",
+        default_value = "./keyplane-data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
 
     /// PostgreSQL URL (`postgres://user@host/db`). Without it, SQLite in the data directory.
-    #[arg(long, env = "KEYPLANE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KEYPLANE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Base64 of the 32-byte master key from which the secret pepper and the signing-key
     /// encryption key derive. Required with PostgreSQL (or --master-key-file); with SQLite it is
     /// generated into the data directory when absent.
-    #[arg(long, env = "KEYPLANE_MASTER_KEY", value_name = "BASE64", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KEYPLANE_MASTER_KEY",
+        value_name = "BASE64",
+        hide_env_values = true
+    )]
     pub master_key: Option<String>,
 
     /// File holding the master key (base64), as an alternative to --master-key.
@@ -65,28 +80,58 @@ pub struct ServeConfig {
     pub store: StoreConfig,
 
     /// Address and port to listen on for HTTPS.
-    #[arg(long, env = "KEYPLANE_LISTEN", default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "KEYPLANE_LISTEN",
+        default_value = "127.0.0.1:8443",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
 
     /// The URL clients reach this server at; used in invitation links and as the token issuer.
-    #[arg(long, env = "KEYPLANE_PUBLIC_URL", default_value = "https://localhost:8443", value_name = "URL")]
+    #[arg(
+        long,
+        env = "KEYPLANE_PUBLIC_URL",
+        default_value = "https://localhost:8443",
+        value_name = "URL"
+    )]
     pub public_url: String,
 
     /// Extra host names for the generated self-signed certificate (repeatable).
-    #[arg(long = "hostname", env = "KEYPLANE_HOSTNAMES", value_delimiter = ',', value_name = "NAME")]
+    #[arg(
+        long = "hostname",
+        env = "KEYPLANE_HOSTNAMES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
     pub hostnames: Vec<String>,
 
     /// PEM certificate chain; with --tls-key, replaces the generated self-signed certificate.
-    #[arg(long, env = "KEYPLANE_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "KEYPLANE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "KEYPLANE_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "KEYPLANE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// A TLS-terminating proxy (CIDR, repeatable): its plain-HTTP requests are served when they
     /// carry `X-Forwarded-Proto: https`, and its `X-Forwarded-For` names the client.
-    #[arg(long = "trusted-proxy", env = "KEYPLANE_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYPLANE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub trusted_proxies: Vec<IpNet>,
 
     /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
@@ -132,12 +177,20 @@ impl ServeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("configuration file {path} is not valid TOML: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("configuration file {path}: unknown setting `{key}` (see --help)")]
     UnknownKey { path: PathBuf, key: String },
-    #[error("configuration file {path}: `{key}` must be a string, number, boolean or array of them")]
+    #[error(
+        "configuration file {path}: `{key}` must be a string, number, boolean or array of them"
+    )]
     BadValue { path: PathBuf, key: String },
 }
 
@@ -163,7 +216,10 @@ pub fn file_settings_as_flags(
             .get_arguments()
             .find(|a| a.get_id().as_str() == id || a.get_long() == Some(key.as_str()))
         else {
-            return Err(ConfigFileError::UnknownKey { path: path.to_path_buf(), key });
+            return Err(ConfigFileError::UnknownKey {
+                path: path.to_path_buf(),
+                key,
+            });
         };
         if id == "config" {
             continue;
@@ -186,7 +242,12 @@ pub fn file_settings_as_flags(
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
-                _ => return Err(ConfigFileError::BadValue { path: path.to_path_buf(), key }),
+                _ => {
+                    return Err(ConfigFileError::BadValue {
+                        path: path.to_path_buf(),
+                        key,
+                    });
+                }
             };
             flags.push(OsString::from(format!("--{long}={text}")));
         }

@@ -11,7 +11,11 @@ use keyplane_server::config::{LogFormat, ServeConfig, StoreConfig, file_settings
 use keyplane_server::{Application, app, telemetry};
 
 #[derive(Parser)]
-#[command(name = "keyplane", version, about = "Organizations, people, API keys and the tokens they buy.")]
+#[command(
+    name = "keyplane",
+    version,
+    about = "Organizations, people, API keys and the tokens they buy."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,7 @@ enum Command {
     /// Serve the HTTPS API.
     Serve(Box<ServeConfig>),
     /// On an empty store: create the first organization, its owner and a first test API key.
-    Bootstrap(BootstrapArgs),
+    Bootstrap(Box<BootstrapArgs>),
     /// Manage server keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -42,7 +46,12 @@ struct BootstrapArgs {
     #[arg(long)]
     json: bool,
     /// The URL clients reach the server at, for the invitation link.
-    #[arg(long, env = "KEYPLANE_PUBLIC_URL", default_value = "https://localhost:8443", value_name = "URL")]
+    #[arg(
+        long,
+        env = "KEYPLANE_PUBLIC_URL",
+        default_value = "https://localhost:8443",
+        value_name = "URL"
+    )]
     public_url: String,
 }
 
@@ -79,9 +88,14 @@ fn parse_with_config_file(mut args: Vec<OsString>) -> anyhow::Result<Cli> {
     let command = Cli::command();
     if let Ok(matches) = command.clone().try_get_matches_from(&args)
         && let Some((name, sub_matches)) = matches.subcommand()
-        && let Some(path) = sub_matches.try_get_one::<std::path::PathBuf>("config").ok().flatten()
+        && let Some(path) = sub_matches
+            .try_get_one::<std::path::PathBuf>("config")
+            .ok()
+            .flatten()
     {
-        let sub_command = command.find_subcommand(name).expect("the parsed subcommand exists");
+        let sub_command = command
+            .find_subcommand(name)
+            .expect("the parsed subcommand exists");
         args.extend(file_settings_as_flags(sub_command, sub_matches, path)?);
     }
     Ok(Cli::parse_from(args))
@@ -109,7 +123,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             match outcome {
                 Ok(output) if args.json => {
-                    println!("{}", serde_json::to_string(&output).context("rendering JSON")?);
+                    println!(
+                        "{}",
+                        serde_json::to_string(&output).context("rendering JSON")?
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(output) => {
@@ -140,8 +157,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -53,7 +53,9 @@ impl Metrics {
             route: route.to_owned(),
             status: status.to_string(),
         };
-        self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.durations
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
     }
 
@@ -84,10 +86,18 @@ mod tests {
         metrics.observe_request("GET", "unmatched", 404, Duration::from_millis(1));
         let text = metrics.render();
         assert!(
-            text.contains(r#"keyplane_http_requests_total{method="GET",route="/healthz",status="200"} 2"#),
+            text.contains(
+                r#"keyplane_http_requests_total{method="GET",route="/healthz",status="200"} 2"#
+            ),
             "{text}"
         );
-        assert!(text.contains(r#"route="unmatched",status="404"} 1"#), "{text}");
-        assert!(text.contains("keyplane_http_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"route="unmatched",status="404"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyplane_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

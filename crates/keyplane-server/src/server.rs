@@ -103,7 +103,9 @@ impl Connection {
     }
 
     async fn serve_tls(self, stream: TcpStream) {
-        let Ok(Ok(tls_stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(stream)).await else {
+        let Ok(Ok(tls_stream)) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(stream)).await
+        else {
             return;
         };
         let client = ClientInfo { ip: self.peer.ip() };
@@ -125,7 +127,10 @@ impl Connection {
 
     /// Plain HTTP on the HTTPS port: refused, unless a trusted proxy vouches for TLS.
     async fn serve_plain(self, stream: TcpStream) {
-        let from_trusted_proxy = self.trusted_proxies.iter().any(|net| net.contains(&self.peer.ip()));
+        let from_trusted_proxy = self
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&self.peer.ip()));
         let peer_ip = self.peer.ip();
         let (router, refusal) = (self.router, self.refusal);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {

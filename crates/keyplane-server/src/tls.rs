@@ -14,9 +14,15 @@ use crate::files::write_private_file;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key")]
@@ -84,36 +90,71 @@ pub fn load_or_generate(
     })
 }
 
-fn generate_self_signed(cert_path: &Path, key_path: &Path, hostnames: &[String]) -> Result<(), TlsError> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    names.extend(hostnames.iter().filter(|h| !names.contains(h)).cloned().collect::<Vec<_>>());
+fn generate_self_signed(
+    cert_path: &Path,
+    key_path: &Path,
+    hostnames: &[String],
+) -> Result<(), TlsError> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    names.extend(
+        hostnames
+            .iter()
+            .filter(|h| !names.contains(h))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let certified = rcgen::generate_simple_self_signed(names)?;
-    write_private_file(key_path, certified.key_pair.serialize_pem().as_bytes()).map_err(|source| {
-        TlsError::Write { path: key_path.to_path_buf(), source }
-    })?;
-    write_private_file(cert_path, certified.cert.pem().as_bytes()).map_err(|source| TlsError::Write {
-        path: cert_path.to_path_buf(),
-        source,
+    write_private_file(key_path, certified.key_pair.serialize_pem().as_bytes()).map_err(
+        |source| TlsError::Write {
+            path: key_path.to_path_buf(),
+            source,
+        },
+    )?;
+    write_private_file(cert_path, certified.cert.pem().as_bytes()).map_err(|source| {
+        TlsError::Write {
+            path: cert_path.to_path_buf(),
+            source,
+        }
     })?;
     Ok(())
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let chain = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.to_path_buf() });
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(chain)
 }
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?
-        .ok_or_else(|| TlsError::NoKey { path: path.to_path_buf() })
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: path.to_path_buf(),
+        })
 }
 
 /// SHA-256 of a certificate, as `AB:CD:…`.

@@ -26,7 +26,10 @@ pub(crate) fn metadata_from_text(text: &str) -> Result<Metadata, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))
 }
 
-pub(crate) fn parse_column<T: std::str::FromStr>(column: &str, text: &str) -> Result<T, StoreError> {
+pub(crate) fn parse_column<T: std::str::FromStr>(
+    column: &str,
+    text: &str,
+) -> Result<T, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("{column}: unexpected value {text:?}")))
 }

@@ -43,7 +43,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -55,7 +59,11 @@ impl ApiError {
 
     /// 400 naming the offending field.
     pub fn validation(field: &str, message: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "E_VALIDATION", format!("{field}: {message}"))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "E_VALIDATION",
+            format!("{field}: {message}"),
+        )
     }
 
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -138,7 +146,9 @@ impl ApiError {
             ),
             StatusCode::SERVICE_UNAVAILABLE => Self::unavailable(),
             StatusCode::INTERNAL_SERVER_ERROR => Self::internal("a layer answered 500"),
-            other if other.is_client_error() => Self::new(other, "E_BAD_REQUEST", "The request cannot be served."),
+            other if other.is_client_error() => {
+                Self::new(other, "E_BAD_REQUEST", "The request cannot be served.")
+            }
             other => Self::new(other, "E_INTERNAL", "An internal error occurred."),
         }
     }

@@ -35,12 +35,15 @@ where
         if !is_json {
             return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE),
-                _ => ApiError::bad_request("The request body could not be read."),
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+                    }
+                    _ => ApiError::bad_request("The request body could not be read."),
+                })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -48,7 +51,9 @@ where
 /// Parses a JSON document into `T`, describing failures by the path of the offending field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("The request body must be a JSON object."));
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -94,19 +99,29 @@ mod tests {
     fn wrong_types_name_the_field() {
         let error = parse_json::<Sample>(br#"{"kind": "test", "limit": 1000}"#).unwrap_err();
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
-        assert!(format!("{error:?}").contains("limit: invalid value"), "{error:?}");
+        assert!(
+            format!("{error:?}").contains("limit: invalid value"),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn unknown_fields_are_named() {
-        let error = parse_json::<Sample>(br#"{"kind": "test", "limit": 1, "extra": 1}"#).unwrap_err();
-        assert!(format!("{error:?}").contains("unknown field `extra`"), "{error:?}");
+        let error =
+            parse_json::<Sample>(br#"{"kind": "test", "limit": 1, "extra": 1}"#).unwrap_err();
+        assert!(
+            format!("{error:?}").contains("unknown field `extra`"),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn missing_fields_are_named() {
         let error = parse_json::<Sample>(br#"{"limit": 1}"#).unwrap_err();
-        assert!(format!("{error:?}").contains("missing field `kind`"), "{error:?}");
+        assert!(
+            format!("{error:?}").contains("missing field `kind`"),
+            "{error:?}"
+        );
     }
 
     #[test]

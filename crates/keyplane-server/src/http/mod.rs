@@ -37,7 +37,9 @@ pub fn json_body<T: Serialize>(value: &T) -> Response {
             bytes,
         )
             .into_response(),
-        Err(error) => ApiError::internal(format!("serialising a response: {error}")).into_response(),
+        Err(error) => {
+            ApiError::internal(format!("serialising a response: {error}")).into_response()
+        }
     }
 }
 
@@ -111,7 +113,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map(|r| r.0.as_str())
         .unwrap_or("unmatched");
     let status = response.status().as_u16();
-    state.metrics().observe_request(method.as_str(), route, status, elapsed);
+    state
+        .metrics()
+        .observe_request(method.as_str(), route, status, elapsed);
     tracing::info!(
         request_id = %request_id::current(),
         method = %method,

@@ -51,7 +51,10 @@ pub async fn assign_request_id(mut request: Request, next: Next) -> Response {
         })
         .await;
     let headers = response.headers_mut();
-    headers.insert(&X_REQUEST_ID, HeaderValue::from_str(&id).expect("sane ids are header-safe"));
+    headers.insert(
+        &X_REQUEST_ID,
+        HeaderValue::from_str(&id).expect("sane ids are header-safe"),
+    );
     add_security_headers(headers);
     response
 }
@@ -114,6 +117,9 @@ mod tests {
     fn generated_ids_are_32_lowercase_hex_characters() {
         let id = generate();
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
     }
 }

@@ -1,0 +1,250 @@
+//! `TestApp`: starts the real server in-process on an ephemeral port with its own data directory
+//! (and, on PostgreSQL, its own schema), and a client that trusts its certificate.
+
+use std::path::Path;
+use std::time::Duration;
+
+use keyplane_server::tls::CertificateInfo;
+use keyplane_server::{Application, ServeConfig};
+use reqwest::{Certificate, Client, Url};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TEST_DATABASE_URL: &str = "KEYPLANE_TEST_DATABASE_URL";
+
+/// Runs an async test body once on SQLite and once on PostgreSQL (`<name>::sqlite`,
+/// `<name>::postgres`); the PostgreSQL variant is skipped, with a printed reason, when
+/// `KEYPLANE_TEST_DATABASE_URL` is not set.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(backend) = $crate::helpers::Backend::postgres() {
+                    super::$name(backend).await
+                }
+            }
+        }
+    )+};
+}
+
+/// Which store a test runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    /// The URL of a database in which each test creates its own schema.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL when `KEYPLANE_TEST_DATABASE_URL` is set; otherwise prints why the test is skipped.
+    pub fn postgres() -> Option<Self> {
+        match std::env::var(TEST_DATABASE_URL) {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ => {
+                eprintln!(
+                    "skipped: set {TEST_DATABASE_URL} to run the PostgreSQL variant of this test"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A PostgreSQL schema of its own, so tests never see each other's rows.
+pub async fn fresh_postgres_schema(base_url: &str) -> String {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(base_url)
+        .await
+        .expect("connecting to the test database");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .expect("creating a test schema");
+    pool.close().await;
+    with_search_path(base_url, &schema)
+}
+
+fn with_search_path(base_url: &str, schema: &str) -> String {
+    let mut url = Url::parse(base_url).expect("a valid database URL");
+    url.query_pairs_mut()
+        .append_pair("options", &format!("-c search_path={schema}"));
+    url.to_string()
+}
+
+/// The same URL with another port: for pointing a server at a proxy in front of PostgreSQL.
+pub fn with_port(url: &str, port: u16) -> String {
+    let mut url = Url::parse(url).expect("a valid database URL");
+    url.set_port(Some(port)).expect("database URLs take a port");
+    url.to_string()
+}
+
+/// A master key every test node of one deployment shares.
+pub fn test_master_key() -> String {
+    keyplane_core::secrets::MasterKey::generate().to_base64()
+}
+
+pub struct TestAppBuilder {
+    config: ServeConfig,
+    /// Removed when the app is dropped, unless the test brought its own directory.
+    temporary_dir: Option<TempDir>,
+}
+
+impl TestAppBuilder {
+    /// A server on `backend`, with a fresh data directory (and schema).
+    pub async fn new(backend: &Backend) -> Self {
+        let dir = TempDir::new().expect("a temporary directory");
+        let mut config = ServeConfig::for_data_dir(dir.path());
+        config.store.database_timeout = 1.0;
+        if let Backend::Postgres(url) = backend {
+            config.store.database_url = Some(fresh_postgres_schema(url).await);
+            config.store.master_key = Some(test_master_key());
+        }
+        Self {
+            config,
+            temporary_dir: Some(dir),
+        }
+    }
+
+    /// Reuses a data directory (a restart).
+    pub fn data_dir(mut self, path: &Path) -> Self {
+        self.config.store.data_dir = path.to_path_buf();
+        self.temporary_dir = None;
+        self
+    }
+
+    pub fn configure(mut self, change: impl FnOnce(&mut ServeConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        if std::env::var_os("KEYPLANE_TEST_LOG").is_some() {
+            keyplane_server::telemetry::init("debug", keyplane_server::config::LogFormat::Text);
+        }
+        let config = self.config.clone();
+        let application = Application::build(self.config)
+            .await
+            .expect("the server starts");
+        let port = application.port();
+        let certificate = application.certificate().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(application.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            base_url: format!("https://localhost:{port}"),
+            port,
+            client: client_trusting(&certificate),
+            certificate,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+            _temporary_dir: self.temporary_dir,
+        }
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub base_url: String,
+    pub port: u16,
+    pub client: Client,
+    pub certificate: CertificateInfo,
+    pub config: ServeConfig,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _temporary_dir: Option<TempDir>,
+}
+
+impl TestApp {
+    pub async fn start(backend: &Backend) -> Self {
+        TestAppBuilder::new(backend).await.start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.config.store.data_dir.as_path()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the request completes")
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("the server task ends cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An HTTPS client that trusts exactly the server's certificate.
+pub fn client_trusting(certificate: &CertificateInfo) -> Client {
+    let root = Certificate::from_der(certificate.chain[0].as_ref()).expect("a DER certificate");
+    Client::builder()
+        .tls_certs_only([root])
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTPS client")
+}
+
+/// Asserts the contract's error body and returns it.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/json; charset=utf-8");
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["status_code"], status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    body
+}

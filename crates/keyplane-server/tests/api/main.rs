@@ -1,0 +1,7 @@
+//! Integration tests: the real server in-process on port 0, real TLS, real HTTP clients, real
+//! SQLite and PostgreSQL. One binary, so the crate links once.
+
+mod helpers;
+
+mod foundation;
+mod operator;

@@ -1,0 +1,410 @@
+//! Operator-facing behaviour: `keyplane bootstrap`, `--help`, the database going away and coming
+//! back, and start-up refusals.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+
+use keyplane_core::secrets::CredentialKind;
+use keyplane_server::app::open_store;
+use keyplane_server::config::StoreConfig;
+use keyplane_server::{Application, ServeConfig, StartupError};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::task::JoinSet;
+
+use crate::helpers::{
+    Backend, TestAppBuilder, assert_error, fresh_postgres_schema, test_master_key, with_port,
+};
+use crate::on_both_stores;
+
+on_both_stores!(bootstrap_creates_the_first_organization_once);
+
+/// Settings of a store that a spawned `keyplane` process and the test share.
+struct StoreUnderTest {
+    config: StoreConfig,
+    _dir: tempfile::TempDir,
+}
+
+impl StoreUnderTest {
+    async fn new(backend: &Backend) -> Self {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut config = ServeConfig::for_data_dir(dir.path()).store;
+        if let Backend::Postgres(url) = backend {
+            config.database_url = Some(fresh_postgres_schema(url).await);
+            config.master_key = Some(test_master_key());
+        }
+        Self { config, _dir: dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keyplane"));
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.config.data_dir);
+        command
+            .env_remove("KEYPLANE_DATABASE_URL")
+            .env_remove("KEYPLANE_MASTER_KEY");
+        if let Some(url) = &self.config.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        if let Some(key) = &self.config.master_key {
+            command.env("KEYPLANE_MASTER_KEY", key);
+        }
+        command
+    }
+}
+
+async fn bootstrap(store: &StoreUnderTest, name: &str) -> Output {
+    store
+        .command(&[
+            "bootstrap",
+            "--organization-name",
+            name,
+            "--email",
+            "owner@example.com",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn bootstrap_creates_the_first_organization_once(backend: Backend) {
+    let under_test = StoreUnderTest::new(&backend).await;
+    let first = bootstrap(&under_test, "Acme Platform").await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let fields = [
+        "organization_id",
+        "user_id",
+        "api_key",
+        "api_secret",
+        "invitation_url",
+    ];
+    assert_eq!(
+        printed.as_object().unwrap().len(),
+        fields.len(),
+        "{printed}"
+    );
+    let field = |name: &str| printed[name].as_str().unwrap().to_owned();
+    assert!(field("api_key").starts_with("test_"));
+    assert!(field("invitation_url").contains("#token="));
+
+    let (store, secrets) = open_store(&under_test.config).await.unwrap();
+    let organization_id = field("organization_id").parse().unwrap();
+    let organization = store
+        .organization(organization_id)
+        .await
+        .unwrap()
+        .expect("the organization");
+    assert_eq!(organization.name, "Acme Platform");
+    assert_eq!(
+        organization.envs,
+        vec![
+            keyplane_core::values::Env::Test,
+            keyplane_core::values::Env::Live
+        ]
+    );
+    let user = store
+        .user(field("user_id").parse().unwrap())
+        .await
+        .unwrap()
+        .expect("the owner");
+    assert_eq!(user.email, "owner@example.com");
+    assert_eq!(user.password_hash, None);
+    let memberships = store.memberships_of_user(user.id).await.unwrap();
+    assert_eq!(memberships.len(), 1);
+    assert_eq!(memberships[0].role, keyplane_core::values::Role::Owner);
+    assert_eq!(
+        memberships[0].status,
+        keyplane_core::values::UserStatus::Invited
+    );
+    let invitations = store
+        .invitations_of_organization(organization_id)
+        .await
+        .unwrap();
+    assert_eq!(invitations.len(), 1);
+    let token = field("invitation_url")
+        .split_once("#token=")
+        .unwrap()
+        .1
+        .to_owned();
+    assert!(secrets.verify_credential(
+        CredentialKind::InvitationToken,
+        &token,
+        &invitations[0].token_hash
+    ));
+
+    // The secret is stored only as its keyed hash, and verifies.
+    let key = store
+        .api_key_by_public_key(&field("api_key"))
+        .await
+        .unwrap()
+        .expect("the key");
+    assert_eq!(key.kind, keyplane_core::values::ApiKeyKind::Test);
+    assert_eq!(key.status, keyplane_core::values::ApiKeyStatus::Enabled);
+    assert!(secrets.verify_credential(
+        CredentialKind::ApiSecret,
+        &field("api_secret"),
+        &key.secret_hash
+    ));
+    assert_ne!(key.secret_hash.as_bytes(), field("api_secret").as_bytes());
+
+    let events = store.audit_events(organization_id).await.unwrap();
+    let mut actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        ["api_key.created", "organization.created", "user.invited"]
+    );
+
+    // A second bootstrap refuses and changes nothing.
+    let second = bootstrap(&under_test, "Another").await;
+    assert!(!second.status.success());
+    assert!(second.stdout.is_empty());
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(message.contains("already has an organization"), "{message}");
+    assert_eq!(
+        store.audit_events(organization_id).await.unwrap().len(),
+        events.len()
+    );
+    assert_eq!(
+        store
+            .invitations_of_organization(organization_id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn bootstrap_rejects_an_invalid_email_and_stores_nothing() {
+    let under_test = StoreUnderTest::new(&Backend::Sqlite).await;
+    let output = under_test
+        .command(&[
+            "bootstrap",
+            "--organization-name",
+            "Acme",
+            "--email",
+            "not-an-address",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("email"));
+    // The store is still empty: a valid bootstrap now succeeds.
+    assert!(bootstrap(&under_test, "Acme").await.status.success());
+}
+
+#[tokio::test]
+async fn serve_help_lists_every_setting_with_its_default() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyplane"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    // Help is wrapped to the terminal's width; compare with whitespace collapsed.
+    let help = String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for expected in [
+        "--config",
+        "--data-dir",
+        "[default: ./keyplane-data]",
+        "--database-url",
+        "[env: KEYPLANE_DATABASE_URL",
+        "--master-key",
+        "--master-key-file",
+        "--database-max-connections",
+        "[default: 16]",
+        "--database-timeout",
+        "--listen",
+        "[default: 127.0.0.1:8443]",
+        "--public-url",
+        "--hostname",
+        "--tls-cert",
+        "--tls-key",
+        "--trusted-proxy",
+        "--shutdown-timeout",
+        "[default: 30]",
+        "--log",
+        "--log-format",
+    ] {
+        assert!(
+            help.contains(expected),
+            "`serve --help` lacks {expected}:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_without_a_master_key_refuses_to_start() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut config = ServeConfig::for_data_dir(dir.path());
+    // Checked before any connection is attempted, so no database is needed.
+    config.store.database_url = Some("postgres://postgres@127.0.0.1:1/none".into());
+    match Application::build(config).await {
+        Err(StartupError::MasterKey(message)) => assert!(message.contains("KEYPLANE_MASTER_KEY")),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("started without a master key"),
+    }
+    assert!(!dir.path().join("master.key").exists());
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
+struct DatabaseProxy {
+    port: u16,
+    target: SocketAddr,
+    connections: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DatabaseProxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut proxy = Self {
+            port,
+            target,
+            connections: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let target = self.target;
+        self.connections = Some(tokio::spawn(async move {
+            let mut pipes = JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                pipes.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the port and every open connection (the JoinSet aborts its pipes when dropped).
+    async fn cut(&mut self) {
+        if let Some(task) = self.connections.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_503_while_postgres_is_unreachable_and_recovers_by_itself() {
+    let Some(Backend::Postgres(url)) = Backend::postgres() else {
+        return;
+    };
+    let schema_url = fresh_postgres_schema(&url).await;
+    let parsed = reqwest::Url::parse(&url).unwrap();
+    let target =
+        tokio::net::lookup_host((parsed.host_str().unwrap(), parsed.port().unwrap_or(5432)))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+    let mut proxy = DatabaseProxy::start(target).await;
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .configure(|c| {
+            c.store.database_url = Some(with_port(&schema_url, proxy.port));
+            c.store.master_key = Some(test_master_key());
+        })
+        .start()
+        .await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    proxy.cut().await;
+    assert_error(app.get("/readyz").await, 503, "E_UNAVAILABLE").await;
+    // The process itself stays up.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    proxy.restore().await;
+    // Each unready answer takes up to the 1 s acquire timeout; the pool reconnects by itself.
+    let mut recovered = false;
+    for _ in 0..20 {
+        if app.get("/readyz").await.status() == 200 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(
+        recovered,
+        "the server did not recover after the database returned"
+    );
+}
+
+#[test]
+fn a_config_file_fills_in_what_flags_and_environment_do_not_set() {
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = dir.path().join("keyplane.toml");
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:9000\"\nshutdown-timeout = 5\ntrusted-proxy = [\"10.0.0.0/8\", \"192.168.0.0/16\"]\n",
+    )
+    .unwrap();
+    let args = vec![
+        "keyplane".to_owned(),
+        "--config".into(),
+        file.display().to_string(),
+        "--shutdown-timeout".into(),
+        "7".into(),
+    ];
+    let command = Cli::command();
+    let matches = command.clone().try_get_matches_from(&args).unwrap();
+    let extra =
+        keyplane_server::config::file_settings_as_flags(&command, &matches, Path::new(&file))
+            .unwrap();
+    let all: Vec<String> = args
+        .into_iter()
+        .chain(extra.into_iter().map(|f| f.into_string().unwrap()))
+        .collect();
+    let matches = command.try_get_matches_from(all).unwrap();
+    let config = Cli::from_arg_matches(&matches).unwrap().serve;
+    assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(config.shutdown_timeout, 7, "the flag wins over the file");
+    assert_eq!(config.trusted_proxies.len(), 2);
+    assert_eq!(
+        config.store.data_dir,
+        Path::new("./keyplane-data"),
+        "defaults remain"
+    );
+
+    std::fs::write(&file, "no-such-setting = 1\n").unwrap();
+    let command = Cli::command();
+    let matches = command.clone().try_get_matches_from(["keyplane"]).unwrap();
+    let error =
+        keyplane_server::config::file_settings_as_flags(&command, &matches, &file).unwrap_err();
+    assert!(error.to_string().contains("no-such-setting"));
+}
