@@ -7,6 +7,7 @@ pub mod onboarding;
 pub mod records;
 pub mod secrets;
 pub mod time;
+pub mod tokens;
 pub mod values;
 
 pub use ids::{ApiKeyId, AuditEventId, InvitationId, OrganizationId, UserId};

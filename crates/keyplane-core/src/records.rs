@@ -115,6 +115,23 @@ pub struct ApiKey {
     pub expires_at: Option<i64>,
 }
 
+/// A refresh token as stored: only its keyed hash. Tokens of one login form a family; reuse of a
+/// spent one revokes the family (RFC 9700 §4.14.2).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshToken {
+    pub id: String,
+    pub family_id: String,
+    pub token_hash: CredentialHash,
+    pub subject_type: crate::tokens::SubjectType,
+    pub subject_id: String,
+    pub organization_id: OrganizationId,
+    pub env: Env,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
 /// Who did something, as the audit log records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -17,6 +17,7 @@ use crate::config::{ServeConfig, StoreConfig};
 use crate::files::{ensure_private_dir, write_private_file};
 use crate::metrics::Metrics;
 use crate::server::Listener;
+use crate::signing::{SigningError, SigningKeys};
 use crate::tls::{self, CertificateInfo, TlsError, TlsSetup};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot load the signing keys: {0}")]
+    Signing(#[from] SigningError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -46,18 +49,46 @@ pub struct AppState(Arc<StateInner>);
 struct StateInner {
     store: Arc<dyn Store>,
     secrets: ServerSecrets,
+    signing_keys: SigningKeys,
+    tokens: TokenSettings,
     metrics: Metrics,
     public_url: String,
 }
 
+/// Token lifetimes, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSettings {
+    pub access_ttl: i64,
+    pub refresh_ttl: i64,
+}
+
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, secrets: ServerSecrets, public_url: String) -> Self {
-        Self(Arc::new(StateInner {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        secrets: ServerSecrets,
+        config: &ServeConfig,
+    ) -> Result<Self, StartupError> {
+        let public_url = config.public_url.trim_end_matches('/').to_owned();
+        let signing_keys = SigningKeys::load(store.as_ref(), &secrets, public_url.clone()).await?;
+        Ok(Self(Arc::new(StateInner {
             store,
             secrets,
+            signing_keys,
+            tokens: TokenSettings {
+                access_ttl: config.access_token_ttl,
+                refresh_ttl: config.refresh_token_ttl,
+            },
             metrics: Metrics::new(),
             public_url,
-        }))
+        })))
+    }
+
+    pub fn signing_keys(&self) -> &SigningKeys {
+        &self.0.signing_keys
+    }
+
+    pub fn token_settings(&self) -> TokenSettings {
+        self.0.tokens
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -185,7 +216,7 @@ impl Application {
             addr: config.listen,
             source,
         })?;
-        let state = AppState::new(store, secrets, config.public_url.clone());
+        let state = AppState::new(store, secrets, &config).await?;
         tracing::info!(address = %local_addr, store = state.store().engine(), "listening for HTTPS");
         Ok(Self {
             listener,

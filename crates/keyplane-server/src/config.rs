@@ -134,6 +134,14 @@ pub struct ServeConfig {
     )]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "KEYPLANE_ACCESS_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    pub access_token_ttl: i64,
+
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "KEYPLANE_REFRESH_TOKEN_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]
+    pub refresh_token_ttl: i64,
+
     /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
     #[arg(long, env = "KEYPLANE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -167,6 +175,8 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             trusted_proxies: Vec::new(),
+            access_token_ttl: 300,
+            refresh_token_ttl: 86_400,
             shutdown_timeout: 30,
             log: "info".into(),
             log_format: LogFormat::Text,

@@ -1,12 +1,14 @@
 //! Keyplane's server: configuration, the HTTPS listener, the HTTP API and operator commands.
 
 pub mod app;
+pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod tls;
 

@@ -8,8 +8,12 @@ mod shared;
 mod sqlite;
 
 use async_trait::async_trait;
-use keyplane_core::records::{ApiKey, AuditEvent, Invitation, Membership, Organization, User};
-use keyplane_core::{OrganizationId, UserId};
+use keyplane_core::records::{
+    ApiKey, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
+};
+use keyplane_core::secrets::CredentialHash;
+use keyplane_core::tokens::StoredSigningKey;
+use keyplane_core::{ApiKeyId, OrganizationId, UserId};
 
 pub use error::StoreError;
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -61,6 +65,40 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
+
+    /// Every stored signing key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+
+    /// Stores a new refresh token together with the audit events of the login that issued it.
+    async fn issue_refresh_token(
+        &self,
+        token: &RefreshToken,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    async fn refresh_token_by_hash(
+        &self,
+        hash: &CredentialHash,
+    ) -> Result<Option<RefreshToken>, StoreError>;
+
+    /// Marks a refresh token used. Returns false when it was already used or revoked: with
+    /// concurrent presentations of one token exactly one succeeds.
+    async fn spend_refresh_token(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Revokes every token of a family (reuse detected, logout), with its audit events.
+    async fn revoke_refresh_family(
+        &self,
+        family_id: &str,
+        now: i64,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    /// Records audit events that accompany no other change (e.g. a failed login).
+    async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
 
     /// Closes every connection; used on shutdown.
     async fn close(&self);

@@ -43,10 +43,11 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
-            ApiKey, AuditEvent, Invitation, Membership, Organization, User,
+            ApiKey, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
         };
         use keyplane_core::secrets::CredentialHash;
-        use keyplane_core::{OrganizationId, UserId};
+        use keyplane_core::tokens::{StoredSigningKey, SubjectType};
+        use keyplane_core::{ApiKeyId, OrganizationId, UserId};
         use sqlx::Row;
 
         use crate::shared::{
@@ -175,6 +176,38 @@ macro_rules! impl_store {
                 request_id: row.try_get("request_id")?,
                 ip: row.try_get("ip")?,
                 created_at: row.try_get("created_at")?,
+            })
+        }
+
+        fn signing_key_from_row(row: &$row) -> Result<StoredSigningKey, StoreError> {
+            Ok(StoredSigningKey {
+                kid: row.try_get("kid")?,
+                encrypted_private_key: row.try_get("encrypted_private_key")?,
+                public_key: row.try_get("public_key")?,
+                created_at: row.try_get("created_at")?,
+                retired_at: row.try_get("retired_at")?,
+            })
+        }
+
+        fn refresh_token_from_row(row: &$row) -> Result<RefreshToken, StoreError> {
+            let subject_type: &str = row.try_get("subject_type")?;
+            Ok(RefreshToken {
+                id: row.try_get("id")?,
+                family_id: row.try_get("family_id")?,
+                token_hash: hash_from_bytes("token_hash", row.try_get("token_hash")?)?,
+                subject_type: SubjectType::parse(subject_type).ok_or_else(|| {
+                    StoreError::Corrupt(format!("subject_type: {subject_type:?}"))
+                })?,
+                subject_id: row.try_get("subject_id")?,
+                organization_id: parse_column(
+                    "organization_id",
+                    row.try_get::<&str, _>("organization_id")?,
+                )?,
+                env: parse_column("env", row.try_get::<&str, _>("env")?)?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                used_at: row.try_get("used_at")?,
+                revoked_at: row.try_get("revoked_at")?,
             })
         }
 
@@ -438,6 +471,119 @@ macro_rules! impl_store {
                 .iter()
                 .map(audit_event_from_row)
                 .collect()
+            }
+
+            async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
+                sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| api_key_from_row(&row))
+                    .transpose()
+            }
+
+            async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+                sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+                    .fetch_all(&self.reader)
+                    .await?
+                    .iter()
+                    .map(signing_key_from_row)
+                    .collect()
+            }
+
+            async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, encrypted_private_key, public_key, created_at, \
+                     retired_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&key.kid)
+                .bind(&key.encrypted_private_key)
+                .bind(&key.public_key)
+                .bind(key.created_at)
+                .bind(key.retired_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn issue_refresh_token(
+                &self,
+                token: &RefreshToken,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (id, family_id, token_hash, subject_type, \
+                     subject_id, organization_id, env, created_at, expires_at, used_at, \
+                     revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&token.id)
+                .bind(&token.family_id)
+                .bind(token.token_hash.as_bytes())
+                .bind(token.subject_type.as_str())
+                .bind(&token.subject_id)
+                .bind(token.organization_id.to_string())
+                .bind(token.env.as_str())
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .bind(token.used_at)
+                .bind(token.revoked_at)
+                .execute(&mut *tx)
+                .await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn refresh_token_by_hash(
+                &self,
+                hash: &CredentialHash,
+            ) -> Result<Option<RefreshToken>, StoreError> {
+                sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(hash.as_bytes())
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| refresh_token_from_row(&row))
+                    .transpose()
+            }
+
+            async fn spend_refresh_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+                let result = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1 \
+                     WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn revoke_refresh_family(
+                &self,
+                family_id: &str,
+                now: i64,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $1 \
+                     WHERE family_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(family_id)
+                .execute(&mut *tx)
+                .await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn close(&self) {

@@ -1,5 +1,6 @@
 //! The HTTP surface: the router, its middleware stack, and the handlers, one module per resource.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -55,6 +56,7 @@ impl<T: Serialize> IntoResponse for JsonResponse<T> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(auth::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

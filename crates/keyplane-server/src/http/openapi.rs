@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use crate::app::AppState;
 use crate::http::JsonResponse;
 use crate::http::error::ErrorBody;
-use crate::http::health;
+use crate::http::{auth, health};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,9 +17,15 @@ use crate::http::health;
                        Wire-compatible with the fiskaly Management API v0.",
         license(name = "Apache-2.0"),
     ),
-    paths(health::healthz, health::readyz, health::metrics, openapi_json),
+    paths(
+        auth::authenticate, auth::fiskil_token, auth::jwks,
+        health::healthz, health::readyz, health::metrics, openapi_json,
+    ),
     components(schemas(ErrorBody, health::HealthStatus)),
-    tags((name = "operations", description = "Health, readiness, metrics and this document")),
+    tags(
+        (name = "auth", description = "Credentials in, tokens out"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    ),
 )]
 pub struct ApiDoc;
 

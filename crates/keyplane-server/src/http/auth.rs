@@ -1,0 +1,256 @@
+//! Token endpoints: fiskaly's `POST /api/v0/auth`, Fiskil's `POST /v1/token`, and the JWKS that
+//! verifies what they issue.
+
+use axum::extract::{Extension, FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, extract::State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{self, AuthError, IssuedTokens, RequestContext};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::request_id::RequestId;
+use crate::http::{ClientInfo, JsonResponse, json_body};
+use keyplane_core::tokens::Jwk;
+use keyplane_core::values::Env;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v0/auth", post(authenticate))
+        .route("/v1/token", post(fiskil_token))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+fn context(request_id: &RequestId, client: Option<&ClientInfo>) -> RequestContext {
+    RequestContext {
+        request_id: Some(request_id.0.clone()),
+        ip: client.map(|c| c.ip),
+    }
+}
+
+/// One of the three credential forms of `POST /api/v0/auth`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRequest {
+    pub api_key: Option<String>,
+    pub api_secret: Option<String>,
+    pub refresh_token: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccessTokenClaimsBody {
+    pub env: Env,
+    pub organization_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuthResponse {
+    /// EdDSA-signed JWT.
+    pub access_token: String,
+    pub access_token_claims: AccessTokenClaimsBody,
+    pub access_token_expires_in: i64,
+    pub access_token_expires_at: i64,
+    /// Opaque, single use.
+    pub refresh_token: String,
+    pub refresh_token_expires_in: i64,
+    pub refresh_token_expires_at: i64,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidCredentials => ApiError::unauthorized("Invalid credentials"),
+            AuthError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// Longest credential accepted; anything longer cannot be one of ours.
+const MAX_CREDENTIAL_LENGTH: usize = 512;
+
+fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
+    match value.as_deref() {
+        None => Err(ApiError::validation(field, "is required")),
+        Some("") => Err(ApiError::validation(field, "must not be empty")),
+        Some(v) if v.len() > MAX_CREDENTIAL_LENGTH => {
+            Err(ApiError::validation(field, "is too long"))
+        }
+        Some(v) => Ok(v),
+    }
+}
+
+/// Obtain an access token and a refresh token. An `Authorization` header is ignored.
+#[utoipa::path(post, path = "/api/v0/auth", tag = "auth", request_body = AuthRequest,
+    responses(
+        (status = 200, description = "A token pair", body = AuthResponse),
+        (status = 400, description = "Malformed request", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Invalid credentials", body = crate::http::error::ErrorBody),
+    ))]
+pub async fn authenticate(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    client: Option<Extension<ClientInfo>>,
+    ApiJson(body): ApiJson<AuthRequest>,
+) -> Result<JsonResponse<AuthResponse>, ApiError> {
+    let context = context(&request_id, client.as_deref());
+    let issued = if body.refresh_token.is_some() {
+        if body.api_key.is_some()
+            || body.api_secret.is_some()
+            || body.email.is_some()
+            || body.password.is_some()
+        {
+            return Err(ApiError::validation(
+                "refresh_token",
+                "cannot be combined with other credentials",
+            ));
+        }
+        auth::refresh(
+            &state,
+            required("refresh_token", &body.refresh_token)?,
+            &context,
+        )
+        .await?
+    } else if body.email.is_some() || body.password.is_some() {
+        if body.api_key.is_some() || body.api_secret.is_some() {
+            return Err(ApiError::validation(
+                "email",
+                "cannot be combined with an API key",
+            ));
+        }
+        required("email", &body.email)?;
+        required("password", &body.password)?;
+        // Nobody has a password until invitations can be accepted.
+        return Err(AuthError::InvalidCredentials.into());
+    } else {
+        let key = required("api_key", &body.api_key)?;
+        let secret = required("api_secret", &body.api_secret)?;
+        auth::authenticate_api_key(&state, key, secret, true, &context).await?
+    };
+    Ok(JsonResponse(auth_response(issued)))
+}
+
+fn auth_response(issued: IssuedTokens) -> AuthResponse {
+    let claims = &issued.claims;
+    let (refresh_token, refresh_expires_at) = issued
+        .refresh_token
+        .expect("the fiskaly flow issues a refresh token");
+    AuthResponse {
+        access_token: issued.access_token,
+        access_token_claims: AccessTokenClaimsBody {
+            env: claims.env,
+            organization_id: claims.organization.clone(),
+        },
+        access_token_expires_in: claims.exp - claims.iat,
+        access_token_expires_at: claims.exp,
+        refresh_token: refresh_token.into_string(),
+        refresh_token_expires_in: refresh_expires_at - claims.iat,
+        refresh_token_expires_at: refresh_expires_at,
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FiskilTokenRequest {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FiskilTokenResponse {
+    pub token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    pub expires_in: i64,
+}
+
+/// Fiskil's error shape: `{"id": "err_<uuid>", "name", "message"}`.
+#[derive(Serialize, ToSchema)]
+pub struct FiskilError {
+    pub id: String,
+    pub name: &'static str,
+    pub message: String,
+}
+
+fn fiskil_error(status: StatusCode, name: &'static str, message: impl Into<String>) -> Response {
+    let body = FiskilError {
+        id: format!("err_{}", uuid::Uuid::new_v4()),
+        name,
+        message: message.into(),
+    };
+    (status, json_body(&body)).into_response()
+}
+
+/// Fiskil-compatible token endpoint: client id and secret for an access token (no refresh token).
+#[utoipa::path(post, path = "/v1/token", tag = "auth", request_body = FiskilTokenRequest,
+    responses(
+        (status = 200, description = "An access token", body = FiskilTokenResponse),
+        (status = 400, description = "Malformed request", body = FiskilError),
+        (status = 401, description = "Invalid credentials", body = FiskilError),
+    ))]
+pub async fn fiskil_token(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    client: Option<Extension<ClientInfo>>,
+    request: Request,
+) -> Response {
+    let body = match ApiJson::<FiskilTokenRequest>::from_request(request, &state).await {
+        Ok(ApiJson(body)) => body,
+        Err(error) => {
+            return fiskil_error(error.status(), "InvalidRequest", error.message().to_owned());
+        }
+    };
+    let (client_id, client_secret) = match (
+        required("client_id", &body.client_id),
+        required("client_secret", &body.client_secret),
+    ) {
+        (Ok(id), Ok(secret)) => (id, secret),
+        (Err(error), _) | (_, Err(error)) => {
+            return fiskil_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                error.message().to_owned(),
+            );
+        }
+    };
+    let context = context(&request_id, client.as_deref());
+    match auth::authenticate_api_key(&state, client_id, client_secret, false, &context).await {
+        Ok(issued) => json_body(&FiskilTokenResponse {
+            expires_in: issued.claims.exp - issued.claims.iat,
+            token: issued.access_token,
+            token_type: "Bearer",
+        }),
+        Err(AuthError::InvalidCredentials) => fiskil_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidCredentials",
+            "Invalid client credentials.",
+        ),
+        Err(AuthError::Store(error)) => {
+            let error = ApiError::from(error);
+            fiskil_error(
+                error.status(),
+                "ServiceUnavailable",
+                error.message().to_owned(),
+            )
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JwksDocument {
+    pub keys: Vec<Jwk>,
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JSON Web Key Set", body = JwksDocument)))]
+pub async fn jwks(State(state): State<AppState>) -> JsonResponse<JwksDocument> {
+    JsonResponse(JwksDocument {
+        keys: state.signing_keys().current().jwks().to_vec(),
+    })
+}
