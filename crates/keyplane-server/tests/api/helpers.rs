@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use keyplane_server::bootstrap::BootstrapOutput;
 use keyplane_server::tls::CertificateInfo;
-use keyplane_server::{Application, ServeConfig};
+use keyplane_server::{AppState, Application, ServeConfig};
 use reqwest::{Certificate, Client, Url};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -135,6 +136,7 @@ impl TestAppBuilder {
             .expect("the server starts");
         let port = application.port();
         let certificate = application.certificate().clone();
+        let state = application.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(application.run_until_stopped(async {
             let _ = stopped.await;
@@ -144,6 +146,7 @@ impl TestAppBuilder {
             port,
             client: client_trusting(&certificate),
             certificate,
+            state,
             config,
             stop: Some(stop),
             task: Some(task),
@@ -158,6 +161,7 @@ pub struct TestApp {
     pub port: u16,
     pub client: Client,
     pub certificate: CertificateInfo,
+    pub state: AppState,
     pub config: ServeConfig,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -175,6 +179,28 @@ impl TestApp {
 
     pub fn data_dir(&self) -> &Path {
         self.config.store.data_dir.as_path()
+    }
+
+    /// Creates the first organization with its owner and a `test` key, as `keyplane bootstrap` does.
+    pub async fn bootstrap(&self) -> BootstrapOutput {
+        keyplane_server::bootstrap::bootstrap(
+            self.state.store(),
+            self.state.secrets(),
+            "Test Organization",
+            "owner@example.com",
+            &self.base_url,
+        )
+        .await
+        .expect("bootstrap succeeds on a fresh store")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("the request completes")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

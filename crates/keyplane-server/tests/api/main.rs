@@ -3,5 +3,7 @@
 
 mod helpers;
 
+mod durability;
 mod foundation;
 mod operator;
+mod tokens;

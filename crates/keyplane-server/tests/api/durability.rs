@@ -1,0 +1,214 @@
+//! An acknowledged write survives `kill -9`: the real binary on SQLite, killed abruptly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::helpers::client_trusting;
+
+/// Starts `keyplane serve` on an ephemeral port and returns it with the port it announced; its
+/// log lines go to `log` when given.
+fn spawn_server(
+    data_dir: &std::path::Path,
+    log_level: &str,
+    log: Option<Arc<Mutex<String>>>,
+) -> (Child, u16, std::thread::JoinHandle<()>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyplane"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log",
+            log_level,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("KEYPLANE_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        if let Some(log) = &log {
+            log.lock().unwrap().push_str(&line);
+        }
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if entry["message"] == "listening for HTTPS" {
+            let address: std::net::SocketAddr = entry["address"].as_str().unwrap().parse().unwrap();
+            break address.port();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(log) = &log {
+                log.lock().unwrap().push_str(&line);
+            }
+        }
+    });
+    (child, port, drain)
+}
+
+fn bootstrap(dir: &std::path::Path) -> Value {
+    let bootstrap = Command::new(env!("CARGO_BIN_EXE_keyplane"))
+        .args([
+            "bootstrap",
+            "--organization-name",
+            "Durable",
+            "--email",
+            "d@example.com",
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("KEYPLANE_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(bootstrap.status.success());
+    serde_json::from_slice(&bootstrap.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn an_acknowledged_refresh_token_survives_kill_9() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let boot = bootstrap(dir.path());
+    let (mut server, port, _) = spawn_server(dir.path(), "info", None);
+    let certificate = keyplane_server::tls::load_or_generate(dir.path(), None, &[])
+        .unwrap()
+        .certificate;
+    let client = client_trusting(&certificate);
+    let url = |port: u16| format!("https://localhost:{port}/api/v0/auth");
+    let pair: Value = client
+        .post(url(port))
+        .json(&json!({"api_key": boot["api_key"], "api_secret": boot["api_secret"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh_token = pair["refresh_token"]
+        .as_str()
+        .expect("the write was acknowledged")
+        .to_owned();
+
+    server.kill().unwrap(); // SIGKILL: no shutdown, no checkpoint.
+    server.wait().unwrap();
+
+    let (mut restarted, port, _) = spawn_server(dir.path(), "info", None);
+    let response = client
+        .post(url(port))
+        .json(&json!({"refresh_token": refresh_token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the refresh token stored before the kill is still there"
+    );
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+}
+
+/// The whole token flow with every log line the server writes at `trace`: none of the issued
+/// secrets or tokens may appear in them.
+#[tokio::test]
+async fn no_secret_or_token_appears_in_the_log() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let boot = bootstrap(dir.path());
+    let log = Arc::new(Mutex::new(String::new()));
+    let (mut server, port, drain) = spawn_server(dir.path(), "trace", Some(log.clone()));
+    let certificate = keyplane_server::tls::load_or_generate(dir.path(), None, &[])
+        .unwrap()
+        .certificate;
+    let client = client_trusting(&certificate);
+    let url = |path: &str| format!("https://localhost:{port}{path}");
+    let post = |path: &'static str, body: Value| {
+        let request = client.post(url(path)).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+
+    let mut credentials = vec![
+        boot["api_secret"].as_str().unwrap().to_owned(),
+        boot["invitation_url"]
+            .as_str()
+            .unwrap()
+            .split_once("#token=")
+            .unwrap()
+            .1
+            .to_owned(),
+    ];
+    let pair: Value = post(
+        "/api/v0/auth",
+        json!({"api_key": boot["api_key"], "api_secret": boot["api_secret"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let refreshed: Value = post(
+        "/api/v0/auth",
+        json!({"refresh_token": pair["refresh_token"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        post(
+            "/api/v0/auth",
+            json!({"refresh_token": pair["refresh_token"]})
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        post(
+            "/api/v0/auth",
+            json!({"api_key": boot["api_key"], "api_secret": "wrong-secret-value"})
+        )
+        .await
+        .status(),
+        401
+    );
+    let fiskil: Value = post(
+        "/v1/token",
+        json!({"client_id": boot["api_key"], "client_secret": boot["api_secret"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    for value in [
+        &pair["access_token"],
+        &pair["refresh_token"],
+        &refreshed["access_token"],
+        &refreshed["refresh_token"],
+        &fiskil["token"],
+    ] {
+        credentials.push(value.as_str().expect("issued").to_owned());
+    }
+    credentials.push("wrong-secret-value".to_owned());
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // The pipe closes with the process: every line it wrote has been read.
+    drain.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("request"), "the log was captured");
+    for credential in &credentials {
+        // Tokens are long; even a recognisable fragment must not be there.
+        let fragment = &credential[..credential.len().min(24)];
+        assert!(!log.contains(fragment), "a credential appears in the log");
+    }
+}

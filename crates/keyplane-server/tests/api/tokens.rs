@@ -1,0 +1,383 @@
+//! `POST /api/v0/auth`, `POST /v1/token` and the JWKS, through the real TLS listener.
+
+use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, assert_error};
+use crate::on_both_stores;
+
+on_both_stores!(
+    issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks,
+    unknown_keys_and_wrong_secrets_get_the_same_answer,
+    refresh_tokens_are_single_use_and_reuse_revokes_the_family,
+    rejects_malformed_and_incomplete_auth_requests,
+    fiskil_token_endpoint_speaks_fiskils_shapes,
+    records_every_authentication_outcome_in_the_audit_log,
+);
+
+async fn login(app: &TestApp, key: &str, secret: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/v0/auth",
+        &json!({"api_key": key, "api_secret": secret}),
+    )
+    .await
+}
+
+/// Verifies a compact JWS with the JWKS using aws-lc-rs directly: independent of the
+/// jsonwebtoken code that signed it.
+fn verify_with_jwks(token: &str, jwks: &Value) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the token's kid is published");
+    assert_eq!(jwk["kty"], "OKP");
+    assert_eq!(jwk["crv"], "Ed25519");
+    let public_key = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    let signing_input = format!("{}.{}", parts[0], parts[1]);
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(signing_input.as_bytes(), &signature)
+        .expect("the signature verifies against the published key");
+    (header, claims)
+}
+
+async fn issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    // Real fiskaly clients send an empty bearer header to /auth: it is ignored.
+    let response = app
+        .client
+        .post(app.url("/api/v0/auth"))
+        .header("authorization", "Bearer ")
+        .json(&json!({"api_key": boot.api_key, "api_secret": boot.api_secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "access_token_claims",
+            "access_token_expires_at",
+            "access_token_expires_in",
+            "refresh_token",
+            "refresh_token_expires_at",
+            "refresh_token_expires_in",
+        ]
+    );
+    assert_eq!(
+        body["access_token_claims"],
+        json!({"env": "TEST", "organization_id": boot.organization_id})
+    );
+    assert_eq!(body["access_token_expires_in"], 300);
+    assert_eq!(body["refresh_token_expires_in"], 86_400);
+
+    let jwks: Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (header, claims) = verify_with_jwks(body["access_token"].as_str().unwrap(), &jwks);
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(claims["organization"], boot.organization_id.as_str());
+    assert_eq!(claims["env"], "TEST");
+    assert_eq!(claims["type"], "API_KEY");
+    assert_eq!(claims["iss"], app.config.public_url.as_str());
+    assert_eq!(claims["exp"], body["access_token_expires_at"]);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+    assert_eq!(claims["nbf"], claims["iat"]);
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+    let key = app
+        .state
+        .store()
+        .api_key_by_public_key(&boot.api_key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claims["sub"], key.id.to_string());
+}
+
+async fn unknown_keys_and_wrong_secrets_get_the_same_answer(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let wrong_secret = assert_error(
+        login(&app, &boot.api_key, "not-the-secret").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let unknown_key = assert_error(
+        login(
+            &app,
+            "test_000000000000000000000000_nobody",
+            &boot.api_secret,
+        )
+        .await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    assert_eq!(wrong_secret["message"], "Invalid credentials");
+    assert_eq!(wrong_secret["message"], unknown_key["message"]);
+    assert_eq!(wrong_secret["error"], unknown_key["error"]);
+}
+
+async fn refresh_tokens_are_single_use_and_reuse_revokes_the_family(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let first: Value = login(&app, &boot.api_key, &boot.api_secret)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = |token: Value| {
+        let app = &app;
+        async move {
+            app.post_json("/api/v0/auth", &json!({"refresh_token": token}))
+                .await
+        }
+    };
+
+    let second = refresh(first["refresh_token"].clone()).await;
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    assert_eq!(second["access_token_claims"], first["access_token_claims"]);
+
+    // The spent token is refused, and its reuse revokes the family: the newer token dies too.
+    assert_error(
+        refresh(first["refresh_token"].clone()).await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    assert_error(
+        refresh(second["refresh_token"].clone()).await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+
+    // A new login starts a new family.
+    let fresh: Value = login(&app, &boot.api_key, &boot.api_secret)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refresh(fresh["refresh_token"].clone()).await.status(), 200);
+    assert_error(refresh(json!("never-issued")).await, 401, "E_UNAUTHORIZED").await;
+}
+
+async fn rejects_malformed_and_incomplete_auth_requests(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let cases = [
+        (json!({"api_key": boot.api_key}), "api_secret"),
+        (json!({"api_secret": boot.api_secret}), "api_key"),
+        (
+            json!({"api_key": boot.api_key, "api_secret": ""}),
+            "api_secret",
+        ),
+        (
+            json!({"api_key": 42, "api_secret": boot.api_secret}),
+            "api_key",
+        ),
+        (
+            json!({"api_key": boot.api_key, "api_secret": "x".repeat(513)}),
+            "api_secret",
+        ),
+        (
+            json!({"api_key": boot.api_key, "api_secret": boot.api_secret, "scope": "all"}),
+            "scope",
+        ),
+        (
+            json!({"refresh_token": "r", "api_key": boot.api_key}),
+            "refresh_token",
+        ),
+        (json!({"email": "owner@example.com"}), "password"),
+        (json!({}), "api_key"),
+    ];
+    for (body, field) in cases {
+        let error = assert_error(
+            app.post_json("/api/v0/auth", &body).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body} -> {error}"
+        );
+    }
+    let malformed = app
+        .client
+        .post(app.url("/api/v0/auth"))
+        .header("content-type", "application/json")
+        .body("{\"api_key\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_error(malformed, 400, "E_VALIDATION").await;
+    let not_json = app
+        .client
+        .post(app.url("/api/v0/auth"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_error(not_json, 415, "E_UNSUPPORTED_MEDIA_TYPE").await;
+    let chunked_oversized = app
+        .client
+        .post(app.url("/api/v0/auth"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_stream(vec![
+            b' ';
+            2 * 1024
+                * 1024
+        ])))
+        .send()
+        .await
+        .unwrap();
+    assert_error(chunked_oversized, 413, "E_PAYLOAD_TOO_LARGE").await;
+    // None of these reached the store: no audit event beyond bootstrap's three.
+    let organization = boot.organization_id.parse().unwrap();
+    assert_eq!(
+        app.state
+            .store()
+            .audit_events(organization)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// A body without a Content-Length, so only the streaming limit can stop it.
+fn futures_stream(
+    bytes: Vec<u8>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    tokio_stream::iter(chunks)
+}
+
+async fn fiskil_token_endpoint_speaks_fiskils_shapes(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let ok = app
+        .post_json(
+            "/v1/token",
+            &json!({"client_id": boot.api_key, "client_secret": boot.api_secret}),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body.as_object().unwrap().len(), 3);
+    let jwks: Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    verify_with_jwks(body["token"].as_str().unwrap(), &jwks);
+
+    for (body, status, name) in [
+        (
+            json!({"client_id": boot.api_key, "client_secret": "wrong"}),
+            401,
+            "InvalidCredentials",
+        ),
+        (json!({"client_id": boot.api_key}), 400, "InvalidRequest"),
+        (
+            json!({"client_id": boot.api_key, "client_secret": boot.api_secret, "x": 1}),
+            400,
+            "InvalidRequest",
+        ),
+    ] {
+        let response = app.post_json("/v1/token", &body).await;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["name"], name, "{error}");
+        assert!(error["id"].as_str().unwrap().starts_with("err_"), "{error}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+    }
+}
+
+async fn records_every_authentication_outcome_in_the_audit_log(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    assert_eq!(login(&app, &boot.api_key, "wrong").await.status(), 401);
+    let pair: Value = login(&app, &boot.api_key, &boot.api_secret)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refresh = json!({"refresh_token": pair["refresh_token"]});
+    assert_eq!(app.post_json("/api/v0/auth", &refresh).await.status(), 200);
+    assert_eq!(app.post_json("/api/v0/auth", &refresh).await.status(), 401);
+
+    let organization = boot.organization_id.parse().unwrap();
+    let events = app.state.store().audit_events(organization).await.unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        &actions[..4],
+        [
+            "token.reuse_detected",
+            "token.refreshed",
+            "auth.succeeded",
+            "auth.failed"
+        ],
+        "newest first"
+    );
+    let key = app
+        .state
+        .store()
+        .api_key_by_public_key(&boot.api_key)
+        .await
+        .unwrap()
+        .unwrap();
+    for event in &events[..4] {
+        assert_eq!(event.actor_id.as_deref(), Some(key.id.to_string().as_str()));
+        assert!(event.request_id.as_deref().is_some_and(|id| id.len() == 32));
+        assert_eq!(event.ip.as_deref(), Some("127.0.0.1"));
+        let rendered = format!("{event:?}");
+        for secret in [
+            boot.api_secret.as_str(),
+            pair["refresh_token"].as_str().unwrap(),
+            pair["access_token"].as_str().unwrap(),
+        ] {
+            assert!(
+                !rendered.contains(secret),
+                "a credential leaked into {rendered}"
+            );
+        }
+    }
+}
