@@ -57,13 +57,12 @@ async fn every_kind_of_rejection_is_a_json_error_body(backend: Backend) {
     assert_error(wrong_method, 405, "E_METHOD_NOT_ALLOWED").await;
 
     let oversized = app
-        .client
-        .post(app.url("/api/v0/anything"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 1024 * 1024 + 1])
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/api/v0/anything",
+            "application/json",
+            vec![b' '; 1024 * 1024 + 1],
+        )
+        .await;
     assert_error(oversized, 413, "E_PAYLOAD_TOO_LARGE").await;
 }
 

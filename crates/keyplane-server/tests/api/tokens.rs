@@ -232,35 +232,15 @@ async fn rejects_malformed_and_incomplete_auth_requests(backend: Backend) {
         );
     }
     let malformed = app
-        .client
-        .post(app.url("/api/v0/auth"))
-        .header("content-type", "application/json")
-        .body("{\"api_key\": ")
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/api/v0/auth", "application/json", "{\"api_key\": ")
+        .await;
     assert_error(malformed, 400, "E_VALIDATION").await;
-    let not_json = app
-        .client
-        .post(app.url("/api/v0/auth"))
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let not_json = app.post_raw("/api/v0/auth", "text/plain", "{}").await;
     assert_error(not_json, 415, "E_UNSUPPORTED_MEDIA_TYPE").await;
+    let chunked = reqwest::Body::wrap_stream(futures_stream(vec![b' '; 2 * 1024 * 1024]));
     let chunked_oversized = app
-        .client
-        .post(app.url("/api/v0/auth"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_stream(vec![
-            b' ';
-            2 * 1024
-                * 1024
-        ])))
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/api/v0/auth", "application/json", chunked)
+        .await;
     assert_error(chunked_oversized, 413, "E_PAYLOAD_TOO_LARGE").await;
     // None of these reached the store: no audit event beyond bootstrap's three.
     let organization = boot.organization_id.parse().unwrap();
