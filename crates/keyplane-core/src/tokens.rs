@@ -230,10 +230,6 @@ impl TokenKeys {
         &self.published
     }
 
-    pub fn knows(&self, kid: &str) -> bool {
-        self.decoding.contains_key(kid)
-    }
-
     pub fn sign(&self, claims: &AccessClaims) -> String {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.current_kid.clone());

@@ -52,7 +52,6 @@ struct StateInner {
     signing_keys: SigningKeys,
     tokens: TokenSettings,
     metrics: Metrics,
-    public_url: String,
 }
 
 /// Token lifetimes, in seconds.
@@ -69,7 +68,7 @@ impl AppState {
         config: &ServeConfig,
     ) -> Result<Self, StartupError> {
         let public_url = config.public_url.trim_end_matches('/').to_owned();
-        let signing_keys = SigningKeys::load(store.as_ref(), &secrets, public_url.clone()).await?;
+        let signing_keys = SigningKeys::load(store.as_ref(), &secrets, public_url).await?;
         Ok(Self(Arc::new(StateInner {
             store,
             secrets,
@@ -79,7 +78,6 @@ impl AppState {
                 refresh_ttl: config.refresh_token_ttl,
             },
             metrics: Metrics::new(),
-            public_url,
         })))
     }
 
@@ -101,10 +99,6 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
-    }
-
-    pub fn public_url(&self) -> &str {
-        &self.0.public_url
     }
 }
 

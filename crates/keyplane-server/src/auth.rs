@@ -34,7 +34,7 @@ pub enum AuthError {
 }
 
 /// Where a request came from, for the audit log.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RequestContext {
     pub request_id: Option<String>,
     pub ip: Option<IpAddr>,

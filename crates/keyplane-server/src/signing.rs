@@ -1,7 +1,7 @@
 //! The signing keys this node uses, loaded from the store (shared by every node) and decrypted
 //! with the master key. The first node to start on an empty store creates the first key.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use keyplane_core::secrets::ServerSecrets;
 use keyplane_core::time::now_unix;
@@ -16,10 +16,9 @@ pub enum SigningError {
     Key(#[from] keyplane_core::tokens::SigningKeyError),
 }
 
-/// The current key set; swapped whole when keys are reloaded.
+/// The key set loaded at start. Rotation (not built yet) will swap it whole.
 pub struct SigningKeys {
-    issuer: String,
-    current: RwLock<Arc<TokenKeys>>,
+    current: Arc<TokenKeys>,
 }
 
 impl SigningKeys {
@@ -42,8 +41,7 @@ impl SigningKeys {
             }
         };
         Ok(Self {
-            issuer,
-            current: RwLock::new(Arc::new(keys)),
+            current: Arc::new(keys),
         })
     }
 
@@ -62,24 +60,6 @@ impl SigningKeys {
     }
 
     pub fn current(&self) -> Arc<TokenKeys> {
-        self.current
-            .read()
-            .expect("the key lock is never poisoned")
-            .clone()
-    }
-
-    /// Re-reads the keys (another node rotated, or a token names a kid we do not know yet).
-    pub async fn reload(
-        &self,
-        store: &dyn Store,
-        secrets: &ServerSecrets,
-    ) -> Result<(), SigningError> {
-        if let Some(keys) = Self::read(store, secrets, &self.issuer).await? {
-            *self
-                .current
-                .write()
-                .expect("the key lock is never poisoned") = Arc::new(keys);
-        }
-        Ok(())
+        self.current.clone()
     }
 }

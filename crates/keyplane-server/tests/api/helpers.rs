@@ -194,6 +194,16 @@ impl TestApp {
         .expect("bootstrap succeeds on a fresh store")
     }
 
+    /// The stored record of an API key, by its public `key`.
+    pub async fn stored_api_key(&self, public_key: &str) -> keyplane_core::records::ApiKey {
+        self.state
+            .store()
+            .api_key_by_public_key(public_key)
+            .await
+            .expect("the store answers")
+            .expect("the key exists")
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url(path))

@@ -109,13 +109,7 @@ async fn issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks(b
     );
     assert_eq!(claims["nbf"], claims["iat"]);
     assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
-    let key = app
-        .state
-        .store()
-        .api_key_by_public_key(&boot.api_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let key = app.stored_api_key(&boot.api_key).await;
     assert_eq!(claims["sub"], key.id.to_string());
 }
 
@@ -337,13 +331,7 @@ async fn records_every_authentication_outcome_in_the_audit_log(backend: Backend)
         ],
         "newest first"
     );
-    let key = app
-        .state
-        .store()
-        .api_key_by_public_key(&boot.api_key)
-        .await
-        .unwrap()
-        .unwrap();
+    let key = app.stored_api_key(&boot.api_key).await;
     for event in &events[..4] {
         assert_eq!(event.actor_id.as_deref(), Some(key.id.to_string().as_str()));
         assert!(event.request_id.as_deref().is_some_and(|id| id.len() == 32));
