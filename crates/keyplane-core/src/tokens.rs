@@ -15,7 +15,7 @@ use crate::secrets::ServerSecrets;
 use crate::values::Env;
 
 /// Whom a token speaks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SubjectType {
     ApiKey,
@@ -62,7 +62,13 @@ pub struct SigningKey {
     pkcs8: Vec<u8>,
     public_key: Vec<u8>,
     pub created_at: i64,
+    /// When it stops signing; it verifies until its last token expires.
+    pub retired_at: Option<i64>,
 }
+
+/// Seconds between a key's creation and its first signature, so that every node has published it
+/// (nodes reload keys more often than this) before any token signed by it reaches a client.
+pub const KEY_PROPAGATION_SECONDS: i64 = 10;
 
 /// A signing key as stored: the PKCS#8 document encrypted, the public key in the clear.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +107,7 @@ impl SigningKey {
             pkcs8: document.as_ref().to_vec(),
             public_key: pair.public_key().as_ref().to_vec(),
             created_at,
+            retired_at: None,
         }
     }
 
@@ -123,7 +130,7 @@ impl SigningKey {
             encrypted_private_key: encrypted,
             public_key: self.public_key.clone(),
             created_at: self.created_at,
-            retired_at: None,
+            retired_at: self.retired_at,
         }
     }
 
@@ -150,6 +157,7 @@ impl SigningKey {
             pkcs8: plain.to_vec(),
             public_key: stored.public_key.clone(),
             created_at: stored.created_at,
+            retired_at: stored.retired_at,
         })
     }
 }
@@ -198,12 +206,29 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
-    /// `keys` are the live keys; the newest signs, all verify.
-    pub fn new(issuer: String, keys: &[SigningKey]) -> Option<Self> {
-        let current = keys.iter().max_by_key(|k| (k.created_at, k.kid.clone()))?;
+    /// The key set in force at `now`, given every stored key:
+    /// - published (and accepted) are the keys not yet retired, and the retired ones for
+    ///   `access_ttl` seconds after their retirement, while tokens they signed can still be live;
+    /// - the signer is the newest unretired key created at least [`KEY_PROPAGATION_SECONDS`] ago,
+    ///   or, when none is that old (a fresh install), the newest unretired key.
+    ///
+    /// `None` when no key may sign.
+    pub fn new(issuer: String, keys: &[SigningKey], now: i64, access_ttl: i64) -> Option<Self> {
+        let unretired = || {
+            keys.iter()
+                .filter(|k| k.retired_at.is_none_or(|at| at > now))
+        };
+        let order = |k: &&SigningKey| (k.created_at, k.kid.clone());
+        let current = unretired()
+            .filter(|k| k.created_at <= now - KEY_PROPAGATION_SECONDS)
+            .max_by_key(order)
+            .or_else(|| unretired().max_by_key(order))?;
         let mut decoding = HashMap::new();
         let mut published = Vec::new();
-        for key in keys {
+        for key in keys
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|at| at + access_ttl > now))
+        {
             let jwk = jwk(&key.kid, &key.public_key);
             let decoding_key = DecodingKey::from_ed_components(&jwk.x).ok()?;
             decoding.insert(key.kid.clone(), decoding_key);
@@ -216,6 +241,11 @@ impl TokenKeys {
             decoding,
             published,
         })
+    }
+
+    /// Whether `kid` is one of the published keys.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.decoding.contains_key(kid)
     }
 
     pub fn current_kid(&self) -> &str {
@@ -282,7 +312,7 @@ mod tests {
     #[test]
     fn signed_tokens_verify_and_carry_the_kid() {
         let key = SigningKey::generate(1);
-        let keys = TokenKeys::new("https://keyplane.test".into(), &[key]).unwrap();
+        let keys = TokenKeys::new("https://keyplane.test".into(), &[key], now(), 300).unwrap();
         let token = keys.sign(&claims(now()));
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(keys.current_kid()));
@@ -296,8 +326,13 @@ mod tests {
 
     #[test]
     fn rejects_expired_tampered_foreign_and_unsigned_tokens() {
-        let keys =
-            TokenKeys::new("https://keyplane.test".into(), &[SigningKey::generate(1)]).unwrap();
+        let keys = TokenKeys::new(
+            "https://keyplane.test".into(),
+            &[SigningKey::generate(1)],
+            now(),
+            300,
+        )
+        .unwrap();
         let mut expired = claims(now() - 1000);
         expired.exp = now() - 1;
         assert!(keys.verify(&keys.sign(&expired)).is_err());
@@ -313,11 +348,16 @@ mod tests {
         let unsigned = format!("{unsigned_header}.{}.", parts[1]);
         assert!(keys.verify(&unsigned).is_err());
 
-        let other =
-            TokenKeys::new("https://keyplane.test".into(), &[SigningKey::generate(1)]).unwrap();
+        let other = TokenKeys::new(
+            "https://keyplane.test".into(),
+            &[SigningKey::generate(1)],
+            now(),
+            300,
+        )
+        .unwrap();
         assert_eq!(other.verify(&token), Err(TokenRejected::UnknownKey));
 
-        assert!(TokenKeys::new("https://keyplane.test".into(), &[]).is_none());
+        assert!(TokenKeys::new("https://keyplane.test".into(), &[], now(), 300).is_none());
     }
 
     #[test]
@@ -327,11 +367,15 @@ mod tests {
         let ours = TokenKeys::new(
             "https://keyplane.test".into(),
             &[SigningKey::open(&stored, &secrets).unwrap()],
+            now(),
+            300,
         )
         .unwrap();
         let theirs = TokenKeys::new(
             "https://elsewhere".into(),
             &[SigningKey::open(&stored, &secrets).unwrap()],
+            now(),
+            300,
         )
         .unwrap();
         let foreign = theirs.sign(&AccessClaims {
@@ -347,17 +391,55 @@ mod tests {
     #[test]
     fn the_newest_key_signs_and_older_keys_still_verify() {
         let old = SigningKey::generate(1);
-        let only_old = TokenKeys::new("i".into(), std::slice::from_ref(&old)).unwrap();
+        let only_old = TokenKeys::new("i".into(), std::slice::from_ref(&old), now(), 300).unwrap();
         let old_token = only_old.sign(&AccessClaims {
             iss: "i".into(),
             ..claims(now())
         });
         let new = SigningKey::generate(2);
         let new_kid = new.kid.clone();
-        let both = TokenKeys::new("i".into(), &[old, new]).unwrap();
+        let both = TokenKeys::new("i".into(), &[old, new], now(), 300).unwrap();
         assert_eq!(both.current_kid(), new_kid);
         assert!(both.verify(&old_token).is_ok());
         assert_eq!(both.jwks().len(), 2);
+    }
+
+    #[test]
+    fn a_rotation_publishes_first_switches_later_and_retires_after_the_token_lifetime() {
+        let mut old = SigningKey::generate(0);
+        let new = SigningKey::generate(1000);
+        old.retired_at = Some(1000 + KEY_PROPAGATION_SECONDS);
+        let (old_kid, new_kid) = (old.kid.clone(), new.kid.clone());
+        let at = |now: i64| {
+            let keys = [
+                SigningKey::open(&old.seal(&test_secrets()), &test_secrets()).unwrap(),
+                SigningKey::open(&new.seal(&test_secrets()), &test_secrets()).unwrap(),
+            ];
+            TokenKeys::new("i".into(), &keys, now, 300).unwrap()
+        };
+        // Published at once, but the old key signs until every node has seen the new one.
+        let early = at(1005);
+        assert_eq!(early.current_kid(), old_kid);
+        assert!(early.knows(&new_kid) && early.knows(&old_kid));
+        // Then the new key signs and the old one still verifies its live tokens.
+        let switched = at(1000 + KEY_PROPAGATION_SECONDS);
+        assert_eq!(switched.current_kid(), new_kid);
+        assert!(switched.knows(&old_kid));
+        let token = at(1005).sign(&AccessClaims {
+            iss: "i".into(),
+            ..claims(now())
+        });
+        assert!(switched.verify(&token).is_ok());
+        // Once its last token has expired, the old key is gone: nothing it signs verifies.
+        let later = at(1000 + KEY_PROPAGATION_SECONDS + 300);
+        assert!(!later.knows(&old_kid));
+        assert_eq!(later.jwks().len(), 1);
+        assert_eq!(later.verify(&token), Err(TokenRejected::UnknownKey));
+    }
+
+    fn test_secrets() -> ServerSecrets {
+        static KEY: std::sync::OnceLock<MasterKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(MasterKey::generate).derive()
     }
 
     #[test]

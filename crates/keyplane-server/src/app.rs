@@ -13,9 +13,13 @@ use keyplane_store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreEr
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::Subjects;
+use crate::audit::AuditQueue;
+use crate::auth::Throttles;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::files::{ensure_private_dir, write_private_file};
 use crate::metrics::Metrics;
+use crate::passwords::Passwords;
 use crate::server::Listener;
 use crate::signing::{SigningError, SigningKeys};
 use crate::tls::{self, CertificateInfo, TlsError, TlsSetup};
@@ -52,13 +56,21 @@ struct StateInner {
     signing_keys: SigningKeys,
     tokens: TokenSettings,
     metrics: Metrics,
+    subjects: Subjects,
+    throttles: Throttles,
+    passwords: Passwords,
+    audit_queue: AuditQueue,
 }
 
-/// Token lifetimes, in seconds.
+/// Token lifetimes and rules, in seconds.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenSettings {
     pub access_ttl: i64,
     pub refresh_ttl: i64,
+    /// How long a spent refresh token may be presented again without revoking its family.
+    pub reuse_grace: i64,
+    /// Age at which the signing key is replaced; 0 for never.
+    pub rotation_interval: i64,
 }
 
 impl AppState {
@@ -68,17 +80,79 @@ impl AppState {
         config: &ServeConfig,
     ) -> Result<Self, StartupError> {
         let public_url = config.public_url.trim_end_matches('/').to_owned();
-        let signing_keys = SigningKeys::load(store.as_ref(), &secrets, public_url).await?;
+        let signing_keys = SigningKeys::load(
+            store.as_ref(),
+            &secrets,
+            public_url,
+            config.access_token_ttl,
+        )
+        .await?;
         Ok(Self(Arc::new(StateInner {
+            audit_queue: AuditQueue::spawn(store.clone()),
             store,
             secrets,
             signing_keys,
             tokens: TokenSettings {
                 access_ttl: config.access_token_ttl,
                 refresh_ttl: config.refresh_token_ttl,
+                reuse_grace: config.refresh_token_reuse_grace,
+                rotation_interval: config.signing_key_rotation_interval,
             },
             metrics: Metrics::new(),
+            subjects: Subjects::default(),
+            throttles: Throttles::new(config.throttles.by_address, config.throttles.by_credential),
+            passwords: Passwords::default(),
         })))
+    }
+
+    /// The token issuer: the public URL without a trailing slash.
+    pub fn issuer(&self) -> String {
+        self.signing_keys().current().issuer().to_owned()
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.0.subjects
+    }
+
+    pub fn throttles(&self) -> &Throttles {
+        &self.0.throttles
+    }
+
+    pub fn passwords(&self) -> &Passwords {
+        &self.0.passwords
+    }
+
+    pub fn audit_queue(&self) -> &AuditQueue {
+        &self.0.audit_queue
+    }
+
+    /// Every few seconds: reread the signing keys (other nodes may have rotated) and rotate when
+    /// the current key is due. Runs until the server stops.
+    async fn maintain_signing_keys(self) {
+        let mut ticks = tokio::time::interval(crate::signing::RELOAD_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let interval = self.token_settings().rotation_interval;
+            if interval > 0 {
+                match self
+                    .signing_keys()
+                    .rotate_if_due(self.store(), self.secrets(), interval)
+                    .await
+                {
+                    Ok(Some(kid)) => tracing::info!(kid, "rotated the signing key"),
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "signing key rotation failed"),
+                }
+            }
+            if let Err(error) = self
+                .signing_keys()
+                .reload(self.store(), self.secrets())
+                .await
+            {
+                tracing::warn!(%error, "reloading signing keys failed");
+            }
+        }
     }
 
     pub fn signing_keys(&self) -> &SigningKeys {
@@ -246,7 +320,10 @@ impl Application {
             trusted_proxies: self.config.trusted_proxies.clone().into(),
             shutdown_timeout: Duration::from_secs(self.config.shutdown_timeout),
         };
+        let maintenance = tokio::spawn(self.state.clone().maintain_signing_keys());
         listener.serve(shutdown).await;
+        maintenance.abort();
+        self.state.audit_queue().flush().await;
         self.state.store().close().await;
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::throttle::ThrottlePolicy;
 use clap::parser::ValueSource;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
@@ -142,6 +143,16 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_REFRESH_TOKEN_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]
     pub refresh_token_ttl: i64,
 
+    /// Seconds during which a spent refresh token may be presented again (a client that lost the
+    /// response) without revoking its family. Off by default, as RFC 9700 recommends.
+    #[arg(long, env = "KEYPLANE_REFRESH_TOKEN_REUSE_GRACE", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=60))]
+    pub refresh_token_reuse_grace: i64,
+
+    /// Seconds after which a new signing key replaces the current one (0: only on
+    /// `keyplane keys rotate`). Tokens signed by the old key stay valid until they expire.
+    #[arg(long, env = "KEYPLANE_SIGNING_KEY_ROTATION_INTERVAL", default_value_t = 2_592_000, value_parser = clap::value_parser!(i64).range(0..))]
+    pub signing_key_rotation_interval: i64,
+
     /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
     #[arg(long, env = "KEYPLANE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -153,6 +164,27 @@ pub struct ServeConfig {
     /// Log line format.
     #[arg(long, env = "KEYPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Failed-authentication throttling (per client address, per credential); embedders and
+    /// tests may tighten it, the command line keeps the defaults.
+    #[arg(skip = ThrottlePolicies::default())]
+    pub throttles: ThrottlePolicies,
+}
+
+/// The two throttles of failed authentication.
+#[derive(Clone, Copy, Debug)]
+pub struct ThrottlePolicies {
+    pub by_address: ThrottlePolicy,
+    pub by_credential: ThrottlePolicy,
+}
+
+impl Default for ThrottlePolicies {
+    fn default() -> Self {
+        Self {
+            by_address: ThrottlePolicy::per_address(),
+            by_credential: ThrottlePolicy::per_key(),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -177,9 +209,12 @@ impl ServeConfig {
             trusted_proxies: Vec::new(),
             access_token_ttl: 300,
             refresh_token_ttl: 86_400,
+            refresh_token_reuse_grace: 0,
+            signing_key_rotation_interval: 2_592_000,
             shutdown_timeout: 30,
             log: "info".into(),
             log_format: LogFormat::Text,
+            throttles: ThrottlePolicies::default(),
         }
     }
 }

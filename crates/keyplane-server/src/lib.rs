@@ -1,15 +1,19 @@
 //! Keyplane's server: configuration, the HTTPS listener, the HTTP API and operator commands.
 
+pub mod access;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod files;
 pub mod http;
 pub mod metrics;
+pub mod passwords;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
+pub mod throttle;
 pub mod tls;
 
 pub use app::{AppState, Application, StartupError};

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyplane_core::secrets::MasterKey;
+use keyplane_core::tokens::KEY_PROPAGATION_SECONDS;
 use keyplane_server::bootstrap::{BootstrapError, bootstrap};
 use keyplane_server::config::{LogFormat, ServeConfig, StoreConfig, file_settings_as_flags};
-use keyplane_server::{Application, app, telemetry};
+use keyplane_server::{Application, app, signing, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +60,9 @@ struct BootstrapArgs {
 enum KeysCommand {
     /// Print a new random master key (base64) for KEYPLANE_MASTER_KEY.
     GenerateMasterKey,
+    /// Create a new token signing key. Every node publishes it at once and signs with it from
+    /// 10 seconds later; the old key verifies until its last token expires.
+    Rotate(Box<StoreConfig>),
 }
 
 fn main() -> ExitCode {
@@ -144,6 +148,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
                 Err(BootstrapError::Store(error)) => Err(error).context("bootstrap failed"),
+            }
+        }
+        Command::Keys(KeysCommand::Rotate(config)) => {
+            telemetry::init("warn", LogFormat::Text);
+            let (store, secrets) = app::open_store(&config).await?;
+            let rotated = signing::rotate(store.as_ref(), &secrets).await;
+            store.close().await;
+            match rotated.context("rotating the signing key")? {
+                Some(kid) => {
+                    println!(
+                        "New signing key {kid}: published now, signing in {KEY_PROPAGATION_SECONDS} s."
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!(
+                        "keyplane keys rotate: no key to rotate yet, or another rotation happened \
+                         at the same moment; nothing changed"
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
             }
         }
         Command::Keys(KeysCommand::GenerateMasterKey) => {

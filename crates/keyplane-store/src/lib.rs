@@ -73,6 +73,49 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
 
+    /// Rotation: stores `new` and retires every other unretired key at `retire_at`, in one
+    /// transaction, but only while `expected_newest` is still the newest key. Returns false,
+    /// changing nothing, when another node rotated first.
+    async fn rotate_signing_key(
+        &self,
+        new: &StoredSigningKey,
+        retire_at: i64,
+        expected_newest: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// A person by email address, whatever its case.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+
+    /// A person's membership of one organization.
+    async fn membership(
+        &self,
+        organization_id: OrganizationId,
+        user_id: UserId,
+    ) -> Result<Option<Membership>, StoreError>;
+
+    /// Stores a person's password hash (an Argon2id PHC string).
+    async fn set_user_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Writes a membership's role and status, with its audit events. False when it is gone.
+    async fn update_membership(
+        &self,
+        membership: &Membership,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Writes an API key's mutable fields (name, status, metadata, secrets, expiry), with its
+    /// audit events. False when the key is gone.
+    async fn update_api_key(&self, key: &ApiKey, events: &[AuditEvent])
+    -> Result<bool, StoreError>;
+
+    /// Deletes an API key and its refresh tokens, with its audit events. False when it was gone.
+    async fn delete_api_key(&self, id: ApiKeyId, events: &[AuditEvent])
+    -> Result<bool, StoreError>;
+
     /// Stores a new refresh token together with the audit events of the login that issued it.
     async fn issue_refresh_token(
         &self,

@@ -506,6 +506,160 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn rotate_signing_key(
+                &self,
+                new: &StoredSigningKey,
+                retire_at: i64,
+                expected_newest: &str,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let newest: Option<String> = sqlx::query_scalar(
+                    "SELECT kid FROM signing_keys ORDER BY created_at DESC, kid DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                if newest.as_deref() != Some(expected_newest) {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE signing_keys SET retired_at = $1 \
+                     WHERE retired_at IS NULL OR retired_at > $2",
+                )
+                .bind(retire_at)
+                .bind(retire_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, encrypted_private_key, public_key, created_at, \
+                     retired_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&new.kid)
+                .bind(&new.encrypted_private_key)
+                .bind(&new.public_key)
+                .bind(new.created_at)
+                .bind(new.retired_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+                sqlx::query("SELECT * FROM users WHERE lower(email) = lower($1)")
+                    .bind(email)
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| user_from_row(&row))
+                    .transpose()
+            }
+
+            async fn membership(
+                &self,
+                organization_id: OrganizationId,
+                user_id: UserId,
+            ) -> Result<Option<Membership>, StoreError> {
+                sqlx::query(
+                    "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
+                )
+                .bind(organization_id.to_string())
+                .bind(user_id.to_string())
+                .fetch_optional(&self.reader)
+                .await?
+                .map(|row| membership_from_row(&row))
+                .transpose()
+            }
+
+            async fn set_user_password(
+                &self,
+                user_id: UserId,
+                password_hash: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(user_id.to_string())
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn update_membership(
+                &self,
+                membership: &Membership,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE memberships SET role = $1, status = $2 \
+                     WHERE organization_id = $3 AND user_id = $4",
+                )
+                .bind(membership.role.as_str())
+                .bind(membership.status.as_str())
+                .bind(membership.organization_id.to_string())
+                .bind(membership.user_id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if updated {
+                    insert_audit_events(&mut tx, events).await?;
+                    tx.commit().await?;
+                }
+                Ok(updated)
+            }
+
+            async fn update_api_key(
+                &self,
+                key: &ApiKey,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE api_keys SET name = $1, status = $2, metadata = $3, secret_hash = $4, \
+                     previous_secret_hash = $5, previous_secret_expires_at = $6, expires_at = $7 \
+                     WHERE id = $8",
+                )
+                .bind(&key.name)
+                .bind(key.status.as_str())
+                .bind(metadata_to_text(&key.metadata))
+                .bind(key.secret_hash.as_bytes())
+                .bind(key.previous_secret_hash.as_ref().map(|h| h.as_bytes()))
+                .bind(key.previous_secret_expires_at)
+                .bind(key.expires_at)
+                .bind(key.id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if updated {
+                    insert_audit_events(&mut tx, events).await?;
+                    tx.commit().await?;
+                }
+                Ok(updated)
+            }
+
+            async fn delete_api_key(
+                &self,
+                id: ApiKeyId,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query("DELETE FROM refresh_tokens WHERE subject_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if deleted {
+                    insert_audit_events(&mut tx, events).await?;
+                    tx.commit().await?;
+                }
+                Ok(deleted)
+            }
+
             async fn issue_refresh_token(
                 &self,
                 token: &RefreshToken,

@@ -2,7 +2,7 @@
 //! verifies what they issue.
 
 use axum::extract::{Extension, FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, extract::State};
@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/.well-known/jwks.json", get(jwks))
 }
 
-fn context(request_id: &RequestId, client: Option<&ClientInfo>) -> RequestContext {
+pub(crate) fn context(request_id: &RequestId, client: Option<&ClientInfo>) -> RequestContext {
     RequestContext {
         request_id: Some(request_id.0.clone()),
         ip: client.map(|c| c.ip),
@@ -41,6 +41,8 @@ pub struct AuthRequest {
     pub refresh_token: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
+    /// With `email`: the organization the token acts for (default: the person's first).
+    pub organization_id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -66,15 +68,17 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::InvalidCredentials => ApiError::unauthorized("Invalid credentials"),
+            AuthError::Throttled(seconds) => ApiError::rate_limited(seconds),
+            AuthError::Busy => ApiError::rate_limited(1),
             AuthError::Store(error) => error.into(),
         }
     }
 }
 
 /// Longest credential accepted; anything longer cannot be one of ours.
-const MAX_CREDENTIAL_LENGTH: usize = 512;
+pub(crate) const MAX_CREDENTIAL_LENGTH: usize = 512;
 
-fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
+pub(crate) fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
     match value.as_deref() {
         None => Err(ApiError::validation(field, "is required")),
         Some("") => Err(ApiError::validation(field, "must not be empty")),
@@ -104,6 +108,7 @@ pub async fn authenticate(
             || body.api_secret.is_some()
             || body.email.is_some()
             || body.password.is_some()
+            || body.organization_id.is_some()
         {
             return Err(ApiError::validation(
                 "refresh_token",
@@ -113,6 +118,7 @@ pub async fn authenticate(
         auth::refresh(
             &state,
             required("refresh_token", &body.refresh_token)?,
+            None,
             &context,
         )
         .await?
@@ -123,11 +129,24 @@ pub async fn authenticate(
                 "cannot be combined with an API key",
             ));
         }
-        required("email", &body.email)?;
-        required("password", &body.password)?;
-        // Nobody has a password until invitations can be accepted.
-        return Err(AuthError::InvalidCredentials.into());
+        let email = required("email", &body.email)?;
+        let password = required("password", &body.password)?;
+        let organization_id = body
+            .organization_id
+            .as_deref()
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| ApiError::validation("organization_id", "must be a UUID"))
+            })
+            .transpose()?;
+        auth::authenticate_password(&state, email, password, organization_id, &context).await?
     } else {
+        if body.organization_id.is_some() {
+            return Err(ApiError::validation(
+                "organization_id",
+                "only applies to email and password",
+            ));
+        }
         let key = required("api_key", &body.api_key)?;
         let secret = required("api_secret", &body.api_secret)?;
         auth::authenticate_api_key(&state, key, secret, true, &context).await?
@@ -230,6 +249,17 @@ pub async fn fiskil_token(
             "InvalidCredentials",
             "Invalid client credentials.",
         ),
+        Err(error @ (AuthError::Throttled(_) | AuthError::Busy)) => {
+            let mut response = fiskil_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many failed attempts; retry later.",
+            );
+            if let Some(header) = ApiError::from(error).retry_after_header() {
+                response.headers_mut().insert(header::RETRY_AFTER, header);
+            }
+            response
+        }
         Err(AuthError::Store(error)) => {
             let error = ApiError::from(error);
             fiskil_error(

@@ -40,6 +40,8 @@ pub struct ApiError {
     /// Logged with the request id, never rendered.
     internal: Option<String>,
     retry_after: Option<u64>,
+    /// RFC 6750 challenge for bearer-token failures.
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -54,6 +56,7 @@ impl ApiError {
             message: message.into(),
             internal: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -72,6 +75,22 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "E_UNAUTHORIZED", message)
+    }
+
+    /// 401 for a missing, malformed, expired or revoked bearer token, with its RFC 6750
+    /// `WWW-Authenticate` challenge.
+    pub fn invalid_bearer(missing: bool) -> Self {
+        let mut error = Self::unauthorized(if missing {
+            "A bearer token is required."
+        } else {
+            "The bearer token is invalid, expired or revoked."
+        });
+        error.challenge = Some(if missing {
+            r#"Bearer realm="keyplane""#
+        } else {
+            r#"Bearer realm="keyplane", error="invalid_token""#
+        });
+        error
     }
 
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
@@ -164,6 +183,11 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The `Retry-After` value of a 429.
+    pub fn retry_after_header(&self) -> Option<HeaderValue> {
+        self.retry_after.map(HeaderValue::from)
+    }
 }
 
 impl From<ValidationError> for ApiError {
@@ -174,6 +198,12 @@ impl From<ValidationError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        Self::from(&error)
+    }
+}
+
+impl From<&StoreError> for ApiError {
+    fn from(error: &StoreError) -> Self {
         match error {
             StoreError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
@@ -182,7 +212,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) | StoreError::AlreadyBootstrapped => {
                 Self::conflict("The resource conflicts with an existing one.")
             }
-            other => Self::internal(format!("{other}: {:?}", std::error::Error::source(&other))),
+            other => Self::internal(format!("{other}: {:?}", std::error::Error::source(other))),
         }
     }
 }
@@ -205,6 +235,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }

@@ -1,10 +1,13 @@
 //! The HTTP surface: the router, its middleware stack, and the handlers, one module per resource.
 
 pub mod auth;
+pub mod bearer;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod oauth;
 pub mod openapi;
+pub mod organizations;
 pub mod request_id;
 
 use std::net::IpAddr;
@@ -57,6 +60,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(oauth::router())
+        .merge(organizations::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -2,12 +2,13 @@
 
 use axum::Router;
 use axum::routing::get;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::app::AppState;
 use crate::http::JsonResponse;
 use crate::http::error::ErrorBody;
-use crate::http::{auth, health};
+use crate::http::{auth, health, oauth, organizations};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,15 +20,38 @@ use crate::http::{auth, health};
     ),
     paths(
         auth::authenticate, auth::fiskil_token, auth::jwks,
+        oauth::token, oauth::introspect, oauth::revoke, oauth::metadata,
+        organizations::retrieve,
         health::healthz, health::readyz, health::metrics, openapi_json,
     ),
     components(schemas(ErrorBody, health::HealthStatus)),
+    modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Credentials in, tokens out"),
+        (name = "oauth2", description = "OAuth 2.0: token, introspection, revocation, metadata"),
+        (name = "organizations", description = "Organizations and the ones they manage"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme management endpoints require.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()

@@ -319,6 +319,7 @@ async fn records_every_authentication_outcome_in_the_audit_log(backend: Backend)
     assert_eq!(app.post_json("/api/v0/auth", &refresh).await.status(), 401);
 
     let organization = boot.organization_id.parse().unwrap();
+    app.state.audit_queue().flush().await;
     let events = app.state.store().audit_events(organization).await.unwrap();
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
