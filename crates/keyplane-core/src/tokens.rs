@@ -210,7 +210,8 @@ impl TokenKeys {
     /// - published (and accepted) are the keys not yet retired, and the retired ones for
     ///   `access_ttl` seconds after their retirement, while tokens they signed can still be live;
     /// - the signer is the newest unretired key created at least [`KEY_PROPAGATION_SECONDS`] ago,
-    ///   or, when none is that old (a fresh install), the newest unretired key.
+    ///   or, when none is that old (a fresh install, or a rotation soon after one), the oldest
+    ///   unretired key: the one every node has had longest.
     ///
     /// `None` when no key may sign.
     pub fn new(issuer: String, keys: &[SigningKey], now: i64, access_ttl: i64) -> Option<Self> {
@@ -222,7 +223,7 @@ impl TokenKeys {
         let current = unretired()
             .filter(|k| k.created_at <= now - KEY_PROPAGATION_SECONDS)
             .max_by_key(order)
-            .or_else(|| unretired().max_by_key(order))?;
+            .or_else(|| unretired().min_by_key(order))?;
         let mut decoding = HashMap::new();
         let mut published = Vec::new();
         for key in keys

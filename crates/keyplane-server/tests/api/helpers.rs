@@ -114,6 +114,14 @@ impl TestAppBuilder {
         }
     }
 
+    /// A second node of `other`'s deployment: same database and master key, its own data
+    /// directory. Only meaningful on PostgreSQL.
+    pub fn sharing_database_with(mut self, other: &TestApp) -> Self {
+        self.config.store.database_url = other.config.store.database_url.clone();
+        self.config.store.master_key = other.config.store.master_key.clone();
+        self
+    }
+
     /// Reuses a data directory (a restart).
     pub fn data_dir(mut self, path: &Path) -> Self {
         self.config.store.data_dir = path.to_path_buf();
@@ -227,6 +235,50 @@ impl TestApp {
             .send()
             .await
             .expect("the request completes")
+    }
+
+    /// A token pair for an API key, from `POST /api/v0/auth`.
+    pub async fn token_pair(&self, key: &str, secret: &str) -> serde_json::Value {
+        let response = self
+            .post_json(
+                "/api/v0/auth",
+                &serde_json::json!({"api_key": key, "api_secret": secret}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "logging in with a good key");
+        response.json().await.expect("a JSON token pair")
+    }
+
+    /// An access token for an API key.
+    pub async fn access_token(&self, key: &str, secret: &str) -> String {
+        self.token_pair(key, secret).await["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// A GET with `Authorization: Bearer <token>`.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request completes")
+    }
+
+    /// Posts a form (OAuth 2.0 endpoints), optionally with HTTP Basic client credentials.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).form(form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        request.send().await.expect("the request completes")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

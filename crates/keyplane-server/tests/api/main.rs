@@ -3,7 +3,9 @@
 
 mod helpers;
 
+mod access;
 mod durability;
 mod foundation;
+mod oauth;
 mod operator;
 mod tokens;

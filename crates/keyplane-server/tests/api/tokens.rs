@@ -27,7 +27,7 @@ async fn login(app: &TestApp, key: &str, secret: &str) -> reqwest::Response {
 
 /// Verifies a compact JWS with the JWKS using aws-lc-rs directly: independent of the
 /// jsonwebtoken code that signed it.
-fn verify_with_jwks(token: &str, jwks: &Value) -> (Value, Value) {
+pub fn verify_with_jwks(token: &str, jwks: &Value) -> (Value, Value) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3);
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
