@@ -8,4 +8,5 @@ mod durability;
 mod foundation;
 mod oauth;
 mod operator;
+mod throttling;
 mod tokens;

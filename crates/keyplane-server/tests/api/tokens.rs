@@ -15,6 +15,8 @@ on_both_stores!(
     rejects_malformed_and_incomplete_auth_requests,
     fiskil_token_endpoint_speaks_fiskils_shapes,
     records_every_authentication_outcome_in_the_audit_log,
+    people_log_in_with_email_and_password,
+    a_grace_window_lets_a_lost_refresh_response_be_retried,
 );
 
 async fn login(app: &TestApp, key: &str, secret: &str) -> reqwest::Response {
@@ -348,5 +350,198 @@ async fn records_every_authentication_outcome_in_the_audit_log(backend: Backend)
                 "a credential leaked into {rendered}"
             );
         }
+    }
+}
+
+/// Gives the bootstrap owner a password and activates the membership, as accepting the
+/// invitation does.
+pub async fn activate_owner(
+    app: &TestApp,
+    boot: &keyplane_server::bootstrap::BootstrapOutput,
+    password: &str,
+) {
+    let store = app.state.store();
+    let user_id = boot.user_id.parse().unwrap();
+    let hash = app
+        .state
+        .passwords()
+        .hash(password.to_owned())
+        .await
+        .unwrap();
+    store.set_user_password(user_id, &hash).await.unwrap();
+    let mut membership = store
+        .membership(boot.organization_id.parse().unwrap(), user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    membership.status = keyplane_core::values::UserStatus::Active;
+    assert!(store.update_membership(&membership, &[]).await.unwrap());
+}
+
+async fn people_log_in_with_email_and_password(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let credentials = json!({"email": "owner@example.com", "password": "a long passphrase"});
+
+    // Invited, with no password yet: refused like any wrong password.
+    let response = app.post_json("/api/v0/auth", &credentials).await;
+    assert_error(response, 401, "E_UNAUTHORIZED").await;
+
+    activate_owner(&app, &boot, "a long passphrase").await;
+    // Email addresses match whatever their case.
+    let response = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"email": "Owner@Example.com", "password": "a long passphrase"}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let pair: Value = response.json().await.unwrap();
+    assert_eq!(
+        pair["access_token_claims"]["organization_id"],
+        boot.organization_id.as_str()
+    );
+    let jwks: Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (_, claims) = verify_with_jwks(pair["access_token"].as_str().unwrap(), &jwks);
+    assert_eq!(claims["type"], "USER");
+    assert_eq!(claims["sub"], boot.user_id.as_str());
+    let own = format!("/api/v0/organizations/{}", boot.organization_id);
+    assert_eq!(
+        app.get_as(pair["access_token"].as_str().unwrap(), &own)
+            .await
+            .status(),
+        200
+    );
+    // The refresh token works for people too.
+    let refreshed = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": pair["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(refreshed.status(), 200);
+
+    // Choosing the organization: one the person belongs to, or nothing.
+    let chosen = app
+        .post_json("/api/v0/auth", &json!({"email": "owner@example.com", "password": "a long passphrase", "organization_id": boot.organization_id}))
+        .await;
+    assert_eq!(chosen.status(), 200);
+    let elsewhere = app
+        .post_json("/api/v0/auth", &json!({"email": "owner@example.com", "password": "a long passphrase", "organization_id": uuid::Uuid::now_v7()}))
+        .await;
+    assert_error(elsewhere, 401, "E_UNAUTHORIZED").await;
+
+    // Wrong password and unknown person: the same answer.
+    for body in [
+        json!({"email": "owner@example.com", "password": "wrong"}),
+        json!({"email": "nobody@example.com", "password": "a long passphrase"}),
+    ] {
+        let body = assert_error(
+            app.post_json("/api/v0/auth", &body).await,
+            401,
+            "E_UNAUTHORIZED",
+        )
+        .await;
+        assert_eq!(body["message"], "Invalid credentials");
+    }
+    // Malformed: missing half, mixed with a key, a bad organization id.
+    for (body, field) in [
+        (json!({"email": "owner@example.com"}), "password"),
+        (json!({"password": "x"}), "email"),
+        (
+            json!({"email": "owner@example.com", "password": "x", "api_key": boot.api_key}),
+            "email",
+        ),
+        (
+            json!({"email": "owner@example.com", "password": "x", "organization_id": "nope"}),
+            "organization_id",
+        ),
+        (
+            json!({"api_key": boot.api_key, "api_secret": boot.api_secret, "organization_id": boot.organization_id}),
+            "organization_id",
+        ),
+        (
+            json!({"email": "owner@example.com", "password": "x".repeat(600)}),
+            "password",
+        ),
+    ] {
+        let error = assert_error(
+            app.post_json("/api/v0/auth", &body).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().starts_with(field),
+            "{error}"
+        );
+    }
+
+    // A disabled membership ends the person's tokens and logins.
+    let store = app.state.store();
+    let mut membership = store
+        .membership(
+            boot.organization_id.parse().unwrap(),
+            boot.user_id.parse().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    membership.status = keyplane_core::values::UserStatus::Disabled;
+    assert!(store.update_membership(&membership, &[]).await.unwrap());
+    app.state
+        .subjects()
+        .forget(
+            keyplane_core::tokens::SubjectType::User,
+            &boot.user_id,
+            membership.organization_id,
+        )
+        .await;
+    assert_eq!(
+        app.get_as(pair["access_token"].as_str().unwrap(), &own)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.post_json("/api/v0/auth", &credentials).await.status(),
+        401
+    );
+}
+
+async fn a_grace_window_lets_a_lost_refresh_response_be_retried(backend: Backend) {
+    let app = crate::helpers::TestAppBuilder::new(&backend)
+        .await
+        .configure(|c| c.refresh_token_reuse_grace = 30)
+        .start()
+        .await;
+    let boot = app.bootstrap().await;
+    let pair = app.token_pair(&boot.api_key, &boot.api_secret).await;
+    let refresh = json!({"refresh_token": pair["refresh_token"]});
+    let first: Value = app
+        .post_json("/api/v0/auth", &refresh)
+        .await
+        .json()
+        .await
+        .unwrap();
+    // The response was "lost": the same token again, within the window, gets a new pair and
+    // revokes nothing.
+    let retry = app.post_json("/api/v0/auth", &refresh).await;
+    assert_eq!(retry.status(), 200);
+    let second: Value = retry.json().await.unwrap();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    for pair in [&first, &second] {
+        let next = app
+            .post_json(
+                "/api/v0/auth",
+                &json!({"refresh_token": pair["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(next.status(), 200, "both successors live");
     }
 }
