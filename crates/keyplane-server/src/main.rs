@@ -164,8 +164,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => {
                     eprintln!(
-                        "keyplane keys rotate: no key to rotate yet, or another rotation happened \
-                         at the same moment; nothing changed"
+                        "keyplane keys rotate: another rotation happened at the same moment; \
+                         nothing changed"
                     );
                     Ok(ExitCode::FAILURE)
                 }

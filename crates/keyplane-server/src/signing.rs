@@ -122,8 +122,9 @@ impl SigningKeys {
     }
 }
 
-/// Creates a new signing key and retires the others once it has propagated. Returns the new
-/// kid, or `None` when another node rotated at the same moment (its key is as good).
+/// Creates a new signing key (the first one, on an empty store) and retires the others once it
+/// has propagated. Returns the new kid, or `None` when another node rotated at the same moment
+/// (its key is as good).
 pub async fn rotate(
     store: &dyn Store,
     secrets: &ServerSecrets,
@@ -132,12 +133,15 @@ pub async fn rotate(
     let newest = stored
         .iter()
         .max_by_key(|k| (k.created_at, k.kid.clone()))
-        .map(|k| k.kid.clone())
-        .unwrap_or_default();
+        .map(|k| k.kid.clone());
     let now = now_unix();
     let key = SigningKey::generate(now);
     let rotated = store
-        .rotate_signing_key(&key.seal(secrets), now + KEY_PROPAGATION_SECONDS, &newest)
+        .rotate_signing_key(
+            &key.seal(secrets),
+            now + KEY_PROPAGATION_SECONDS,
+            newest.as_deref(),
+        )
         .await?;
     Ok(rotated.then(|| key.kid.clone()))
 }

@@ -74,13 +74,13 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
 
     /// Rotation: stores `new` and retires every other unretired key at `retire_at`, in one
-    /// transaction, but only while `expected_newest` is still the newest key. Returns false,
-    /// changing nothing, when another node rotated first.
+    /// transaction, but only while `expected_newest` is still the newest key (`None`: there is
+    /// no key yet). Returns false, changing nothing, when another node rotated first.
     async fn rotate_signing_key(
         &self,
         new: &StoredSigningKey,
         retire_at: i64,
-        expected_newest: &str,
+        expected_newest: Option<&str>,
     ) -> Result<bool, StoreError>;
 
     /// A person by email address, whatever its case.

@@ -510,7 +510,7 @@ macro_rules! impl_store {
                 &self,
                 new: &StoredSigningKey,
                 retire_at: i64,
-                expected_newest: &str,
+                expected_newest: Option<&str>,
             ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 let newest: Option<String> = sqlx::query_scalar(
@@ -518,7 +518,7 @@ macro_rules! impl_store {
                 )
                 .fetch_optional(&mut *tx)
                 .await?;
-                if newest.as_deref() != Some(expected_newest) {
+                if newest.as_deref() != expected_newest {
                     return Ok(false);
                 }
                 sqlx::query(

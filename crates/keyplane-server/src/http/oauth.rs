@@ -144,6 +144,9 @@ impl IntoResponse for OAuthError {
     }
 }
 
+/// Longest form parameter read: room for an access token, far below the body limit.
+const MAX_PARAMETER_LENGTH: usize = 4096;
+
 /// A form body: `application/x-www-form-urlencoded`, each parameter at most once (RFC 6749 §3.2).
 struct Form(HashMap<String, String>);
 
@@ -180,7 +183,7 @@ impl Form {
     fn get(&self, name: &str) -> Result<Option<&str>, OAuthError> {
         match self.0.get(name).map(String::as_str) {
             None | Some("") => Ok(None),
-            Some(value) if value.len() > MAX_CREDENTIAL_LENGTH => {
+            Some(value) if value.len() > MAX_PARAMETER_LENGTH => {
                 Err(OAuthError::invalid_request(format!("{name}: is too long")))
             }
             Some(value) => Ok(Some(value)),

@@ -8,13 +8,37 @@ use serde_json::{Value, json};
 
 use crate::helpers::client_trusting;
 
+/// A spawned server, killed when dropped: a failing test must not leave it running (it would
+/// hold the test harness's output open and hang the run).
+struct ServerProcess(Child);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `keyplane serve` on an ephemeral port and returns it with the port it announced; its
 /// log lines go to `log` when given.
 fn spawn_server(
     data_dir: &std::path::Path,
     log_level: &str,
     log: Option<Arc<Mutex<String>>>,
-) -> (Child, u16, std::thread::JoinHandle<()>) {
+) -> (ServerProcess, u16, std::thread::JoinHandle<()>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyplane"))
         .args([
             "serve",
@@ -28,6 +52,7 @@ fn spawn_server(
         ])
         .arg(data_dir)
         .env_remove("KEYPLANE_DATABASE_URL")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
@@ -54,7 +79,7 @@ fn spawn_server(
             }
         }
     });
-    (child, port, drain)
+    (ServerProcess(child), port, drain)
 }
 
 fn bootstrap(dir: &std::path::Path) -> Value {
@@ -189,12 +214,67 @@ async fn no_secret_or_token_appears_in_the_log() {
     .json()
     .await
     .unwrap();
+    // OAuth 2.0: client credentials by Basic, then introspection, a bearer call, revocation,
+    // and a password login that fails.
+    let key = boot["api_key"].as_str().unwrap();
+    let secret = boot["api_secret"].as_str().unwrap();
+    let form = |path: &'static str, fields: Vec<(&'static str, String)>| {
+        let request = client
+            .post(url(path))
+            .basic_auth(key, Some(secret))
+            .form(&fields);
+        async move { request.send().await.unwrap() }
+    };
+    let oauth: Value = form(
+        "/oauth2/token",
+        vec![("grant_type", "client_credentials".into())],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let oauth_token = oauth["access_token"].as_str().unwrap().to_owned();
+    let introspection = form("/oauth2/introspect", vec![("token", oauth_token.clone())]).await;
+    assert_eq!(
+        introspection.status(),
+        200,
+        "{:?}",
+        introspection.text().await
+    );
+    let organization = client
+        .get(url(&format!(
+            "/api/v0/organizations/{}",
+            boot["organization_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&oauth_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(organization.status(), 200);
+    let revoked = form(
+        "/oauth2/revoke",
+        vec![(
+            "token",
+            refreshed["refresh_token"].as_str().unwrap().to_owned(),
+        )],
+    )
+    .await;
+    assert_eq!(revoked.status(), 200, "{:?}", revoked.text().await);
+    let password = post(
+        "/api/v0/auth",
+        json!({"email": "owner@example.com", "password": "a-password-never-logged"}),
+    )
+    .await;
+    assert_eq!(password.status(), 401);
+    credentials.push("a-password-never-logged".to_owned());
+
     for value in [
         &pair["access_token"],
         &pair["refresh_token"],
         &refreshed["access_token"],
         &refreshed["refresh_token"],
         &fiskil["token"],
+        &oauth["access_token"],
     ] {
         credentials.push(value.as_str().expect("issued").to_owned());
     }

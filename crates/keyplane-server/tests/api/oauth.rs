@@ -229,7 +229,7 @@ async fn token_endpoint_errors_follow_rfc_6749(backend: Backend) {
         )
         .await;
     error_body(both, 400, "invalid_request").await;
-    let oversized = "x".repeat(600);
+    let oversized = "x".repeat(5000);
     error_body(
         app.post_form(
             "/oauth2/token",

@@ -18,7 +18,10 @@ use crate::helpers::{
 };
 use crate::on_both_stores;
 
-on_both_stores!(bootstrap_creates_the_first_organization_once);
+on_both_stores!(
+    bootstrap_creates_the_first_organization_once,
+    keys_rotate_adds_a_key_and_schedules_the_old_ones_retirement,
+);
 
 /// Settings of a store that a spawned `keyplane` process and the test share.
 struct StoreUnderTest {
@@ -407,4 +410,43 @@ fn a_config_file_fills_in_what_flags_and_environment_do_not_set() {
     let error =
         keyplane_server::config::file_settings_as_flags(&command, &matches, &file).unwrap_err();
     assert!(error.to_string().contains("no-such-setting"));
+}
+
+async fn keys_rotate_adds_a_key_and_schedules_the_old_ones_retirement(backend: Backend) {
+    let under_test = StoreUnderTest::new(&backend).await;
+    let mut kids = Vec::new();
+    for _ in 0..2 {
+        let output = under_test
+            .command(&["keys", "rotate"])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let kid = stdout
+            .strip_prefix("New signing key ")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("unexpected output: {stdout}"))
+            .to_owned();
+        kids.push(kid);
+    }
+    let (store, _) = keyplane_server::app::open_store(&under_test.config)
+        .await
+        .unwrap();
+    let stored = store.signing_keys().await.unwrap();
+    store.close().await;
+    let by_kid = |kid: &str| stored.iter().find(|k| k.kid == kid).expect("stored");
+    assert_eq!(stored.len(), 2);
+    let (first, second) = (by_kid(&kids[0]), by_kid(&kids[1]));
+    let retired_at = first.retired_at.expect("the first key is retired");
+    assert_eq!(
+        retired_at,
+        second.created_at + keyplane_core::tokens::KEY_PROPAGATION_SECONDS
+    );
+    assert_eq!(second.retired_at, None);
+    assert_ne!(first.encrypted_private_key, second.encrypted_private_key);
 }
