@@ -269,8 +269,20 @@ async fn a_disabled_or_deleted_key_loses_its_tokens(backend: Backend) {
     let login = json!({"api_key": boot.api_key, "api_secret": boot.api_secret});
     assert_eq!(app.post_json("/api/v0/auth", &login).await.status(), 401);
 
-    // Enabled again, tokens work; deleted, they stop at once on the node that deleted it.
+    // Enabled again, tokens work; expired, they stop.
     key.status = ApiKeyStatus::Enabled;
+    assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
+    forget(&app, &key).await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    assert_eq!(app.get_as(&token, &path).await.status(), 200);
+    key.expires_at = Some(now_unix() - 1);
+    assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
+    forget(&app, &key).await;
+    assert_eq!(app.get_as(&token, &path).await.status(), 401);
+    assert_eq!(app.post_json("/api/v0/auth", &login).await.status(), 401);
+
+    // Deleted, they stop at once on the node that deleted it.
+    key.expires_at = None;
     assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
     forget(&app, &key).await;
     let token = app.access_token(&boot.api_key, &boot.api_secret).await;
