@@ -81,7 +81,8 @@ pub fn plan_bootstrap(
         previous_secret_expires_at: None,
         metadata: Metadata::new(),
         created_at: now,
-        created_by_user: None,
+        // The owner is the person the first key is made for.
+        created_by_user: Some(user.id),
         last_used_at: None,
         expires_at: None,
     };

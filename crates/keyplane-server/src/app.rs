@@ -23,6 +23,7 @@ use crate::passwords::Passwords;
 use crate::server::Listener;
 use crate::signing::{SigningError, SigningKeys};
 use crate::tls::{self, CertificateInfo, TlsError, TlsSetup};
+use crate::usage::UsageLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -60,6 +61,7 @@ struct StateInner {
     throttles: Throttles,
     passwords: Passwords,
     audit_queue: AuditQueue,
+    usage: Arc<UsageLog>,
 }
 
 /// Token lifetimes and rules, in seconds.
@@ -102,6 +104,7 @@ impl AppState {
             subjects: Subjects::default(),
             throttles: Throttles::new(config.throttles.by_address, config.throttles.by_credential),
             passwords: Passwords::default(),
+            usage: Arc::default(),
         })))
     }
 
@@ -124,6 +127,17 @@ impl AppState {
 
     pub fn audit_queue(&self) -> &AuditQueue {
         &self.0.audit_queue
+    }
+
+    pub fn usage(&self) -> &UsageLog {
+        &self.0.usage
+    }
+
+    /// Writes what background writers hold: failure events and key usage. For shutdown and
+    /// for tests that read the store right after a request.
+    pub async fn flush_background_writes(&self) {
+        self.audit_queue().flush().await;
+        self.usage().flush(self.store()).await;
     }
 
     /// Every few seconds: reread the signing keys (other nodes may have rotated) and rotate when
@@ -321,9 +335,11 @@ impl Application {
             shutdown_timeout: Duration::from_secs(self.config.shutdown_timeout),
         };
         let maintenance = tokio::spawn(self.state.clone().maintain_signing_keys());
+        let usage = tokio::spawn(self.state.0.usage.clone().run(self.state.0.store.clone()));
         listener.serve(shutdown).await;
         maintenance.abort();
-        self.state.audit_queue().flush().await;
+        usage.abort();
+        self.state.flush_background_writes().await;
         self.state.store().close().await;
     }
 }

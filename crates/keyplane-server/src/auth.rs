@@ -201,6 +201,7 @@ pub async fn authenticate_api_key(
     context: &RequestContext,
 ) -> Result<IssuedTokens, AuthError> {
     let key = verify_client(state, public_key, secret, context).await?;
+    state.usage().record(key.id, now_unix());
     let key_id = key.id.to_string();
     let succeeded = context.event(
         key.organization_id,

@@ -1,6 +1,7 @@
 //! Keyplane's server: configuration, the HTTPS listener, the HTTP API and operator commands.
 
 pub mod access;
+pub mod api_keys;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod signing;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;
+pub mod usage;
 
 pub use app::{AppState, Application, StartupError};
 pub use config::{ServeConfig, StoreConfig};

@@ -8,6 +8,7 @@ mod shared;
 mod sqlite;
 
 use async_trait::async_trait;
+use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::records::{
     ApiKey, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
 };
@@ -111,6 +112,26 @@ pub trait Store: Send + Sync + 'static {
     /// audit events. False when the key is gone.
     async fn update_api_key(&self, key: &ApiKey, events: &[AuditEvent])
     -> Result<bool, StoreError>;
+
+    /// Stores a new API key with its audit events; [`StoreError::Conflict`] when the name is
+    /// taken in its organization.
+    async fn create_api_key(&self, key: &ApiKey, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    async fn api_key_by_name(
+        &self,
+        organization_id: OrganizationId,
+        name: &str,
+    ) -> Result<Option<ApiKey>, StoreError>;
+
+    /// One page of an organization's keys and the number of keys that match the filters.
+    async fn list_api_keys(
+        &self,
+        organization_id: OrganizationId,
+        query: &ApiKeyQuery,
+    ) -> Result<(Vec<ApiKey>, u64), StoreError>;
+
+    /// Records when keys last obtained a token (batched; never moves a time backwards).
+    async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;
 
     /// Deletes an API key and its refresh tokens, with its audit events. False when it was gone.
     async fn delete_api_key(&self, id: ApiKeyId, events: &[AuditEvent])

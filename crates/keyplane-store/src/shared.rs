@@ -47,6 +47,8 @@ macro_rules! impl_store {
         };
         use keyplane_core::secrets::CredentialHash;
         use keyplane_core::tokens::{StoredSigningKey, SubjectType};
+        use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
+        use keyplane_core::values::{ApiKeyKind, ApiKeyStatus};
         use keyplane_core::{ApiKeyId, OrganizationId, UserId};
         use sqlx::Row;
 
@@ -327,7 +329,51 @@ macro_rules! impl_store {
             .bind(key.expires_at)
             .execute(&mut *conn)
             .await?;
+            count_api_key(conn, key.organization_id, key.kind, key.status, 1).await
+        }
+
+        /// Adds `delta` to the organization's count of keys of this kind and status.
+        async fn count_api_key(
+            conn: &mut Connection,
+            organization_id: OrganizationId,
+            kind: ApiKeyKind,
+            status: ApiKeyStatus,
+            delta: i64,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO api_key_counts (organization_id, kind, status, n) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (organization_id, kind, status) \
+                 DO UPDATE SET n = api_key_counts.n + excluded.n",
+            )
+            .bind(organization_id.to_string())
+            .bind(kind.as_str())
+            .bind(status.as_str())
+            .bind(delta)
+            .execute(&mut *conn)
+            .await?;
             Ok(())
+        }
+
+        /// The kind and status a key has now, inside a transaction that is about to change it.
+        async fn api_key_class(
+            conn: &mut Connection,
+            id: ApiKeyId,
+        ) -> Result<Option<(OrganizationId, ApiKeyKind, ApiKeyStatus)>, StoreError> {
+            let Some(row) = sqlx::query(
+                "SELECT organization_id, kind, status FROM api_keys WHERE id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((
+                parse_column("organization_id", row.try_get::<String, _>("organization_id")?.as_str())?,
+                parse_column("kind", row.try_get::<String, _>("kind")?.as_str())?,
+                parse_column("status", row.try_get::<String, _>("status")?.as_str())?,
+            )))
         }
 
         async fn insert_audit_events(
@@ -613,7 +659,11 @@ macro_rules! impl_store {
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let updated = sqlx::query(
+                let Some((organization_id, kind, status)) = api_key_class(&mut tx, key.id).await?
+                else {
+                    return Ok(false);
+                };
+                sqlx::query(
                     "UPDATE api_keys SET name = $1, status = $2, metadata = $3, secret_hash = $4, \
                      previous_secret_hash = $5, previous_secret_expires_at = $6, expires_at = $7 \
                      WHERE id = $8",
@@ -627,14 +677,14 @@ macro_rules! impl_store {
                 .bind(key.expires_at)
                 .bind(key.id.to_string())
                 .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if updated {
-                    insert_audit_events(&mut tx, events).await?;
-                    tx.commit().await?;
+                .await?;
+                if status != key.status {
+                    count_api_key(&mut tx, organization_id, kind, status, -1).await?;
+                    count_api_key(&mut tx, organization_id, kind, key.status, 1).await?;
                 }
-                Ok(updated)
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn delete_api_key(
@@ -643,21 +693,136 @@ macro_rules! impl_store {
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
+                let Some((organization_id, kind, status)) = api_key_class(&mut tx, id).await?
+                else {
+                    return Ok(false);
+                };
                 sqlx::query("DELETE FROM refresh_tokens WHERE subject_id = $1")
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await?;
-                let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                sqlx::query("DELETE FROM api_keys WHERE id = $1")
                     .bind(id.to_string())
                     .execute(&mut *tx)
+                    .await?;
+                count_api_key(&mut tx, organization_id, kind, status, -1).await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn create_api_key(
+                &self,
+                key: &ApiKey,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                insert_api_key(&mut tx, key).await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn api_key_by_name(
+                &self,
+                organization_id: OrganizationId,
+                name: &str,
+            ) -> Result<Option<ApiKey>, StoreError> {
+                sqlx::query("SELECT * FROM api_keys WHERE organization_id = $1 AND name = $2")
+                    .bind(organization_id.to_string())
+                    .bind(name)
+                    .fetch_optional(&self.reader)
                     .await?
-                    .rows_affected()
-                    == 1;
-                if deleted {
-                    insert_audit_events(&mut tx, events).await?;
-                    tx.commit().await?;
+                    .map(|row| api_key_from_row(&row))
+                    .transpose()
+            }
+
+            async fn list_api_keys(
+                &self,
+                organization_id: OrganizationId,
+                query: &ApiKeyQuery,
+            ) -> Result<(Vec<ApiKey>, u64), StoreError> {
+                // Only whitelisted column names and directions are spliced in; values are bound.
+                let column = match query.order_by {
+                    ApiKeyOrder::Name => "name",
+                    ApiKeyOrder::Kind => "kind",
+                    ApiKeyOrder::Status => "status",
+                    ApiKeyOrder::CreatedAt => "created_at",
+                };
+                let direction = if query.descending { "DESC" } else { "ASC" };
+                let mut sql = String::from("SELECT * FROM api_keys WHERE organization_id = $1");
+                let mut next = 2;
+                let mut placeholders = |count: usize| {
+                    let list: Vec<String> = (next..next + count).map(|n| format!("${n}")).collect();
+                    next += count;
+                    list.join(", ")
+                };
+                if !query.kinds.is_empty() {
+                    sql.push_str(&format!(" AND kind IN ({})", placeholders(query.kinds.len())));
                 }
-                Ok(deleted)
+                if !query.statuses.is_empty() {
+                    sql.push_str(&format!(
+                        " AND status IN ({})",
+                        placeholders(query.statuses.len())
+                    ));
+                }
+                let (limit, offset) = (placeholders(1), placeholders(1));
+                // Ties break by name (unique per organization), or by id (time-ordered UUIDv7)
+                // for creation time.
+                let tie = if query.order_by == ApiKeyOrder::CreatedAt { "id" } else { "name" };
+                sql.push_str(&format!(
+                    " ORDER BY {column} {direction}, {tie} {direction} LIMIT {limit} OFFSET {offset}"
+                ));
+                let mut select = sqlx::query(&sql).bind(organization_id.to_string());
+                for kind in &query.kinds {
+                    select = select.bind(kind.as_str());
+                }
+                for status in &query.statuses {
+                    select = select.bind(status.as_str());
+                }
+                let keys = select
+                    .bind(i64::from(query.limit))
+                    .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&self.reader)
+                    .await?
+                    .iter()
+                    .map(api_key_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let counts = sqlx::query(
+                    "SELECT kind, status, n FROM api_key_counts WHERE organization_id = $1",
+                )
+                .bind(organization_id.to_string())
+                .fetch_all(&self.reader)
+                .await?;
+                let mut total = 0u64;
+                for row in counts {
+                    let kind: ApiKeyKind = parse_column("kind", row.try_get::<String, _>("kind")?.as_str())?;
+                    let status: ApiKeyStatus =
+                        parse_column("status", row.try_get::<String, _>("status")?.as_str())?;
+                    if (query.kinds.is_empty() || query.kinds.contains(&kind))
+                        && (query.statuses.is_empty() || query.statuses.contains(&status))
+                    {
+                        total += u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+                    }
+                }
+                Ok((keys, total))
+            }
+
+            async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                for (id, at) in used {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1 \
+                         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+                    )
+                    .bind(at)
+                    .bind(id.to_string())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn issue_refresh_token(

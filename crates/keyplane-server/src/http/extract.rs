@@ -59,8 +59,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+        if inner.is_eof() || (inner.is_syntax() && path == ".") {
             ApiError::bad_request(format!("The request body is not valid JSON: {inner}"))
+        } else if inner.is_syntax() {
+            // serde_json reports a value of the wrong type for an enum as a syntax error.
+            ApiError::validation(&path, "has an invalid value or type")
         } else if path == "." {
             ApiError::bad_request(describe(&inner))
         } else {

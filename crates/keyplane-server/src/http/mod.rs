@@ -1,5 +1,6 @@
 //! The HTTP surface: the router, its middleware stack, and the handlers, one module per resource.
 
+pub mod api_keys;
 pub mod auth;
 pub mod bearer;
 pub mod error;
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(oauth::router())
         .merge(organizations::router())
+        .merge(api_keys::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod access;
+mod api_keys;
 mod durability;
 mod foundation;
 mod oauth;

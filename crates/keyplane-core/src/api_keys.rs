@@ -1,0 +1,246 @@
+//! API keys as a domain: creation, rotation, metadata rules and list queries. No HTTP, no SQL.
+
+use crate::ids::{ApiKeyId, OrganizationId, UserId};
+use crate::records::{ApiKey, Metadata};
+use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
+use crate::values::{ApiKeyKind, ApiKeyStatus, KeyName, ValidationError};
+
+pub const MAX_METADATA_KEYS: usize = 20;
+pub const MAX_METADATA_KEY_LENGTH: usize = 40;
+pub const MAX_METADATA_VALUE_LENGTH: usize = 500;
+/// Longest grace period of a rotation: one week.
+pub const MAX_GRACE_PERIOD_SECONDS: i64 = 604_800;
+/// Latest `expires_at` accepted: a hundred years out is a mistake, not a plan.
+const MAX_EXPIRY_SECONDS: i64 = 10 * 365 * 86_400;
+
+/// Metadata rules (contract §6): at most 20 keys, key names at most 40 characters, values
+/// strings of at most 500 characters, numbers or booleans. Violations name the offending key.
+pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
+    if metadata.len() > MAX_METADATA_KEYS {
+        return Err(ValidationError::new(
+            "metadata",
+            format!("at most {MAX_METADATA_KEYS} keys"),
+        ));
+    }
+    for (key, value) in metadata {
+        let field = format!("metadata.{key}");
+        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_LENGTH {
+            return Err(ValidationError::new(
+                field,
+                format!("key names are 1 to {MAX_METADATA_KEY_LENGTH} characters"),
+            ));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                field,
+                "control characters are not allowed",
+            ));
+        }
+        match value {
+            serde_json::Value::String(text) => {
+                if text.chars().count() > MAX_METADATA_VALUE_LENGTH {
+                    return Err(ValidationError::new(
+                        field,
+                        format!("at most {MAX_METADATA_VALUE_LENGTH} characters"),
+                    ));
+                }
+                if text.chars().any(char::is_control) {
+                    return Err(ValidationError::new(
+                        field,
+                        "control characters are not allowed",
+                    ));
+                }
+            }
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
+            _ => {
+                return Err(ValidationError::new(
+                    field,
+                    "must be a string, a number or a boolean",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An expiry must lie in the future, and not absurdly far.
+pub fn validate_expires_at(expires_at: i64, now: i64) -> Result<(), ValidationError> {
+    if expires_at <= now {
+        return Err(ValidationError::new("expires_at", "must be in the future"));
+    }
+    if expires_at > now + MAX_EXPIRY_SECONDS {
+        return Err(ValidationError::new(
+            "expires_at",
+            "at most ten years ahead",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_grace_period(seconds: i64) -> Result<(), ValidationError> {
+    if !(0..=MAX_GRACE_PERIOD_SECONDS).contains(&seconds) {
+        return Err(ValidationError::new(
+            "grace_period_seconds",
+            format!("must be between 0 and {MAX_GRACE_PERIOD_SECONDS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a new key is made of, validated.
+pub struct NewApiKey {
+    pub organization_id: OrganizationId,
+    pub name: KeyName,
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    pub metadata: Metadata,
+    pub expires_at: Option<i64>,
+    pub created_by_user: Option<UserId>,
+}
+
+/// A new key and its secret, shown once.
+pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, PlainCredential) {
+    let secret = PlainCredential::generate();
+    let key = ApiKey {
+        id: ApiKeyId::new(),
+        organization_id: new.organization_id,
+        public_key: generate_public_key(new.kind, &new.name),
+        name: new.name.to_string(),
+        kind: new.kind,
+        status: new.status,
+        secret_hash: secrets.hash_credential(CredentialKind::ApiSecret, secret.expose()),
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
+        metadata: new.metadata,
+        created_at: now,
+        created_by_user: new.created_by_user,
+        last_used_at: None,
+        expires_at: new.expires_at,
+    };
+    (key, secret)
+}
+
+/// Gives `key` a new secret. The current one keeps working for `grace_seconds` (none with 0);
+/// an older secret still in its grace period stops at once.
+pub fn rotate(
+    key: &mut ApiKey,
+    grace_seconds: i64,
+    secrets: &ServerSecrets,
+    now: i64,
+) -> PlainCredential {
+    let secret = PlainCredential::generate();
+    let old = std::mem::replace(
+        &mut key.secret_hash,
+        secrets.hash_credential(CredentialKind::ApiSecret, secret.expose()),
+    );
+    if grace_seconds > 0 {
+        key.previous_secret_hash = Some(old);
+        key.previous_secret_expires_at = Some(now + grace_seconds);
+    } else {
+        key.previous_secret_hash = None;
+        key.previous_secret_expires_at = None;
+    }
+    secret
+}
+
+/// Sort orders of a key list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiKeyOrder {
+    Name,
+    Kind,
+    Status,
+    CreatedAt,
+}
+
+impl ApiKeyOrder {
+    pub const ALL: [(&'static str, ApiKeyOrder); 4] = [
+        ("name", ApiKeyOrder::Name),
+        ("kind", ApiKeyOrder::Kind),
+        ("status", ApiKeyOrder::Status),
+        ("created_at", ApiKeyOrder::CreatedAt),
+    ];
+}
+
+/// One page of an organization's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyQuery {
+    pub order_by: ApiKeyOrder,
+    pub descending: bool,
+    pub limit: u32,
+    pub offset: u64,
+    /// Empty: every kind.
+    pub kinds: Vec<ApiKeyKind>,
+    /// Empty: every status.
+    pub statuses: Vec<ApiKeyStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::MasterKey;
+    use serde_json::json;
+
+    fn metadata(value: serde_json::Value) -> Metadata {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn metadata_limits_name_the_offending_key() {
+        assert!(validate_metadata(&metadata(json!({"a": "b", "n": 1, "t": true}))).is_ok());
+        let many: Metadata = (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+        assert_eq!(validate_metadata(&many).unwrap_err().field, "metadata");
+        let long_key = "k".repeat(41);
+        let error = validate_metadata(&metadata(json!({long_key.clone(): "v"}))).unwrap_err();
+        assert_eq!(error.field, format!("metadata.{long_key}"));
+        let error = validate_metadata(&metadata(json!({"note": "x".repeat(501)}))).unwrap_err();
+        assert_eq!(error.field, "metadata.note");
+        assert!(validate_metadata(&metadata(json!({"note": "x".repeat(500)}))).is_ok());
+        for bad in [
+            json!({"n": null}),
+            json!({"n": [1]}),
+            json!({"n": {"a": 1}}),
+            json!({"n": "a\u{0}b"}),
+        ] {
+            assert_eq!(
+                validate_metadata(&metadata(bad)).unwrap_err().field,
+                "metadata.n"
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_only_for_the_grace_period() {
+        let secrets = MasterKey::generate().derive();
+        let new = NewApiKey {
+            organization_id: OrganizationId::new(),
+            name: KeyName::parse("pos-1").unwrap(),
+            kind: ApiKeyKind::Test,
+            status: ApiKeyStatus::Enabled,
+            metadata: Metadata::new(),
+            expires_at: None,
+            created_by_user: None,
+        };
+        let (mut key, first) = create(new, &secrets, 100);
+        assert!(key.public_key.starts_with("test_") && key.public_key.ends_with("_pos-1"));
+        let verify = |hash: &crate::secrets::CredentialHash, secret: &PlainCredential| {
+            secrets.verify_credential(CredentialKind::ApiSecret, secret.expose(), hash)
+        };
+        assert!(verify(&key.secret_hash, &first));
+        let second = rotate(&mut key, 60, &secrets, 200);
+        assert!(verify(&key.secret_hash, &second));
+        assert!(verify(key.previous_secret_hash.as_ref().unwrap(), &first));
+        assert_eq!(key.previous_secret_expires_at, Some(260));
+        let third = rotate(&mut key, 0, &secrets, 300);
+        assert!(verify(&key.secret_hash, &third));
+        assert_eq!(key.previous_secret_hash, None);
+    }
+
+    #[test]
+    fn expiry_and_grace_bounds() {
+        assert!(validate_expires_at(101, 100).is_ok());
+        assert!(validate_expires_at(100, 100).is_err());
+        assert!(validate_expires_at(100 + MAX_EXPIRY_SECONDS + 1, 100).is_err());
+        assert!(validate_grace_period(0).is_ok() && validate_grace_period(604_800).is_ok());
+        assert!(validate_grace_period(-1).is_err() && validate_grace_period(604_801).is_err());
+    }
+}

@@ -1,0 +1,254 @@
+//! The API-key use cases, shared by both path styles of the contract (by name in the caller's
+//! own organization, by id in any organization the caller can see): who may do what, the rules,
+//! the audit events, and telling the bearer cache about changes.
+
+use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
+use keyplane_core::records::{ActorType, ApiKey, AuditEvent, Metadata, Organization};
+use keyplane_core::secrets::PlainCredential;
+use keyplane_core::time::now_unix;
+use keyplane_core::tokens::SubjectType;
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
+use keyplane_core::{ApiKeyId, AuditEventId, OrganizationId, ValidationError};
+use keyplane_store::StoreError;
+
+use crate::access::{self, Actor};
+use crate::app::AppState;
+use crate::auth::RequestContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeyError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("organization not found")]
+    OrganizationNotFound,
+    #[error("API key not found")]
+    NotFound,
+    #[error("the role does not allow this")]
+    Forbidden,
+    #[error("the organization does not have the LIVE env")]
+    EnvNotEnabled,
+    #[error("the name is taken")]
+    NameTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a request names a key.
+pub enum KeyRef<'a> {
+    Name(&'a str),
+    Id(&'a str),
+}
+
+/// An organization a caller acts on: its own (`None`) or one it can see by id.
+pub async fn organization(
+    state: &AppState,
+    actor: &Actor,
+    id: Option<&str>,
+) -> Result<Organization, ApiKeyError> {
+    let id: OrganizationId = match id {
+        None => actor.organization_id,
+        Some(text) => text
+            .parse()
+            .map_err(|_| ApiKeyError::OrganizationNotFound)?,
+    };
+    if !access::can_see(state.store(), actor.organization_id, id).await? {
+        return Err(ApiKeyError::OrganizationNotFound);
+    }
+    state
+        .store()
+        .organization(id)
+        .await?
+        .ok_or(ApiKeyError::OrganizationNotFound)
+}
+
+/// Owners, admins and developers manage keys (API keys act as admins); viewers only read.
+fn may_manage_keys(actor: &Actor) -> Result<(), ApiKeyError> {
+    match actor.role {
+        Role::Owner | Role::Admin | Role::Developer => Ok(()),
+        Role::Viewer => Err(ApiKeyError::Forbidden),
+    }
+}
+
+pub async fn find(
+    state: &AppState,
+    organization: &Organization,
+    key: KeyRef<'_>,
+) -> Result<ApiKey, ApiKeyError> {
+    let found = match key {
+        KeyRef::Name(name) => state.store().api_key_by_name(organization.id, name).await?,
+        KeyRef::Id(id) => match id.parse::<ApiKeyId>() {
+            Ok(id) => state.store().api_key(id).await?,
+            Err(_) => None,
+        },
+    };
+    found
+        .filter(|key| key.organization_id == organization.id)
+        .ok_or(ApiKeyError::NotFound)
+}
+
+fn event(context: &RequestContext, actor: &Actor, key: &ApiKey, action: &str) -> AuditEvent {
+    AuditEvent {
+        id: AuditEventId::new(),
+        organization_id: key.organization_id,
+        action: action.to_owned(),
+        actor_type: match actor.subject_type {
+            SubjectType::ApiKey => ActorType::ApiKey,
+            SubjectType::User => ActorType::User,
+        },
+        actor_id: Some(actor.subject_id.clone()),
+        target_type: "api_key".into(),
+        target_id: key.id.to_string(),
+        request_id: context.request_id.clone(),
+        ip: context.ip.map(|ip| ip.to_string()),
+        created_at: now_unix(),
+    }
+}
+
+/// What a create request asks for, before validation.
+pub struct CreateRequest {
+    pub name: String,
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    pub metadata: Option<Metadata>,
+    pub expires_at: Option<i64>,
+}
+
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    organization: &Organization,
+    request: CreateRequest,
+) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
+    may_manage_keys(actor)?;
+    let now = now_unix();
+    let name = KeyName::parse(request.name)?;
+    let metadata = request.metadata.unwrap_or_default();
+    api_keys::validate_metadata(&metadata)?;
+    if let Some(at) = request.expires_at {
+        api_keys::validate_expires_at(at, now)?;
+    }
+    if request.kind == ApiKeyKind::Live && !organization.envs.contains(&Env::Live) {
+        return Err(ApiKeyError::EnvNotEnabled);
+    }
+    let created_by_user = match actor.subject_type {
+        SubjectType::User => actor.subject_id.parse().ok(),
+        SubjectType::ApiKey => None,
+    };
+    let (key, secret) = api_keys::create(
+        NewApiKey {
+            organization_id: organization.id,
+            name,
+            kind: request.kind,
+            status: request.status,
+            metadata,
+            expires_at: request.expires_at,
+            created_by_user,
+        },
+        state.secrets(),
+        now,
+    );
+    let created = event(context, actor, &key, "api_key.created");
+    match state.store().create_api_key(&key, &[created]).await {
+        Ok(()) => Ok((key, secret)),
+        Err(StoreError::Conflict(_)) => Err(ApiKeyError::NameTaken),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A partial update: only what is `Some` changes.
+pub struct UpdateRequest {
+    pub status: Option<ApiKeyStatus>,
+    pub metadata: Option<Metadata>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<i64>>,
+}
+
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    mut key: ApiKey,
+    request: UpdateRequest,
+) -> Result<ApiKey, ApiKeyError> {
+    may_manage_keys(actor)?;
+    if let Some(metadata) = request.metadata {
+        api_keys::validate_metadata(&metadata)?;
+        key.metadata = metadata;
+    }
+    if let Some(expires_at) = request.expires_at {
+        if let Some(at) = expires_at {
+            api_keys::validate_expires_at(at, now_unix())?;
+        }
+        key.expires_at = expires_at;
+    }
+    let mut action = "api_key.updated";
+    if let Some(status) = request.status {
+        if status != key.status {
+            action = match status {
+                ApiKeyStatus::Enabled => "api_key.enabled",
+                ApiKeyStatus::Disabled => "api_key.disabled",
+            };
+        }
+        key.status = status;
+    }
+    let updated = event(context, actor, &key, action);
+    if !state.store().update_api_key(&key, &[updated]).await? {
+        return Err(ApiKeyError::NotFound);
+    }
+    forget(state, &key).await;
+    Ok(key)
+}
+
+pub async fn rotate(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    mut key: ApiKey,
+    grace_period_seconds: i64,
+) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
+    may_manage_keys(actor)?;
+    api_keys::validate_grace_period(grace_period_seconds)?;
+    let secret = api_keys::rotate(&mut key, grace_period_seconds, state.secrets(), now_unix());
+    let rotated = event(context, actor, &key, "api_key.rotated");
+    if !state.store().update_api_key(&key, &[rotated]).await? {
+        return Err(ApiKeyError::NotFound);
+    }
+    Ok((key, secret))
+}
+
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    key: ApiKey,
+) -> Result<(), ApiKeyError> {
+    may_manage_keys(actor)?;
+    let deleted = event(context, actor, &key, "api_key.deleted");
+    if !state.store().delete_api_key(key.id, &[deleted]).await? {
+        return Err(ApiKeyError::NotFound);
+    }
+    forget(state, &key).await;
+    Ok(())
+}
+
+pub async fn list(
+    state: &AppState,
+    organization: &Organization,
+    query: &ApiKeyQuery,
+) -> Result<(Vec<ApiKey>, u64), ApiKeyError> {
+    Ok(state.store().list_api_keys(organization.id, query).await?)
+}
+
+/// This node stops trusting its cached view of the key at once; other nodes within
+/// [`access::SUBJECT_STATE_TTL`].
+async fn forget(state: &AppState, key: &ApiKey) {
+    state
+        .subjects()
+        .forget(
+            SubjectType::ApiKey,
+            &key.id.to_string(),
+            key.organization_id,
+        )
+        .await;
+}

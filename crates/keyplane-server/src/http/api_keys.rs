@@ -1,0 +1,579 @@
+//! API keys on both path styles of the contract. Each handler only translates: the path style
+//! picks the organization (`None`: the caller's own) and the key reference (name or id), and
+//! [`crate::api_keys`] does the rest for both.
+
+use axum::Router;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::routing::{get, post};
+use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
+use keyplane_core::records::{ApiKey, Metadata, Organization};
+use keyplane_core::secrets::PlainCredential;
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
+use crate::app::AppState;
+use crate::auth::RequestContext;
+use crate::http::auth::context;
+use crate::http::bearer::Bearer;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::ApiJson;
+use crate::http::request_id::RequestId;
+use crate::http::{ClientInfo, JsonResponse};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v0/api-keys", get(list_own))
+        .route(
+            "/api/v0/api-keys/{key_name}",
+            get(retrieve_own)
+                .put(create_own)
+                .patch(update_own)
+                .delete(delete_own),
+        )
+        .route("/api/v0/api-keys/{key_name}/rotate", post(rotate_own))
+        .route(
+            "/api/v0/organizations/{organization_id}/api-keys",
+            get(list_in).post(create_in),
+        )
+        .route(
+            "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
+            get(retrieve_in).patch(update_in).delete(delete_in),
+        )
+        .route(
+            "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}/rotate",
+            post(rotate_in),
+        )
+}
+
+impl From<ApiKeyError> for ApiError {
+    fn from(error: ApiKeyError) -> Self {
+        match error {
+            ApiKeyError::Invalid(error) => error.into(),
+            ApiKeyError::OrganizationNotFound => {
+                ApiError::not_found("E_ORGANIZATION_NOT_FOUND", "Organization not found.")
+            }
+            ApiKeyError::NotFound => {
+                ApiError::not_found("E_API_KEY_NOT_FOUND", "API key not found.")
+            }
+            ApiKeyError::Forbidden => {
+                ApiError::forbidden("Your role does not allow managing API keys.")
+            }
+            ApiKeyError::EnvNotEnabled => ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "E_ENV_NOT_ENABLED",
+                "kind: live keys need the organization's LIVE env (enable-env).",
+            ),
+            ApiKeyError::NameTaken => {
+                ApiError::conflict("name: an API key with this name exists in the organization")
+            }
+            ApiKeyError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// An API key as the API shows it. `secret` appears only in create and rotate responses.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyResource {
+    pub _id: String,
+    /// `API_KEY`, or `MANAGED_API_KEY` for a key of a managed organization.
+    #[schema(example = "API_KEY")]
+    pub _type: &'static str,
+    pub _envs: Vec<Env>,
+    pub key: String,
+    pub name: String,
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// `""` when the organization is not managed (fiskaly clients expect a string).
+    pub managed_by_organization_id: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+fn resource(
+    key: ApiKey,
+    organization: &Organization,
+    secret: Option<PlainCredential>,
+) -> ApiKeyResource {
+    ApiKeyResource {
+        _id: key.id.to_string(),
+        _type: if organization.managed_by.is_some() {
+            "MANAGED_API_KEY"
+        } else {
+            "API_KEY"
+        },
+        _envs: vec![key.kind.env()],
+        key: key.public_key,
+        name: key.name,
+        kind: key.kind,
+        status: key.status,
+        metadata: key.metadata,
+        managed_by_organization_id: organization
+            .managed_by
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        created_at: key.created_at,
+        created_by_user: key.created_by_user.map(|id| id.to_string()),
+        last_used_at: key.last_used_at,
+        expires_at: key.expires_at,
+        secret: secret.map(PlainCredential::into_string),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKeyResource>,
+    /// Every key that matches the filters, not just this page.
+    pub count: u64,
+    #[schema(example = "API_KEY_LIST")]
+    pub _type: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+/// The list query (documented; parsed by hand to accept repeated and comma-separated filters).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// 1–100, default 100.
+    limit: Option<u32>,
+    /// Default 0.
+    offset: Option<u64>,
+    /// `name` (default), `kind`, `status` or `created_at`.
+    order_by: Option<String>,
+    /// `asc` (default) or `desc`.
+    order: Option<String>,
+    /// `test`, `live`: repeated (`kind=test&kind=live`) or comma-separated.
+    kind: Option<String>,
+    /// `enabled`, `disabled`: repeated or comma-separated.
+    status: Option<String>,
+}
+
+fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
+    let mut query = ApiKeyQuery {
+        order_by: ApiKeyOrder::Name,
+        descending: false,
+        limit: 100,
+        offset: 0,
+        kinds: Vec::new(),
+        statuses: Vec::new(),
+    };
+    let mut seen = Vec::new();
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let name = name.trim_end_matches("[]").to_owned();
+        let single = |seen: &mut Vec<String>| {
+            if seen.contains(&name) {
+                return Err(ApiError::validation(&name, "must not be repeated"));
+            }
+            seen.push(name.clone());
+            Ok(())
+        };
+        match name.as_str() {
+            "limit" => {
+                single(&mut seen)?;
+                query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| ApiError::validation("limit", "must be between 1 and 100"))?;
+            }
+            "offset" => {
+                single(&mut seen)?;
+                query.offset = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= i64::MAX as u64)
+                    .ok_or_else(|| ApiError::validation("offset", "must be a number ≥ 0"))?;
+            }
+            "order_by" => {
+                single(&mut seen)?;
+                query.order_by = ApiKeyOrder::ALL
+                    .iter()
+                    .find(|(text, _)| *text == value)
+                    .map(|(_, order)| *order)
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "order_by",
+                            "must be one of: name kind status created_at",
+                        )
+                    })?;
+            }
+            "order" => {
+                single(&mut seen)?;
+                query.descending = match value.as_ref() {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => return Err(ApiError::validation("order", "must be asc or desc")),
+                };
+            }
+            "kind" => add_filter(&mut query.kinds, "kind", &value)?,
+            "status" => add_filter(&mut query.statuses, "status", &value)?,
+            other => {
+                return Err(ApiError::validation(
+                    other,
+                    "is not a known query parameter",
+                ));
+            }
+        }
+    }
+    Ok(query)
+}
+
+fn add_filter<T: std::str::FromStr<Err = keyplane_core::ValidationError> + PartialEq>(
+    values: &mut Vec<T>,
+    field: &str,
+    text: &str,
+) -> Result<(), ApiError> {
+    for part in text.split(',') {
+        let value: T = part.parse()?;
+        if values.contains(&value) {
+            return Err(ApiError::validation(
+                field,
+                format!("{part} is given twice"),
+            ));
+        }
+        values.push(value);
+    }
+    Ok(())
+}
+
+async fn list(
+    state: &AppState,
+    actor: &crate::access::Actor,
+    organization_id: Option<&str>,
+    raw: Option<&str>,
+) -> Result<JsonResponse<ApiKeyList>, ApiError> {
+    let organization = api_keys::organization(state, actor, organization_id).await?;
+    let query = parse_list_query(raw)?;
+    let (keys, count) = api_keys::list(state, &organization, &query).await?;
+    Ok(JsonResponse(ApiKeyList {
+        data: keys
+            .into_iter()
+            .map(|key| resource(key, &organization, None))
+            .collect(),
+        count,
+        _type: "API_KEY_LIST",
+    }))
+}
+
+/// Create in the caller's organization, by name.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutApiKey {
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    pub expires_at: Option<i64>,
+}
+
+/// Create in an organization the caller can see (fiskaly's body).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostApiKey {
+    pub name: String,
+    pub status: ApiKeyStatus,
+    /// Default `test`.
+    pub kind: Option<ApiKeyKind>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    /// If given, must be the organization's manager (or empty).
+    pub managed_by_organization_id: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchApiKey {
+    pub status: Option<ApiKeyStatus>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// 0–604 800: how long the old secret keeps working. Default 0.
+    #[serde(default)]
+    pub grace_period_seconds: i64,
+}
+
+type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
+
+fn request_context(ctx: &Ctx) -> RequestContext {
+    context(&ctx.0, ctx.1.as_deref())
+}
+
+async fn located(
+    state: &AppState,
+    actor: &crate::access::Actor,
+    organization_id: Option<&str>,
+    key: KeyRef<'_>,
+) -> Result<(Organization, ApiKey), ApiError> {
+    let organization = api_keys::organization(state, actor, organization_id).await?;
+    let key = api_keys::find(state, &organization, key).await?;
+    Ok((organization, key))
+}
+
+macro_rules! both_styles {
+    ($own:ident, $in:ident, $method:ident, $own_path:literal, $in_path:literal, $doc:literal,
+     $(body = $body:ty,)? response = $response:ty, |$state:ident, $actor:ident, $ctx:ident, $org:ident, $key:ident $(, $arg:ident)?| $run:expr) => {
+        #[doc = $doc]
+        #[doc = " (the caller's own organization, key by name)"]
+        #[utoipa::path($method, path = $own_path, tag = "api-keys",
+            params(("key_name" = String, Path, description = "The key's name")),
+            $(request_body = $body,)?
+            security(("bearer" = [])),
+            responses(
+                (status = 200, description = "Done", body = $response),
+                (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+                (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+                (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+                (status = 404, description = "No such key", body = ErrorBody),
+            ))]
+        pub async fn $own(
+            State($state): State<AppState>,
+            Bearer($actor): Bearer,
+            ctx: Ctx,
+            Path(key_name): Path<String>,
+            $(ApiJson($arg): ApiJson<$body>,)?
+        ) -> Result<JsonResponse<$response>, ApiError> {
+            let $ctx = request_context(&ctx);
+            let ($org, $key) = located(&$state, &$actor, None, KeyRef::Name(&key_name)).await?;
+            $run
+        }
+
+        #[doc = $doc]
+        #[doc = " (any organization the caller can see, key by id)"]
+        #[utoipa::path($method, path = $in_path, tag = "api-keys",
+            params(
+                ("organization_id" = String, Path, description = "Organization id"),
+                ("api_key_id" = String, Path, description = "API key id"),
+            ),
+            $(request_body = $body,)?
+            security(("bearer" = [])),
+            responses(
+                (status = 200, description = "Done", body = $response),
+                (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+                (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+                (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+                (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+            ))]
+        pub async fn $in(
+            State($state): State<AppState>,
+            Bearer($actor): Bearer,
+            ctx: Ctx,
+            Path((organization_id, api_key_id)): Path<(String, String)>,
+            $(ApiJson($arg): ApiJson<$body>,)?
+        ) -> Result<JsonResponse<$response>, ApiError> {
+            let $ctx = request_context(&ctx);
+            let ($org, $key) =
+                located(&$state, &$actor, Some(&organization_id), KeyRef::Id(&api_key_id)).await?;
+            $run
+        }
+    };
+}
+
+both_styles!(
+    retrieve_own,
+    retrieve_in,
+    get,
+    "/api/v0/api-keys/{key_name}",
+    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
+    "Retrieve an API key",
+    response = ApiKeyResource,
+    |state, actor, context, organization, key| {
+        let _ = (&state, &actor, &context);
+        Ok(JsonResponse(resource(key, &organization, None)))
+    }
+);
+
+both_styles!(
+    update_own,
+    update_in,
+    patch,
+    "/api/v0/api-keys/{key_name}",
+    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
+    "Change an API key's status, metadata or expiry",
+    body = PatchApiKey,
+    response = ApiKeyResource,
+    |state, actor, context, organization, key, body| {
+        let request = UpdateRequest {
+            status: body.status,
+            metadata: body.metadata,
+            expires_at: body.expires_at.map(Some),
+        };
+        let key = api_keys::update(&state, &actor, &context, key, request).await?;
+        Ok(JsonResponse(resource(key, &organization, None)))
+    }
+);
+
+both_styles!(
+    delete_own,
+    delete_in,
+    delete,
+    "/api/v0/api-keys/{key_name}",
+    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
+    "Delete an API key; its tokens stop working",
+    response = Deleted,
+    |state, actor, context, organization, key| {
+        let _ = organization;
+        api_keys::delete(&state, &actor, &context, key).await?;
+        Ok(JsonResponse(Deleted { deleted: true }))
+    }
+);
+
+both_styles!(
+    rotate_own,
+    rotate_in,
+    post,
+    "/api/v0/api-keys/{key_name}/rotate",
+    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}/rotate",
+    "Give an API key a new secret; the old one works for the grace period",
+    body = RotateApiKey,
+    response = ApiKeyResource,
+    |state, actor, context, organization, key, body| {
+        let (key, secret) =
+            api_keys::rotate(&state, &actor, &context, key, body.grace_period_seconds).await?;
+        Ok(JsonResponse(resource(key, &organization, Some(secret))))
+    }
+);
+
+/// List the caller's own organization's API keys.
+#[utoipa::path(get, path = "/api/v0/api-keys", tag = "api-keys", params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of keys", body = ApiKeyList),
+        (status = 400, description = "Invalid query; the message names the parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
+pub async fn list_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    RawQuery(raw): RawQuery,
+) -> Result<JsonResponse<ApiKeyList>, ApiError> {
+    list(&state, &actor, None, raw.as_deref()).await
+}
+
+/// List the API keys of an organization the caller can see.
+#[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/api-keys", tag = "api-keys",
+    params(("organization_id" = String, Path, description = "Organization id"), ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of keys", body = ApiKeyList),
+        (status = 400, description = "Invalid query; the message names the parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+    ))]
+pub async fn list_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    Path(organization_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<JsonResponse<ApiKeyList>, ApiError> {
+    list(&state, &actor, Some(&organization_id), raw.as_deref()).await
+}
+
+/// Create an API key named `key_name` in the caller's own organization. The secret is shown once.
+#[utoipa::path(put, path = "/api/v0/api-keys/{key_name}", tag = "api-keys",
+    params(("key_name" = String, Path, description = "`^[a-z0-9-]{3,30}$`")),
+    request_body = PutApiKey, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new key with its secret", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    ))]
+pub async fn create_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(key_name): Path<String>,
+    ApiJson(body): ApiJson<PutApiKey>,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    let organization = api_keys::organization(&state, &actor, None).await?;
+    let request = CreateRequest {
+        name: key_name,
+        kind: body.kind,
+        status: body.status,
+        metadata: body.metadata,
+        expires_at: body.expires_at,
+    };
+    let (key, secret) = api_keys::create(
+        &state,
+        &actor,
+        &request_context(&ctx),
+        &organization,
+        request,
+    )
+    .await?;
+    Ok(JsonResponse(resource(key, &organization, Some(secret))))
+}
+
+/// Create an API key in an organization the caller can see. The secret is shown once.
+#[utoipa::path(post, path = "/api/v0/organizations/{organization_id}/api-keys", tag = "api-keys",
+    params(("organization_id" = String, Path, description = "Organization id")),
+    request_body = PostApiKey, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new key with its secret", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    ))]
+pub async fn create_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(organization_id): Path<String>,
+    ApiJson(body): ApiJson<PostApiKey>,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    let organization = api_keys::organization(&state, &actor, Some(&organization_id)).await?;
+    let manager = organization
+        .managed_by
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    if let Some(given) = body.managed_by_organization_id.as_deref()
+        && !given.is_empty()
+        && given != manager
+    {
+        return Err(ApiError::validation(
+            "managed_by_organization_id",
+            "must be the organization's manager",
+        ));
+    }
+    let request = CreateRequest {
+        name: body.name,
+        kind: body.kind.unwrap_or(ApiKeyKind::Test),
+        status: body.status,
+        metadata: body.metadata,
+        expires_at: body.expires_at,
+    };
+    let (key, secret) = api_keys::create(
+        &state,
+        &actor,
+        &request_context(&ctx),
+        &organization,
+        request,
+    )
+    .await?;
+    Ok(JsonResponse(resource(key, &organization, Some(secret))))
+}

@@ -1,0 +1,904 @@
+//! API keys on both path styles: the lifecycle, every bad input (with nothing stored), listing,
+//! rotation, revocation of issued tokens, roles, and the recorded fiskaly traffic replayed.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, assert_error};
+use crate::on_both_stores;
+
+on_both_stores!(
+    keys_by_name_live_a_whole_lifecycle,
+    keys_by_id_take_fiskalys_bodies,
+    bad_input_is_a_400_naming_the_field_and_stores_nothing,
+    lists_order_filter_page_and_count,
+    rotation_keeps_the_old_secret_for_the_grace_period_only,
+    disabling_or_deleting_a_key_ends_its_tokens,
+    unknown_organizations_and_keys_are_not_found,
+    viewers_read_but_cannot_manage_keys,
+    last_used_at_follows_token_requests,
+    replays_recorded_fiskaly_key_creation_and_listing,
+);
+
+/// A started app, its bootstrap, and an access token of the bootstrap key.
+async fn setup(
+    backend: &Backend,
+) -> (TestApp, keyplane_server::bootstrap::BootstrapOutput, String) {
+    let app = TestApp::start(backend).await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    (app, boot, token)
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn ok(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn org_keys(boot: &keyplane_server::bootstrap::BootstrapOutput) -> String {
+    format!("/api/v0/organizations/{}/api-keys", boot.organization_id)
+}
+
+async fn names(app: &TestApp, token: &str, query: &str) -> (Vec<String>, u64) {
+    let list = ok(app.get_as(token, &format!("/api/v0/api-keys{query}")).await).await;
+    assert_eq!(list["_type"], "API_KEY_LIST");
+    let names = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect();
+    (names, list["count"].as_u64().unwrap())
+}
+
+async fn keys_by_name_live_a_whole_lifecycle(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let created = ok(send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/pos-berlin",
+        Some(json!({"kind": "test", "status": "enabled", "metadata": {"store": "Berlin"}})),
+    )
+    .await)
+    .await;
+    assert_eq!(created["_type"], "API_KEY");
+    assert_eq!(created["_envs"], json!(["TEST"]));
+    assert_eq!(created["name"], "pos-berlin");
+    assert_eq!(created["kind"], "test");
+    assert_eq!(created["status"], "enabled");
+    assert_eq!(created["metadata"], json!({"store": "Berlin"}));
+    assert_eq!(created["managed_by_organization_id"], "");
+    let key = created["key"].as_str().unwrap();
+    assert!(
+        key.starts_with("test_") && key.ends_with("_pos-berlin"),
+        "{key}"
+    );
+    let secret = created["secret"].as_str().unwrap();
+    assert!(secret.len() >= 43);
+    assert!(created.get("expires_at").is_none() && created.get("last_used_at").is_none());
+
+    // The new key works, and is never shown with its secret again.
+    app.token_pair(key, secret).await;
+    let fetched = ok(app.get_as(&token, "/api/v0/api-keys/pos-berlin").await).await;
+    assert!(fetched.get("secret").is_none());
+    assert_eq!(fetched["_id"], created["_id"]);
+
+    // Names are unique within the organization.
+    let again = send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/pos-berlin",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await;
+    assert_error(again, 409, "E_CONFLICT").await;
+
+    let patched = ok(send(
+        &app,
+        Method::PATCH,
+        &token,
+        "/api/v0/api-keys/pos-berlin",
+        Some(json!({"metadata": {"store": "Mitte"}})),
+    )
+    .await)
+    .await;
+    assert_eq!(patched["metadata"], json!({"store": "Mitte"}));
+    assert_eq!(patched["status"], "enabled");
+    let (listed, count) = names(&app, &token, "").await;
+    assert_eq!(
+        (listed, count),
+        (vec!["bootstrap".to_owned(), "pos-berlin".to_owned()], 2)
+    );
+
+    let deleted = ok(send(
+        &app,
+        Method::DELETE,
+        &token,
+        "/api/v0/api-keys/pos-berlin",
+        None,
+    )
+    .await)
+    .await;
+    assert_eq!(deleted, json!({"deleted": true}));
+    assert_error(
+        app.get_as(&token, "/api/v0/api-keys/pos-berlin").await,
+        404,
+        "E_API_KEY_NOT_FOUND",
+    )
+    .await;
+    assert_eq!(names(&app, &token, "").await.1, 1);
+
+    // Every change is in the audit log, with the acting key.
+    let organization = boot.organization_id.parse().unwrap();
+    let actions: Vec<String> = app
+        .state
+        .store()
+        .audit_events(organization)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.action.clone())
+        .collect();
+    for action in ["api_key.created", "api_key.updated", "api_key.deleted"] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
+}
+
+async fn keys_by_id_take_fiskalys_bodies(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let path = org_keys(&boot);
+    let created = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        &path,
+        Some(json!({"name": "kasse-1", "status": "enabled", "metadata": {}})),
+    )
+    .await)
+    .await;
+    assert_eq!(created["kind"], "test", "kind defaults to test");
+    let id = created["_id"].as_str().unwrap();
+    let one = format!("{path}/{id}");
+    assert_eq!(ok(app.get_as(&token, &one).await).await["name"], "kasse-1");
+    let live = ok(send(&app, Method::POST, &token, &path, Some(json!({"name": "kasse-live", "status": "disabled", "kind": "live", "managed_by_organization_id": ""}))).await).await;
+    assert_eq!(live["_envs"], json!(["LIVE"]));
+    assert!(live["key"].as_str().unwrap().starts_with("live_"));
+    let patched = ok(send(
+        &app,
+        Method::PATCH,
+        &token,
+        &one,
+        Some(json!({"status": "disabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(patched["status"], "disabled");
+    // The same key by name: one resource, two addresses.
+    assert_eq!(
+        ok(app.get_as(&token, "/api/v0/api-keys/kasse-1").await).await["status"],
+        "disabled"
+    );
+    let rotated = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        &format!("{one}/rotate"),
+        Some(json!({"grace_period_seconds": 0})),
+    )
+    .await)
+    .await;
+    assert!(rotated["secret"].as_str().is_some());
+    let list = ok(app.get_as(&token, &format!("{path}?status=disabled")).await).await;
+    assert_eq!(list["count"], 2);
+    assert_eq!(
+        ok(send(&app, Method::DELETE, &token, &one, None).await).await,
+        json!({"deleted": true})
+    );
+    assert_error(app.get_as(&token, &one).await, 404, "E_API_KEY_NOT_FOUND").await;
+}
+
+async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let too_many: serde_json::Map<String, Value> =
+        (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let put_cases = [
+        (
+            "/api/v0/api-keys/Upper",
+            json!({"kind": "test", "status": "enabled"}),
+            "name",
+        ),
+        (
+            "/api/v0/api-keys/ab",
+            json!({"kind": "test", "status": "enabled"}),
+            "name",
+        ),
+        (
+            &*format!("/api/v0/api-keys/{}", "a".repeat(31)),
+            json!({"kind": "test", "status": "enabled"}),
+            "name",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"status": "enabled"}),
+            "kind",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test"}),
+            "status",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "prod", "status": "enabled"}),
+            "kind",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "on"}),
+            "status",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": too_many}),
+            "metadata",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": {"k".repeat(41): "v"}}),
+            "metadata",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": {"note": "x".repeat(501)}}),
+            "metadata.note",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": {"n": {"deep": 1}}}),
+            "metadata.n",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": []}),
+            "metadata",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "expires_at": 1}),
+            "expires_at",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "expires_at": "soon"}),
+            "expires_at",
+        ),
+    ];
+    for (path, body, field) in put_cases {
+        let error = assert_error(
+            send(&app, Method::PUT, &token, path, Some(body.clone())).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    let post_cases = [
+        (json!({"status": "enabled"}), "name"),
+        (json!({"name": "ok-name"}), "status"),
+        (json!({"name": "NO", "status": "enabled"}), "name"),
+        (
+            json!({"name": "ok-name", "status": "enabled", "managed_by_organization_id": uuid::Uuid::now_v7()}),
+            "managed_by_organization_id",
+        ),
+        (
+            json!({"name": "ok-name", "status": "enabled", "kind": 5}),
+            "kind",
+        ),
+    ];
+    for (body, field) in post_cases {
+        let error = assert_error(
+            send(
+                &app,
+                Method::POST,
+                &token,
+                &org_keys(&boot),
+                Some(body.clone()),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    // Malformed JSON, a body that is not JSON, and an oversized one.
+    let malformed = app
+        .client
+        .put(app.url("/api/v0/api-keys/good-name"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"kind\":")
+        .send()
+        .await
+        .unwrap();
+    assert_error(malformed, 400, "E_VALIDATION").await;
+    let text = app
+        .client
+        .put(app.url("/api/v0/api-keys/good-name"))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("kind=test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    let huge = app
+        .client
+        .put(app.url("/api/v0/api-keys/good-name"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    // PATCH and rotate: same rules.
+    for (body, field) in [
+        (json!({"status": "paused"}), "status"),
+        (
+            json!({"metadata": {"note": "x".repeat(501)}}),
+            "metadata.note",
+        ),
+        (json!({"name": "renamed"}), "name"),
+    ] {
+        let error = assert_error(
+            send(
+                &app,
+                Method::PATCH,
+                &token,
+                "/api/v0/api-keys/bootstrap",
+                Some(body.clone()),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    for grace in [json!(-1), json!(604_801), json!("long")] {
+        let error = assert_error(
+            send(
+                &app,
+                Method::POST,
+                &token,
+                "/api/v0/api-keys/bootstrap/rotate",
+                Some(json!({"grace_period_seconds": grace})),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("grace_period_seconds"),
+            "{error}"
+        );
+    }
+
+    // Nothing was stored or changed: one key, as bootstrapped, and its secret still works.
+    let (listed, count) = names(&app, &token, "").await;
+    assert_eq!((listed, count), (vec!["bootstrap".to_owned()], 1));
+    let bootstrap = ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await;
+    assert_eq!(bootstrap["status"], "enabled");
+    assert_eq!(bootstrap["metadata"], json!({}));
+    app.token_pair(&boot.api_key, &boot.api_secret).await;
+}
+
+async fn lists_order_filter_page_and_count(backend: Backend) {
+    let (app, _boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    for (name, kind, status) in [
+        ("c-live", "live", "enabled"),
+        ("a-test", "test", "disabled"),
+        ("d-test", "test", "enabled"),
+        ("b-live", "live", "disabled"),
+    ] {
+        ok(send(
+            &app,
+            Method::PUT,
+            &token,
+            &format!("/api/v0/api-keys/{name}"),
+            Some(json!({"kind": kind, "status": status})),
+        )
+        .await)
+        .await;
+    }
+    let all = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&app, &token, "").await,
+        (
+            all(&["a-test", "b-live", "bootstrap", "c-live", "d-test"]),
+            5
+        )
+    );
+    assert_eq!(
+        names(&app, &token, "?order=desc&limit=2").await,
+        (all(&["d-test", "c-live"]), 5)
+    );
+    assert_eq!(
+        names(&app, &token, "?limit=2&offset=2").await,
+        (all(&["bootstrap", "c-live"]), 5)
+    );
+    assert_eq!(
+        names(&app, &token, "?order_by=created_at&order=desc&limit=1").await,
+        (all(&["b-live"]), 5)
+    );
+    assert_eq!(
+        names(&app, &token, "?order_by=kind&limit=2").await,
+        (all(&["b-live", "c-live"]), 5)
+    );
+    assert_eq!(
+        names(&app, &token, "?order_by=status&limit=2").await,
+        (all(&["a-test", "b-live"]), 5)
+    );
+    assert_eq!(
+        names(&app, &token, "?kind=live").await,
+        (all(&["b-live", "c-live"]), 2)
+    );
+    assert_eq!(
+        names(&app, &token, "?kind=live&kind=test&status=enabled").await,
+        (all(&["bootstrap", "c-live", "d-test"]), 3)
+    );
+    assert_eq!(
+        names(&app, &token, "?kind=live,test&status[]=disabled").await,
+        (all(&["a-test", "b-live"]), 2)
+    );
+    assert_eq!(
+        names(&app, &token, "?status=disabled&limit=1").await,
+        (all(&["a-test"]), 2),
+        "count is the total, not the page"
+    );
+    assert_eq!(names(&app, &token, "?offset=99").await, (Vec::new(), 5));
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=ten", "limit"),
+        ("?offset=-1", "offset"),
+        ("?order_by=secret", "order_by"),
+        ("?order=up", "order"),
+        ("?kind=test,test", "kind"),
+        ("?kind=test&kind=test", "kind"),
+        ("?status=enabled,paused", "status"),
+        ("?limit=1&limit=2", "limit"),
+        ("?colour=red", "colour"),
+    ] {
+        let error = assert_error(
+            app.get_as(&token, &format!("/api/v0/api-keys{query}"))
+                .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().starts_with(field),
+            "{query}: {error}"
+        );
+    }
+}
+
+async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let created = ok(send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/rotating",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    let key = created["key"].as_str().unwrap();
+    let first = created["secret"].as_str().unwrap();
+    let rotated = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/api-keys/rotating/rotate",
+        Some(json!({"grace_period_seconds": 3600})),
+    )
+    .await)
+    .await;
+    let second = rotated["secret"].as_str().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(rotated["key"], key, "the public key stays");
+    app.token_pair(key, first).await;
+    app.token_pair(key, second).await;
+    // A rotation without grace ends both older secrets at once.
+    let third = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/api-keys/rotating/rotate",
+        Some(json!({})),
+    )
+    .await)
+    .await;
+    for old in [first, second] {
+        let login = app
+            .post_json("/api/v0/auth", &json!({"api_key": key, "api_secret": old}))
+            .await;
+        assert_error(login, 401, "E_UNAUTHORIZED").await;
+    }
+    app.token_pair(key, third["secret"].as_str().unwrap()).await;
+    // A grace period that has run out: the stored expiry is in the past.
+    let mut stored = app.stored_api_key(key).await;
+    let fourth = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/api-keys/rotating/rotate",
+        Some(json!({"grace_period_seconds": 60})),
+    )
+    .await)
+    .await;
+    stored = keyplane_core::records::ApiKey {
+        secret_hash: app.stored_api_key(key).await.secret_hash,
+        ..stored
+    };
+    stored.previous_secret_hash = app.stored_api_key(key).await.previous_secret_hash;
+    stored.previous_secret_expires_at = Some(keyplane_core::time::now_unix() - 1);
+    assert!(
+        app.state
+            .store()
+            .update_api_key(&stored, &[])
+            .await
+            .unwrap()
+    );
+    let expired = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"api_key": key, "api_secret": third["secret"]}),
+        )
+        .await;
+    assert_error(expired, 401, "E_UNAUTHORIZED").await;
+    app.token_pair(key, fourth["secret"].as_str().unwrap())
+        .await;
+    let _ = boot;
+}
+
+async fn disabling_or_deleting_a_key_ends_its_tokens(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let created = ok(send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/short-lived",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    let pair = app
+        .token_pair(
+            created["key"].as_str().unwrap(),
+            created["secret"].as_str().unwrap(),
+        )
+        .await;
+    let its_token = pair["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_as(its_token, "/api/v0/api-keys").await.status(),
+        200
+    );
+    ok(send(
+        &app,
+        Method::PATCH,
+        &token,
+        "/api/v0/api-keys/short-lived",
+        Some(json!({"status": "disabled"})),
+    )
+    .await)
+    .await;
+    assert_error(
+        app.get_as(its_token, "/api/v0/api-keys").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let refresh = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": pair["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(refresh.status(), 401);
+    ok(send(
+        &app,
+        Method::PATCH,
+        &token,
+        "/api/v0/api-keys/short-lived",
+        Some(json!({"status": "enabled"})),
+    )
+    .await)
+    .await;
+    let again = app
+        .access_token(
+            created["key"].as_str().unwrap(),
+            created["secret"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(app.get_as(&again, "/api/v0/api-keys").await.status(), 200);
+    ok(send(
+        &app,
+        Method::DELETE,
+        &token,
+        "/api/v0/api-keys/short-lived",
+        None,
+    )
+    .await)
+    .await;
+    assert_error(
+        app.get_as(&again, "/api/v0/api-keys").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    // A key may delete itself; its own token then stops too.
+    let own = ok(send(
+        &app,
+        Method::DELETE,
+        &token,
+        "/api/v0/api-keys/bootstrap",
+        None,
+    )
+    .await)
+    .await;
+    assert_eq!(own, json!({"deleted": true}));
+    assert_error(
+        app.get_as(&token, "/api/v0/api-keys").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let _ = boot;
+}
+
+async fn unknown_organizations_and_keys_are_not_found(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
+    let stranger = uuid::Uuid::now_v7().to_string();
+    for path in [
+        format!("/api/v0/organizations/{stranger}/api-keys"),
+        format!("/api/v0/organizations/{stranger}/api-keys/{key_id}"),
+        "/api/v0/organizations/not-a-uuid/api-keys".to_owned(),
+    ] {
+        for method in [Method::GET, Method::PATCH, Method::DELETE, Method::POST] {
+            let body = Some(if method == Method::POST {
+                json!({"status": "disabled", "name": "x-y-z"})
+            } else {
+                json!({"status": "disabled"})
+            });
+            let response = send(&app, method.clone(), &token, &path, body).await;
+            if response.status() == 405 {
+                continue;
+            }
+            let error = assert_error(response, 404, "E_ORGANIZATION_NOT_FOUND").await;
+            assert!(error.get("data").is_none() && error.get("key").is_none());
+        }
+    }
+    for path in [
+        format!("{}/{stranger}", org_keys(&boot)),
+        format!("{}/not-a-uuid", org_keys(&boot)),
+        "/api/v0/api-keys/no-such-key".to_owned(),
+    ] {
+        assert_error(app.get_as(&token, &path).await, 404, "E_API_KEY_NOT_FOUND").await;
+        let patch = send(
+            &app,
+            Method::PATCH,
+            &token,
+            &path,
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+        assert_error(patch, 404, "E_API_KEY_NOT_FOUND").await;
+    }
+    // Without a token, nothing at all.
+    let anonymous = app.get(&org_keys(&boot)).await;
+    assert_error(anonymous, 401, "E_UNAUTHORIZED").await;
+    // Nothing changed.
+    assert_eq!(
+        ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await["status"],
+        "enabled"
+    );
+}
+
+async fn viewers_read_but_cannot_manage_keys(backend: Backend) {
+    let (app, boot, _) = setup(&backend).await;
+    use reqwest::Method;
+    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
+    let store = app.state.store();
+    let mut membership = store
+        .membership(
+            boot.organization_id.parse().unwrap(),
+            boot.user_id.parse().unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    membership.role = keyplane_core::values::Role::Viewer;
+    assert!(store.update_membership(&membership, &[]).await.unwrap());
+    let login = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"email": "owner@example.com", "password": "a long passphrase"}),
+        )
+        .await;
+    let viewer: Value = login.json().await.unwrap();
+    let viewer = viewer["access_token"].as_str().unwrap();
+    assert_eq!(names(&app, viewer, "").await.1, 1);
+    assert_eq!(
+        ok(app.get_as(viewer, "/api/v0/api-keys/bootstrap").await).await["name"],
+        "bootstrap"
+    );
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/api/v0/api-keys/new-key",
+            Some(json!({"kind": "test", "status": "enabled"})),
+        ),
+        (
+            Method::PATCH,
+            "/api/v0/api-keys/bootstrap",
+            Some(json!({"status": "disabled"})),
+        ),
+        (
+            Method::POST,
+            "/api/v0/api-keys/bootstrap/rotate",
+            Some(json!({})),
+        ),
+        (Method::DELETE, "/api/v0/api-keys/bootstrap", None),
+    ] {
+        assert_error(
+            send(&app, method, viewer, path, body).await,
+            403,
+            "E_FORBIDDEN",
+        )
+        .await;
+    }
+    assert_eq!(names(&app, viewer, "").await.1, 1);
+}
+
+async fn last_used_at_follows_token_requests(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let before = ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await;
+    // Not yet written: usage is coalesced in memory first.
+    app.state.flush_background_writes().await;
+    let after = ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await;
+    let used = after["last_used_at"]
+        .as_i64()
+        .expect("written after the flush");
+    assert!((used - keyplane_core::time::now_unix()).abs() < 60);
+    assert!(before.get("last_used_at").is_none() || before["last_used_at"].as_i64() <= Some(used));
+    let _ = boot;
+}
+
+/// The recorded fiskaly cassettes, replayed: request bodies as recorded, responses compared by
+/// their keys and `_type`.
+async fn replays_recorded_fiskaly_key_creation_and_listing(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
+    // fiskaly's dashboard keys are created by people: `created_by_user` is set.
+    let login = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"email": "owner@example.com", "password": "a long passphrase"}),
+        )
+        .await;
+    let token: Value = login.json().await.unwrap();
+    let token = token["access_token"].as_str().unwrap();
+
+    let (request, recorded) = interaction("management-org_api_keys_create_ok.yml", 1);
+    // This organization is managed by none: the recorded manager id becomes "".
+    let body = request.replace("<RSPEC_FISKALY_MANAGED_BY_ORGANIZATION_ID>", "");
+    let response = app
+        .client
+        .post(app.url(&org_keys(&boot)))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let created = ok(response).await;
+    assert_has_keys(&created, &recorded);
+    assert_eq!(
+        created["_type"], "API_KEY",
+        "recorded MANAGED_API_KEY: that organization was managed"
+    );
+
+    let (request, recorded) = interaction("kassensichv-api_key_list_ok.yml", 1);
+    assert_eq!(request, "{}", "fiskaly sends {{}} with GET");
+    let response = app
+        .client
+        .get(app.url(&format!("{}?status=enabled", org_keys(&boot))))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    let list = ok(response).await;
+    assert_eq!(list["_type"], recorded["_type"]);
+    assert_eq!(list["count"], 2);
+    for item in list["data"].as_array().unwrap() {
+        assert_has_keys(item, &recorded["data"][0]);
+        assert_eq!(item["_type"], recorded["data"][0]["_type"]);
+    }
+}
+
+/// Request body and parsed response body of the `index`th interaction of a cassette.
+fn interaction(cassette: &str, index: usize) -> (String, Value) {
+    let path = format!(
+        "{}/tests/fixtures/fiskaly-recorded/{cassette}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let item = &yaml["http_interactions"][index];
+    let request = item["request"]["body"]["string"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = item["response"]["body"]["string"].as_str().unwrap();
+    (request, serde_json::from_str(response).unwrap())
+}
+
+/// Every key of the recorded resource is in ours (ours adds `kind`, which the contract lists).
+fn assert_has_keys(ours: &Value, recorded: &Value) {
+    for key in recorded.as_object().unwrap().keys() {
+        assert!(ours.get(key).is_some(), "missing {key:?} in {ours}");
+    }
+}
