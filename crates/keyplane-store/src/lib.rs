@@ -18,6 +18,7 @@ use keyplane_core::{ApiKeyId, OrganizationId, UserId};
 
 pub use error::StoreError;
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use shared::list_api_keys_sql;
 pub use sqlite::SqliteStore;
 
 /// Everything `keyplane bootstrap` creates, written in one transaction.
@@ -112,6 +113,21 @@ pub trait Store: Send + Sync + 'static {
     /// audit events. False when the key is gone.
     async fn update_api_key(&self, key: &ApiKey, events: &[AuditEvent])
     -> Result<bool, StoreError>;
+
+    /// Stores a new organization with its audit events.
+    async fn create_organization(
+        &self,
+        organization: &Organization,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    /// Writes an organization's mutable fields (everything but id, manager and creation), with
+    /// its audit events. False when it is gone.
+    async fn update_organization(
+        &self,
+        organization: &Organization,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
 
     /// Stores a new API key with its audit events; [`StoreError::Conflict`] when the name is
     /// taken in its organization.

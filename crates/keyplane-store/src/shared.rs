@@ -2,6 +2,7 @@
 //! concrete sqlx database type; every statement uses `$n` placeholders in ascending order, which
 //! SQLite and PostgreSQL both accept, and only portable types (TEXT, BIGINT, bytes).
 
+use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::records::{ActorType, Metadata};
 use keyplane_core::values::Env;
 
@@ -38,6 +39,50 @@ pub(crate) fn parse_actor_type(text: &str) -> Result<ActorType, StoreError> {
     ActorType::parse(text).ok_or_else(|| StoreError::Corrupt(format!("actor_type: {text:?}")))
 }
 
+/// The page query of [`crate::Store::list_api_keys`]: `$1` the organization, then one placeholder
+/// per kind and per status filter, then limit and offset. Only whitelisted column names and
+/// directions are spliced in; every value is bound. Public so that tests can `EXPLAIN` it.
+pub fn list_api_keys_sql(query: &ApiKeyQuery) -> String {
+    let column = match query.order_by {
+        ApiKeyOrder::Name => "name",
+        ApiKeyOrder::Kind => "kind",
+        ApiKeyOrder::Status => "status",
+        ApiKeyOrder::CreatedAt => "created_at",
+    };
+    let direction = if query.descending { "DESC" } else { "ASC" };
+    let mut sql = String::from("SELECT * FROM api_keys WHERE organization_id = $1");
+    let mut next = 2;
+    let mut placeholders = |count: usize| {
+        let list: Vec<String> = (next..next + count).map(|n| format!("${n}")).collect();
+        next += count;
+        list.join(", ")
+    };
+    if !query.kinds.is_empty() {
+        sql.push_str(&format!(
+            " AND kind IN ({})",
+            placeholders(query.kinds.len())
+        ));
+    }
+    if !query.statuses.is_empty() {
+        sql.push_str(&format!(
+            " AND status IN ({})",
+            placeholders(query.statuses.len())
+        ));
+    }
+    let (limit, offset) = (placeholders(1), placeholders(1));
+    // Ties break by name (unique per organization), or by id (time-ordered UUIDv7) for
+    // creation time.
+    let tie = if query.order_by == ApiKeyOrder::CreatedAt {
+        "id"
+    } else {
+        "name"
+    };
+    sql.push_str(&format!(
+        " ORDER BY {column} {direction}, {tie} {direction} LIMIT {limit} OFFSET {offset}"
+    ));
+    sql
+}
+
 /// Expands `Store` for `$store`, whose `reader` and `writer` fields are `sqlx::Pool<$db>`.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
@@ -47,7 +92,7 @@ macro_rules! impl_store {
         };
         use keyplane_core::secrets::CredentialHash;
         use keyplane_core::tokens::{StoredSigningKey, SubjectType};
-        use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
+        use keyplane_core::api_keys::ApiKeyQuery;
         use keyplane_core::values::{ApiKeyKind, ApiKeyStatus};
         use keyplane_core::{ApiKeyId, OrganizationId, UserId};
         use sqlx::Row;
@@ -711,6 +756,57 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
+            async fn create_organization(
+                &self,
+                organization: &Organization,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                insert_organization(&mut tx, organization).await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_organization(
+                &self,
+                o: &Organization,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE organizations SET name = $1, display_name = $2, address_line1 = $3, \
+                     address_line2 = $4, zip = $5, town = $6, state = $7, country_code = $8, \
+                     vat_id = $9, tax_number = $10, economy_id = $11, contact_person_id = $12, \
+                     billing_address_id = $13, metadata = $14, envs = $15 WHERE id = $16",
+                )
+                .bind(&o.name)
+                .bind(&o.display_name)
+                .bind(&o.address_line1)
+                .bind(&o.address_line2)
+                .bind(&o.zip)
+                .bind(&o.town)
+                .bind(&o.state)
+                .bind(&o.country_code)
+                .bind(&o.vat_id)
+                .bind(&o.tax_number)
+                .bind(&o.economy_id)
+                .bind(&o.contact_person_id)
+                .bind(&o.billing_address_id)
+                .bind(metadata_to_text(&o.metadata))
+                .bind(envs_to_text(&o.envs))
+                .bind(o.id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if updated {
+                    insert_audit_events(&mut tx, events).await?;
+                    tx.commit().await?;
+                }
+                Ok(updated)
+            }
+
             async fn create_api_key(
                 &self,
                 key: &ApiKey,
@@ -742,37 +838,7 @@ macro_rules! impl_store {
                 organization_id: OrganizationId,
                 query: &ApiKeyQuery,
             ) -> Result<(Vec<ApiKey>, u64), StoreError> {
-                // Only whitelisted column names and directions are spliced in; values are bound.
-                let column = match query.order_by {
-                    ApiKeyOrder::Name => "name",
-                    ApiKeyOrder::Kind => "kind",
-                    ApiKeyOrder::Status => "status",
-                    ApiKeyOrder::CreatedAt => "created_at",
-                };
-                let direction = if query.descending { "DESC" } else { "ASC" };
-                let mut sql = String::from("SELECT * FROM api_keys WHERE organization_id = $1");
-                let mut next = 2;
-                let mut placeholders = |count: usize| {
-                    let list: Vec<String> = (next..next + count).map(|n| format!("${n}")).collect();
-                    next += count;
-                    list.join(", ")
-                };
-                if !query.kinds.is_empty() {
-                    sql.push_str(&format!(" AND kind IN ({})", placeholders(query.kinds.len())));
-                }
-                if !query.statuses.is_empty() {
-                    sql.push_str(&format!(
-                        " AND status IN ({})",
-                        placeholders(query.statuses.len())
-                    ));
-                }
-                let (limit, offset) = (placeholders(1), placeholders(1));
-                // Ties break by name (unique per organization), or by id (time-ordered UUIDv7)
-                // for creation time.
-                let tie = if query.order_by == ApiKeyOrder::CreatedAt { "id" } else { "name" };
-                sql.push_str(&format!(
-                    " ORDER BY {column} {direction}, {tie} {direction} LIMIT {limit} OFFSET {offset}"
-                ));
+                let sql = crate::shared::list_api_keys_sql(query);
                 let mut select = sqlx::query(&sql).bind(organization_id.to_string());
                 for kind in &query.kinds {
                     select = select.bind(kind.as_str());

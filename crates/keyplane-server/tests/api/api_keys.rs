@@ -17,7 +17,49 @@ on_both_stores!(
     viewers_read_but_cannot_manage_keys,
     last_used_at_follows_token_requests,
     replays_recorded_fiskaly_key_creation_and_listing,
+    live_keys_need_the_live_env,
+    keys_of_other_organizations_are_invisible,
+    a_manager_manages_the_keys_of_organizations_it_manages,
+    every_list_order_is_an_index_scan,
 );
+
+/// A second organization straight in the store (organization endpoints arrive with their own
+/// issue), managed by `manager` when given, with one enabled test key; returns it and a token.
+async fn another_organization(
+    app: &TestApp,
+    name: &str,
+    manager: Option<keyplane_core::OrganizationId>,
+) -> (keyplane_core::records::Organization, String) {
+    use keyplane_core::api_keys::{NewApiKey, create};
+    let now = keyplane_core::time::now_unix();
+    let mut organization = keyplane_core::records::Organization::named(
+        name.into(),
+        vec![keyplane_core::values::Env::Test],
+        now,
+    );
+    organization.managed_by = manager;
+    app.state
+        .store()
+        .create_organization(&organization, &[])
+        .await
+        .unwrap();
+    let (key, secret) = create(
+        NewApiKey {
+            organization_id: organization.id,
+            name: keyplane_core::values::KeyName::parse("main").unwrap(),
+            kind: keyplane_core::values::ApiKeyKind::Test,
+            status: keyplane_core::values::ApiKeyStatus::Enabled,
+            metadata: Default::default(),
+            expires_at: None,
+            created_by_user: None,
+        },
+        app.state.secrets(),
+        now,
+    );
+    app.state.store().create_api_key(&key, &[]).await.unwrap();
+    let token = app.access_token(&key.public_key, secret.expose()).await;
+    (organization, token)
+}
 
 /// A started app, its bootstrap, and an access token of the bootstrap key.
 async fn setup(
@@ -841,11 +883,15 @@ async fn replays_recorded_fiskaly_key_creation_and_listing(backend: Backend) {
     let token = token["access_token"].as_str().unwrap();
 
     let (request, recorded) = interaction("management-org_api_keys_create_ok.yml", 1);
-    // This organization is managed by none: the recorded manager id becomes "".
-    let body = request.replace("<RSPEC_FISKALY_MANAGED_BY_ORGANIZATION_ID>", "");
+    // As recorded: a key created in an organization managed by the caller's.
+    let (managed, _) = another_organization(&app, "Venue", boot.organization_id.parse().ok()).await;
+    let body = request.replace(
+        "<RSPEC_FISKALY_MANAGED_BY_ORGANIZATION_ID>",
+        &boot.organization_id,
+    );
     let response = app
         .client
-        .post(app.url(&org_keys(&boot)))
+        .post(app.url(&format!("/api/v0/organizations/{}/api-keys", managed.id)))
         .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
@@ -854,10 +900,21 @@ async fn replays_recorded_fiskaly_key_creation_and_listing(backend: Backend) {
         .unwrap();
     let created = ok(response).await;
     assert_has_keys(&created, &recorded);
+    assert_eq!(created["_type"], recorded["_type"]);
     assert_eq!(
-        created["_type"], "API_KEY",
-        "recorded MANAGED_API_KEY: that organization was managed"
+        created["managed_by_organization_id"],
+        boot.organization_id.as_str()
     );
+    assert_eq!(created["created_by_user"], boot.user_id.as_str());
+    ok(send(
+        &app,
+        reqwest::Method::POST,
+        token,
+        &org_keys(&boot),
+        Some(json!({"name": "second", "status": "enabled"})),
+    )
+    .await)
+    .await;
 
     let (request, recorded) = interaction("kassensichv-api_key_list_ok.yml", 1);
     assert_eq!(request, "{}", "fiskaly sends {{}} with GET");
@@ -900,5 +957,262 @@ fn interaction(cassette: &str, index: usize) -> (String, Value) {
 fn assert_has_keys(ours: &Value, recorded: &Value) {
     for key in recorded.as_object().unwrap().keys() {
         assert!(ours.get(key).is_some(), "missing {key:?} in {ours}");
+    }
+}
+
+async fn live_keys_need_the_live_env(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let store = app.state.store();
+    let mut organization = store
+        .organization(boot.organization_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    organization.envs = vec![keyplane_core::values::Env::Test];
+    assert!(store.update_organization(&organization, &[]).await.unwrap());
+    let put = send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/live-one",
+        Some(json!({"kind": "live", "status": "enabled"})),
+    )
+    .await;
+    assert_error(put, 403, "E_ENV_NOT_ENABLED").await;
+    let post = send(
+        &app,
+        Method::POST,
+        &token,
+        &org_keys(&boot),
+        Some(json!({"name": "live-two", "kind": "live", "status": "enabled"})),
+    )
+    .await;
+    assert_error(post, 403, "E_ENV_NOT_ENABLED").await;
+    assert_eq!(names(&app, &token, "").await.1, 1, "nothing stored");
+    ok(send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/test-one",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+}
+
+async fn keys_of_other_organizations_are_invisible(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let (other, stranger) = another_organization(&app, "Unrelated", None).await;
+    let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
+    let ours = org_keys(&boot);
+    let one = format!("{ours}/{key_id}");
+    for (method, path, body) in [
+        (Method::GET, ours.clone(), None),
+        (
+            Method::POST,
+            ours.clone(),
+            Some(json!({"name": "intruder", "status": "enabled"})),
+        ),
+        (Method::GET, one.clone(), None),
+        (
+            Method::PATCH,
+            one.clone(),
+            Some(json!({"status": "disabled"})),
+        ),
+        (Method::DELETE, one.clone(), None),
+        (
+            Method::POST,
+            format!("{one}/rotate"),
+            Some(json!({"grace_period_seconds": 0})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{}", boot.organization_id),
+            None,
+        ),
+    ] {
+        let response = send(&app, method.clone(), &stranger, &path, body).await;
+        let text = response.text().await.unwrap();
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["status_code"], 404, "{method} {path}: {text}");
+        assert!(
+            !text.contains(&boot.api_key) && !text.contains("bootstrap"),
+            "{text}"
+        );
+    }
+    // By name, each caller only ever sees its own organization's keys.
+    assert_error(
+        app.get_as(&stranger, "/api/v0/api-keys/bootstrap").await,
+        404,
+        "E_API_KEY_NOT_FOUND",
+    )
+    .await;
+    assert_eq!(
+        names(&app, &stranger, "").await,
+        (vec!["main".to_owned()], 1)
+    );
+    // And the other way round.
+    let theirs = format!("/api/v0/organizations/{}/api-keys", other.id);
+    assert_error(
+        app.get_as(&token, &theirs).await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
+    // Nothing changed.
+    let bootstrap = ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await;
+    assert_eq!(bootstrap["status"], "enabled");
+    app.token_pair(&boot.api_key, &boot.api_secret).await;
+    assert_eq!(names(&app, &token, "").await.1, 1);
+}
+
+async fn a_manager_manages_the_keys_of_organizations_it_manages(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let root = boot.organization_id.parse().unwrap();
+    let (child, child_token) = another_organization(&app, "Child", Some(root)).await;
+    let (grandchild, _) = another_organization(&app, "Grandchild", Some(child.id)).await;
+    for organization in [&child, &grandchild] {
+        let path = format!("/api/v0/organizations/{}/api-keys", organization.id);
+        let list = ok(app.get_as(&token, &path).await).await;
+        assert_eq!(list["count"], 1);
+        let key = &list["data"][0];
+        assert_eq!(key["_type"], "MANAGED_API_KEY");
+        assert_eq!(
+            key["managed_by_organization_id"],
+            organization.managed_by.unwrap().to_string().as_str()
+        );
+        let created = ok(send(
+            &app,
+            Method::POST,
+            &token,
+            &path,
+            Some(json!({"name": "from-above", "status": "enabled"})),
+        )
+        .await)
+        .await;
+        assert_eq!(created["_type"], "MANAGED_API_KEY");
+        let one = format!("{path}/{}", created["_id"].as_str().unwrap());
+        ok(send(
+            &app,
+            Method::PATCH,
+            &token,
+            &one,
+            Some(json!({"status": "disabled"})),
+        )
+        .await)
+        .await;
+    }
+    // The child sees its own child, but not its manager.
+    let below = format!("/api/v0/organizations/{}/api-keys", grandchild.id);
+    assert_eq!(ok(app.get_as(&child_token, &below).await).await["count"], 2);
+    assert_error(
+        app.get_as(&child_token, &org_keys(&boot)).await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
+}
+
+/// Every sort order and the filtered orders read the index in order: no sort step, so a page
+/// costs the same with a hundred keys or a million (and `count` comes from counters, not a scan).
+async fn every_list_order_is_an_index_scan(backend: Backend) {
+    use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
+    use keyplane_core::values::{ApiKeyKind, ApiKeyStatus};
+    let app = TestApp::start(&backend).await;
+    let mut queries = Vec::new();
+    for (_, order_by) in ApiKeyOrder::ALL {
+        for descending in [false, true] {
+            queries.push(ApiKeyQuery {
+                order_by,
+                descending,
+                limit: 100,
+                offset: 0,
+                kinds: vec![],
+                statuses: vec![],
+            });
+        }
+    }
+    queries.push(ApiKeyQuery {
+        order_by: ApiKeyOrder::Kind,
+        descending: false,
+        limit: 100,
+        offset: 0,
+        kinds: vec![ApiKeyKind::Live],
+        statuses: vec![],
+    });
+    queries.push(ApiKeyQuery {
+        order_by: ApiKeyOrder::Status,
+        descending: false,
+        limit: 100,
+        offset: 0,
+        kinds: vec![],
+        statuses: vec![ApiKeyStatus::Disabled],
+    });
+    for query in &queries {
+        let sql = keyplane_store::list_api_keys_sql(query);
+        let plan = explain(&app, &backend, &sql, query).await;
+        let sorts = match backend {
+            Backend::Sqlite => plan.contains("TEMP B-TREE"),
+            Backend::Postgres(_) => plan.contains("Sort"),
+        };
+        assert!(
+            !sorts,
+            "{query:?} sorts instead of reading an index:\n{plan}"
+        );
+        assert!(plan.to_lowercase().contains("index"), "{query:?}:\n{plan}");
+    }
+}
+
+async fn explain(
+    app: &TestApp,
+    backend: &Backend,
+    sql: &str,
+    query: &keyplane_core::api_keys::ApiKeyQuery,
+) -> String {
+    let binds = |sql: &str| {
+        let mut text = sql.replace("$1", "'org'");
+        let mut n = 2;
+        for kind in &query.kinds {
+            text = text.replacen(&format!("${n}"), &format!("'{}'", kind.as_str()), 1);
+            n += 1;
+        }
+        for status in &query.statuses {
+            text = text.replacen(&format!("${n}"), &format!("'{}'", status.as_str()), 1);
+            n += 1;
+        }
+        text.replacen(&format!("${n}"), "100", 1)
+            .replacen(&format!("${}", n + 1), "0", 1)
+    };
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", app.data_dir().join("keyplane.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", binds(sql)))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+        }
+        Backend::Postgres(_) => {
+            let url = app.config.store.database_url.clone().unwrap();
+            let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            // An empty table is cheapest to scan; ask what the plan is when it is not.
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {}", binds(sql)))
+                .fetch_all(&mut connection)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
+        }
     }
 }
