@@ -418,7 +418,7 @@ async fn rotation_keeps_live_tokens_and_publishes_the_new_key_first(backend: Bac
 /// Two servers on one PostgreSQL database: tokens of one are good on the other, and a key
 /// disabled through one is refused by the other within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_tokens_and_revocations() {
+async fn two_nodes_on_postgres_share_tokens_and_revocations() {
     let Some(backend) = Backend::postgres() else {
         return;
     };
