@@ -208,7 +208,8 @@ pub struct TokenKeys {
 impl TokenKeys {
     /// The key set in force at `now`, given every stored key:
     /// - published (and accepted) are the keys not yet retired, and the retired ones for
-    ///   `access_ttl` seconds after their retirement, while tokens they signed can still be live;
+    ///   `access_ttl` seconds after their retirement, while tokens they signed can still be live
+    ///   (plus [`KEY_PROPAGATION_SECONDS`]: a node may sign with a key until it next reloads);
     /// - the signer is the newest unretired key created at least [`KEY_PROPAGATION_SECONDS`] ago,
     ///   or, when none is that old (a fresh install, or a rotation soon after one), the oldest
     ///   unretired key: the one every node has had longest.
@@ -226,10 +227,10 @@ impl TokenKeys {
             .or_else(|| unretired().min_by_key(order))?;
         let mut decoding = HashMap::new();
         let mut published = Vec::new();
-        for key in keys
-            .iter()
-            .filter(|k| k.retired_at.is_none_or(|at| at + access_ttl > now))
-        {
+        for key in keys.iter().filter(|k| {
+            k.retired_at
+                .is_none_or(|at| at + access_ttl + KEY_PROPAGATION_SECONDS > now)
+        }) {
             let jwk = jwk(&key.kid, &key.public_key);
             let decoding_key = DecodingKey::from_ed_components(&jwk.x).ok()?;
             decoding.insert(key.kid.clone(), decoding_key);
@@ -432,7 +433,8 @@ mod tests {
         });
         assert!(switched.verify(&token).is_ok());
         // Once its last token has expired, the old key is gone: nothing it signs verifies.
-        let later = at(1000 + KEY_PROPAGATION_SECONDS + 300);
+        let later = at(1000 + 2 * KEY_PROPAGATION_SECONDS + 300);
+        assert!(at(1000 + 2 * KEY_PROPAGATION_SECONDS + 299).knows(&old_kid));
         assert!(!later.knows(&old_kid));
         assert_eq!(later.jwks().len(), 1);
         assert_eq!(later.verify(&token), Err(TokenRejected::UnknownKey));

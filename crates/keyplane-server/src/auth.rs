@@ -97,19 +97,41 @@ fn key_accepts(state: &AppState, key: &ApiKey, secret: &str, now: i64) -> bool {
     (current || previous) && key_is_usable(key, now)
 }
 
-/// Failed-authentication throttles of one node.
+/// Failed-authentication throttles of one node. Credentials are keyed by a keyed hash (constant
+/// memory per entry); API keys and accounts have separate tables, so a flood of made-up keys
+/// cannot crowd out the accounts whose passwords can be guessed.
 pub struct Throttles {
+    /// IPv4 addresses, and IPv6 addresses by /64 (what one client usually holds).
     by_address: Throttle<IpAddr>,
-    /// Keyed by a keyed hash of the API key or the lowercased email: bounded memory per entry.
-    by_credential: Throttle<u64>,
+    by_key: Throttle<u64>,
+    /// An account from one address: refused when throttled.
+    by_account_at_address: Throttle<u64>,
+    /// An account from anywhere: only slowed, never refused, so that nobody can lock a person
+    /// out by knowing their email address.
+    by_account: Throttle<u64>,
     hasher: std::collections::hash_map::RandomState,
+}
+
+/// The unit a client address is throttled by.
+fn client_unit(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
 }
 
 impl Throttles {
     pub fn new(by_address: ThrottlePolicy, by_credential: ThrottlePolicy) -> Self {
         Self {
             by_address: Throttle::new(by_address),
-            by_credential: Throttle::new(by_credential),
+            by_key: Throttle::new(by_credential),
+            by_account_at_address: Throttle::new(by_credential),
+            by_account: Throttle::new(by_credential),
             hasher: Default::default(),
         }
     }
@@ -118,18 +140,21 @@ impl Throttles {
         self.hasher.hash_one(credential)
     }
 
+    fn account_at(&self, email: &str, context: &RequestContext) -> u64 {
+        self.hasher
+            .hash_one((email.to_lowercase(), context.ip.map(client_unit)))
+    }
+
     /// Before an attempt: refuse a throttled address, slow down a suspicious one.
     async fn admit_address(&self, context: &RequestContext) -> Result<(), AuthError> {
         let Some(ip) = context.ip else { return Ok(()) };
-        obey(self.by_address.check(&ip, Instant::now())).await
+        obey(self.by_address.check(&client_unit(ip), Instant::now())).await
     }
 
-    fn record_failure(&self, context: &RequestContext, credential: u64) {
-        let now = Instant::now();
+    fn record_address_failure(&self, context: &RequestContext, now: Instant) {
         if let Some(ip) = context.ip {
-            self.by_address.record_failure(ip, now);
+            self.by_address.record_failure(client_unit(ip), now);
         }
-        self.by_credential.record_failure(credential, now);
     }
 }
 
@@ -158,7 +183,7 @@ pub async fn verify_client(
     let throttles = state.throttles();
     throttles.admit_address(context).await?;
     let credential = throttles.credential(public_key);
-    let refused = match throttles.by_credential.check(&credential, Instant::now()) {
+    let refused = match throttles.by_key.check(&credential, Instant::now()) {
         Verdict::Refuse { retry_after } => Some(whole_seconds(retry_after)),
         other => {
             obey(other).await?;
@@ -166,7 +191,9 @@ pub async fn verify_client(
         }
     };
     let failed = || {
-        throttles.record_failure(context, credential);
+        let now = Instant::now();
+        throttles.record_address_failure(context, now);
+        throttles.by_key.record_failure(credential, now);
         Err(refused.map_or(AuthError::InvalidCredentials, AuthError::Throttled))
     };
     let Some(key) = state.store().api_key_by_public_key(public_key).await? else {
@@ -235,8 +262,16 @@ pub async fn authenticate_password(
 ) -> Result<IssuedTokens, AuthError> {
     let throttles = state.throttles();
     throttles.admit_address(context).await?;
-    let credential = throttles.credential(&email.to_lowercase());
-    obey(throttles.by_credential.check(&credential, Instant::now())).await?;
+    let account = throttles.credential(&email.to_lowercase());
+    let account_here = throttles.account_at(email, context);
+    let now = Instant::now();
+    obey(throttles.by_account_at_address.check(&account_here, now)).await?;
+    match throttles.by_account.check(&account, now) {
+        Verdict::Refuse { .. } => {
+            tokio::time::sleep(throttles.by_account.policy().max_delay).await;
+        }
+        other => obey(other).await?,
+    }
     let user = state.store().user_by_email(email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     let matches = state
@@ -259,22 +294,30 @@ pub async fn authenticate_password(
         _ => None,
     };
     let Some(membership) = membership else {
-        throttles.record_failure(context, credential);
-        if let Some(user) = &user
-            && let Some(membership) = state
-                .store()
-                .memberships_of_user(user.id)
-                .await?
-                .into_iter()
-                .min_by_key(|m| m.created_at)
-        {
-            let user_id = user.id.to_string();
-            state.audit_queue().record(context.event(
-                membership.organization_id,
-                "auth.failed",
-                (ActorType::User, &user_id),
-                ("user", &user_id),
-            ));
+        let now = Instant::now();
+        throttles.record_address_failure(context, now);
+        throttles
+            .by_account_at_address
+            .record_failure(account_here, now);
+        throttles.by_account.record_failure(account, now);
+        if let Some(user) = user {
+            // Looked up off the response path: a known address must not answer slower than
+            // an unknown one.
+            let (state, context) = (state.clone(), context.clone());
+            tokio::spawn(async move {
+                let Ok(memberships) = state.store().memberships_of_user(user.id).await else {
+                    return;
+                };
+                if let Some(membership) = memberships.into_iter().min_by_key(|m| m.created_at) {
+                    let user_id = user.id.to_string();
+                    state.audit_queue().record(context.event(
+                        membership.organization_id,
+                        "auth.failed",
+                        (ActorType::User, &user_id),
+                        ("user", &user_id),
+                    ));
+                }
+            });
         }
         return Err(AuthError::InvalidCredentials);
     };
@@ -511,4 +554,19 @@ async fn issue(
         claims,
         refresh_token,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_unit;
+
+    #[test]
+    fn clients_are_throttled_by_ipv4_address_or_ipv6_slash_64() {
+        let unit = |text: &str| client_unit(text.parse().unwrap()).to_string();
+        assert_eq!(unit("192.0.2.7"), "192.0.2.7");
+        assert_eq!(unit("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(unit("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(unit("2001:db8:1:2::1"), unit("2001:db8:1:2:ffff::9"));
+        assert_ne!(unit("2001:db8:1:2::1"), unit("2001:db8:1:3::1"));
+    }
 }

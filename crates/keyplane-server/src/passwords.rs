@@ -73,6 +73,14 @@ fn verify_now(password: &str, phc: Option<&str>) -> bool {
         && known
 }
 
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Passwords {
     async fn run<T: Send + 'static>(
         &self,
@@ -82,8 +90,10 @@ impl Passwords {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Saturated);
         }
+        // Leaves the queue however this future ends, cancelled requests included.
+        let waiting = WaitingGuard(&self.waiting);
         let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         let permit = permit.expect("the semaphore is never closed");
         let result = tokio::task::spawn_blocking(move || {
             let result = work();
@@ -140,6 +150,22 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_the_queue() {
+        let passwords = Passwords {
+            slots: Arc::new(Semaphore::new(0)),
+            waiting: AtomicUsize::new(0),
+        };
+        let waiting = passwords.verify("x".into(), None);
+        // Polled once it queues (no slot is free), then dropped: a client that went away.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), waiting)
+                .await
+                .is_err()
+        );
+        assert_eq!(passwords.waiting.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

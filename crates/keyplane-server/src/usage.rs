@@ -29,9 +29,12 @@ impl UsageLog {
 
     /// Writes everything noted so far.
     pub async fn flush(&self, store: &dyn Store) {
-        let used: Vec<(ApiKeyId, i64)> = {
+        let used = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.drain().collect()
+            let mut used: Vec<(ApiKeyId, i64)> = pending.drain().collect();
+            // One order on every node: concurrent flushes cannot deadlock on PostgreSQL.
+            used.sort_unstable_by_key(|(id, _)| id.to_string());
+            used
         };
         if used.is_empty() {
             return;
