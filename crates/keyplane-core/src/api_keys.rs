@@ -1,7 +1,7 @@
 //! API keys as a domain: creation, rotation, metadata rules and list queries. No HTTP, no SQL.
 
 use crate::ids::{ApiKeyId, OrganizationId, UserId};
-use crate::records::{ApiKey, Metadata};
+use crate::records::{ApiKey, Metadata, SecretChange};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
 use crate::values::{ApiKeyKind, ApiKeyStatus, KeyName, ValidationError};
 
@@ -120,27 +120,24 @@ pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, Pla
     (key, secret)
 }
 
-/// Gives `key` a new secret. The current one keeps working for `grace_seconds` (none with 0);
-/// an older secret still in its grace period stops at once.
+/// A new secret for `key`. The current one keeps working for `grace_seconds` (none with 0); an
+/// older secret still in its grace period stops at once, and so do, when the grace period ends,
+/// the refresh-token families obtained with the old secrets.
 pub fn rotate(
-    key: &mut ApiKey,
+    key: &ApiKey,
     grace_seconds: i64,
     secrets: &ServerSecrets,
     now: i64,
-) -> PlainCredential {
+) -> (SecretChange, PlainCredential) {
     let secret = PlainCredential::generate();
-    let old = std::mem::replace(
-        &mut key.secret_hash,
-        secrets.hash_credential(CredentialKind::ApiSecret, secret.expose()),
-    );
-    if grace_seconds > 0 {
-        key.previous_secret_hash = Some(old);
-        key.previous_secret_expires_at = Some(now + grace_seconds);
-    } else {
-        key.previous_secret_hash = None;
-        key.previous_secret_expires_at = None;
-    }
-    secret
+    let keep_old = grace_seconds > 0;
+    let change = SecretChange {
+        secret_hash: secrets.hash_credential(CredentialKind::ApiSecret, secret.expose()),
+        previous_secret_hash: keep_old.then(|| key.secret_hash.clone()),
+        previous_secret_expires_at: keep_old.then_some(now + grace_seconds),
+        old_families_end_at: now + grace_seconds,
+    };
+    (change, secret)
 }
 
 /// Sort orders of a key list.
@@ -226,13 +223,19 @@ mod tests {
             secrets.verify_credential(CredentialKind::ApiSecret, secret.expose(), hash)
         };
         assert!(verify(&key.secret_hash, &first));
-        let second = rotate(&mut key, 60, &secrets, 200);
-        assert!(verify(&key.secret_hash, &second));
-        assert!(verify(key.previous_secret_hash.as_ref().unwrap(), &first));
-        assert_eq!(key.previous_secret_expires_at, Some(260));
-        let third = rotate(&mut key, 0, &secrets, 300);
-        assert!(verify(&key.secret_hash, &third));
-        assert_eq!(key.previous_secret_hash, None);
+        let (change, second) = rotate(&key, 60, &secrets, 200);
+        assert!(verify(&change.secret_hash, &second));
+        assert!(verify(
+            change.previous_secret_hash.as_ref().unwrap(),
+            &first
+        ));
+        assert_eq!(change.previous_secret_expires_at, Some(260));
+        assert_eq!(change.old_families_end_at, 260);
+        key.secret_hash = change.secret_hash;
+        let (change, third) = rotate(&key, 0, &secrets, 300);
+        assert!(verify(&change.secret_hash, &third));
+        assert_eq!(change.previous_secret_hash, None);
+        assert_eq!(change.old_families_end_at, 300);
     }
 
     #[test]

@@ -95,6 +95,27 @@ pub struct Invitation {
     pub revoked_at: Option<i64>,
 }
 
+/// A change to an API key: `None` leaves a field as it is. Each operation writes only what it
+/// changes, so concurrent changes of different fields cannot undo each other.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ApiKeyChanges {
+    pub status: Option<ApiKeyStatus>,
+    pub metadata: Option<Metadata>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<i64>>,
+    pub secret: Option<SecretChange>,
+}
+
+/// A new secret, the previous one's grace period, and when the refresh-token families obtained
+/// with older secrets end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretChange {
+    pub secret_hash: CredentialHash,
+    pub previous_secret_hash: Option<CredentialHash>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub old_families_end_at: i64,
+}
+
 /// An API key. The secret is stored only as its keyed hash; during a rotation's grace period the
 /// previous hash is kept beside the current one.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +151,8 @@ pub struct RefreshToken {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// When the whole family ends, however often it is refreshed (set by secret rotation).
+    pub family_expires_at: Option<i64>,
 }
 
 /// Who did something, as the audit log records it.

@@ -3,7 +3,9 @@
 //! the audit events, and telling the bearer cache about changes.
 
 use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
-use keyplane_core::records::{ActorType, ApiKey, AuditEvent, Metadata, Organization};
+use keyplane_core::records::{
+    ActorType, ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization,
+};
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
@@ -168,34 +170,35 @@ pub async fn update(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    mut key: ApiKey,
+    key: ApiKey,
     request: UpdateRequest,
 ) -> Result<ApiKey, ApiKeyError> {
     may_manage_keys(actor)?;
-    if let Some(metadata) = request.metadata {
-        api_keys::validate_metadata(&metadata)?;
-        key.metadata = metadata;
+    if let Some(metadata) = &request.metadata {
+        api_keys::validate_metadata(metadata)?;
     }
-    if let Some(expires_at) = request.expires_at {
-        if let Some(at) = expires_at {
-            api_keys::validate_expires_at(at, now_unix())?;
-        }
-        key.expires_at = expires_at;
+    if let Some(Some(at)) = request.expires_at {
+        api_keys::validate_expires_at(at, now_unix())?;
     }
-    let mut action = "api_key.updated";
-    if let Some(status) = request.status {
-        if status != key.status {
-            action = match status {
-                ApiKeyStatus::Enabled => "api_key.enabled",
-                ApiKeyStatus::Disabled => "api_key.disabled",
-            };
-        }
-        key.status = status;
-    }
+    let action = match request.status {
+        Some(status) if status != key.status => match status {
+            ApiKeyStatus::Enabled => "api_key.enabled",
+            ApiKeyStatus::Disabled => "api_key.disabled",
+        },
+        _ => "api_key.updated",
+    };
+    let changes = ApiKeyChanges {
+        status: request.status,
+        metadata: request.metadata,
+        expires_at: request.expires_at,
+        secret: None,
+    };
     let updated = event(context, actor, &key, action);
-    if !state.store().update_api_key(&key, &[updated]).await? {
-        return Err(ApiKeyError::NotFound);
-    }
+    let key = state
+        .store()
+        .update_api_key(key.id, &changes, &[updated])
+        .await?
+        .ok_or(ApiKeyError::NotFound)?;
     forget(state, &key).await;
     Ok(key)
 }
@@ -204,16 +207,23 @@ pub async fn rotate(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    mut key: ApiKey,
+    key: ApiKey,
     grace_period_seconds: i64,
 ) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
     may_manage_keys(actor)?;
     api_keys::validate_grace_period(grace_period_seconds)?;
-    let secret = api_keys::rotate(&mut key, grace_period_seconds, state.secrets(), now_unix());
+    let (change, secret) =
+        api_keys::rotate(&key, grace_period_seconds, state.secrets(), now_unix());
+    let changes = ApiKeyChanges {
+        secret: Some(change),
+        ..Default::default()
+    };
     let rotated = event(context, actor, &key, "api_key.rotated");
-    if !state.store().update_api_key(&key, &[rotated]).await? {
-        return Err(ApiKeyError::NotFound);
-    }
+    let key = state
+        .store()
+        .update_api_key(key.id, &changes, &[rotated])
+        .await?
+        .ok_or(ApiKeyError::NotFound)?;
     Ok((key, secret))
 }
 

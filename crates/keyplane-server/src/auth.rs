@@ -49,6 +49,7 @@ pub enum AuthError {
     /// The password pool is saturated.
     #[error("busy")]
     Busy,
+
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,9 +84,10 @@ impl RequestContext {
     }
 }
 
-/// Whether a key may obtain tokens now, and whether `secret` is its current secret (or its
-/// previous one within a rotation's grace period).
-fn key_accepts(state: &AppState, key: &ApiKey, secret: &str, now: i64) -> bool {
+/// Whether a key may obtain tokens now with `secret`: `Some(None)` for its current secret,
+/// `Some(Some(until))` for its previous one within a rotation's grace period (what it obtains
+/// ends then), `None` otherwise. Both hashes are always compared.
+fn key_accepts(state: &AppState, key: &ApiKey, secret: &str, now: i64) -> Option<Option<i64>> {
     let secrets = state.secrets();
     let current = secrets.verify_credential(CredentialKind::ApiSecret, secret, &key.secret_hash);
     let previous = match (&key.previous_secret_hash, key.previous_secret_expires_at) {
@@ -94,7 +96,14 @@ fn key_accepts(state: &AppState, key: &ApiKey, secret: &str, now: i64) -> bool {
         }
         _ => false,
     };
-    (current || previous) && key_is_usable(key, now)
+    if !key_is_usable(key, now) {
+        return None;
+    }
+    match (current, previous) {
+        (true, _) => Some(None),
+        (false, true) => Some(key.previous_secret_expires_at),
+        (false, false) => None,
+    }
 }
 
 /// Failed-authentication throttles of one node. Credentials are keyed by a keyed hash (constant
@@ -180,6 +189,18 @@ pub async fn verify_client(
     secret: &str,
     context: &RequestContext,
 ) -> Result<ApiKey, AuthError> {
+    verify_key(state, public_key, secret, context)
+        .await
+        .map(|(key, _)| key)
+}
+
+/// [`verify_client`], and when what the secret obtains must end (a previous secret's grace).
+async fn verify_key(
+    state: &AppState,
+    public_key: &str,
+    secret: &str,
+    context: &RequestContext,
+) -> Result<(ApiKey, Option<i64>), AuthError> {
     let throttles = state.throttles();
     throttles.admit_address(context).await?;
     let credential = throttles.credential(public_key);
@@ -205,7 +226,7 @@ pub async fn verify_client(
         tracing::info!(request_id = ?context.request_id, "authentication failed: unknown API key");
         return failed();
     };
-    if !key_accepts(state, &key, secret, now_unix()) {
+    let Some(ends_at) = key_accepts(state, &key, secret, now_unix()) else {
         let key_id = key.id.to_string();
         state.audit_queue().record(context.event(
             key.organization_id,
@@ -214,8 +235,8 @@ pub async fn verify_client(
             ("api_key", &key_id),
         ));
         return failed();
-    }
-    Ok(key)
+    };
+    Ok((key, ends_at))
 }
 
 /// Verifies an API key and secret and mints a token. `with_refresh` says whether to issue (and
@@ -227,7 +248,7 @@ pub async fn authenticate_api_key(
     with_refresh: bool,
     context: &RequestContext,
 ) -> Result<IssuedTokens, AuthError> {
-    let key = verify_client(state, public_key, secret, context).await?;
+    let (key, family_expires_at) = verify_key(state, public_key, secret, context).await?;
     state.usage().record(key.id, now_unix());
     let key_id = key.id.to_string();
     let succeeded = context.event(
@@ -244,7 +265,7 @@ pub async fn authenticate_api_key(
             organization_id: key.organization_id,
             env: key.kind.env(),
         },
-        with_refresh.then(|| uuid::Uuid::now_v7().to_string()),
+        with_refresh.then(|| RefreshSpec::new_family(family_expires_at)),
         vec![succeeded],
     )
     .await
@@ -336,7 +357,7 @@ pub async fn authenticate_password(
             organization_id: membership.organization_id,
             env: Env::Test,
         },
-        Some(uuid::Uuid::now_v7().to_string()),
+        Some(RefreshSpec::new_family(None)),
         vec![succeeded],
     )
     .await
@@ -366,25 +387,20 @@ pub async fn refresh(
     if client.is_some_and(|key| key.id.to_string() != token.subject_id) {
         return Err(AuthError::InvalidCredentials);
     }
+    if token.family_expires_at.is_some_and(|end| end <= now) {
+        return Err(AuthError::InvalidCredentials);
+    }
     let within_grace = |used_at: i64| now - used_at < state.token_settings().reuse_grace;
-    match token.used_at {
-        // A client that lost the response to its refresh may retry within the grace window.
-        Some(used_at) if within_grace(used_at) => {}
+    // A client that lost the response to its refresh may retry within the grace window; any
+    // other reuse of a spent token revokes its family.
+    let retry = match token.used_at {
+        Some(used_at) if within_grace(used_at) => true,
         Some(_) => {
             revoke_family_on_reuse(state, &token, context).await?;
             return Err(AuthError::InvalidCredentials);
         }
-        None => {
-            if !state.store().spend_refresh_token(&token.id, now).await? {
-                // Spent concurrently: the same rule as a later reuse.
-                let spent = state.store().refresh_token_by_hash(&hash).await?;
-                if !spent.and_then(|t| t.used_at).is_some_and(within_grace) {
-                    revoke_family_on_reuse(state, &token, context).await?;
-                    return Err(AuthError::InvalidCredentials);
-                }
-            }
-        }
-    }
+        None => false,
+    };
     if current_role(
         state.store(),
         token.subject_type,
@@ -396,24 +412,39 @@ pub async fn refresh(
     {
         return Err(AuthError::InvalidCredentials);
     }
-    let refreshed = context.event(
-        token.organization_id,
-        "token.refreshed",
-        (actor_type(token.subject_type), &token.subject_id),
-        ("refresh_token", &token.family_id),
-    );
-    issue(
-        state,
-        Subject {
-            subject_type: token.subject_type,
-            id: token.subject_id.clone(),
-            organization_id: token.organization_id,
-            env: token.env,
-        },
-        Some(token.family_id.clone()),
-        vec![refreshed],
-    )
-    .await
+    let subject = || Subject {
+        subject_type: token.subject_type,
+        id: token.subject_id.clone(),
+        organization_id: token.organization_id,
+        env: token.env,
+    };
+    let refreshed = || {
+        vec![context.event(
+            token.organization_id,
+            "token.refreshed",
+            (actor_type(token.subject_type), &token.subject_id),
+            ("refresh_token", &token.family_id),
+        )]
+    };
+    let successor = |spend: bool| RefreshSpec {
+        family_id: token.family_id.clone(),
+        // The successor is stored in the same transaction that spends this token.
+        spend_parent: spend.then(|| token.id.clone()),
+        family_expires_at: token.family_expires_at,
+    };
+    match try_issue(state, subject(), Some(successor(!retry)), refreshed()).await? {
+        Some(issued) => Ok(issued),
+        None => {
+            // Spent concurrently: within the grace window that is a retry, otherwise reuse.
+            let spent = state.store().refresh_token_by_hash(&hash).await?;
+            if spent.and_then(|t| t.used_at).is_some_and(within_grace) {
+                issue(state, subject(), Some(successor(false)), refreshed()).await
+            } else {
+                revoke_family_on_reuse(state, &token, context).await?;
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
 }
 
 /// A stored refresh token by its plain value.
@@ -494,6 +525,24 @@ pub fn actor_type(subject: SubjectType) -> ActorType {
     }
 }
 
+/// Where a refresh token goes: its family, the token it replaces (spent in the same
+/// transaction), and the family's hard end.
+struct RefreshSpec {
+    family_id: String,
+    spend_parent: Option<String>,
+    family_expires_at: Option<i64>,
+}
+
+impl RefreshSpec {
+    fn new_family(family_expires_at: Option<i64>) -> Self {
+        Self {
+            family_id: uuid::Uuid::now_v7().to_string(),
+            spend_parent: None,
+            family_expires_at,
+        }
+    }
+}
+
 struct Subject {
     subject_type: SubjectType,
     id: String,
@@ -505,9 +554,23 @@ struct Subject {
 async fn issue(
     state: &AppState,
     subject: Subject,
-    refresh_family: Option<String>,
+    refresh: Option<RefreshSpec>,
     events: Vec<AuditEvent>,
 ) -> Result<IssuedTokens, AuthError> {
+    // Only a spent parent refuses, and only `refresh` spends one.
+    try_issue(state, subject, refresh, events)
+        .await?
+        .ok_or(AuthError::InvalidCredentials)
+}
+
+/// Mints the access token and, with a refresh spec, stores the refresh token with `events`;
+/// `None` when the parent it replaces was spent concurrently.
+async fn try_issue(
+    state: &AppState,
+    subject: Subject,
+    refresh: Option<RefreshSpec>,
+    events: Vec<AuditEvent>,
+) -> Result<Option<IssuedTokens>, AuthError> {
     let now = now_unix();
     let keys = state.signing_keys().current();
     let claims = AccessClaims {
@@ -522,13 +585,16 @@ async fn issue(
         jti: uuid::Uuid::now_v7().simple().to_string(),
     };
     let access_token = keys.sign(&claims);
-    let refresh_token = match refresh_family {
-        Some(family_id) => {
+    let refresh_token = match refresh {
+        Some(spec) => {
             let plain = PlainCredential::generate();
-            let expires_at = now + state.token_settings().refresh_ttl;
+            let mut expires_at = now + state.token_settings().refresh_ttl;
+            if let Some(end) = spec.family_expires_at {
+                expires_at = expires_at.min(end);
+            }
             let record = RefreshToken {
                 id: uuid::Uuid::now_v7().to_string(),
-                family_id,
+                family_id: spec.family_id,
                 token_hash: state
                     .secrets()
                     .hash_credential(CredentialKind::RefreshToken, plain.expose()),
@@ -540,8 +606,15 @@ async fn issue(
                 expires_at,
                 used_at: None,
                 revoked_at: None,
+                family_expires_at: spec.family_expires_at,
             };
-            state.store().issue_refresh_token(&record, &events).await?;
+            if !state
+                .store()
+                .issue_refresh_token(&record, spec.spend_parent.as_deref(), &events)
+                .await?
+            {
+                return Ok(None);
+            }
             Some((plain, expires_at))
         }
         None => {
@@ -549,11 +622,11 @@ async fn issue(
             None
         }
     };
-    Ok(IssuedTokens {
+    Ok(Some(IssuedTokens {
         access_token,
         claims,
         refresh_token,
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod sqlite;
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::records::{
-    ApiKey, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
+    ApiKey, ApiKeyChanges, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -109,10 +109,15 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 
-    /// Writes an API key's mutable fields (name, status, metadata, secrets, expiry), with its
-    /// audit events. False when the key is gone.
-    async fn update_api_key(&self, key: &ApiKey, events: &[AuditEvent])
-    -> Result<bool, StoreError>;
+    /// Applies `changes` to an API key, with their audit events, and returns the key as it is
+    /// now; `None` when it is gone. The row is locked for the change, and only the given fields
+    /// are written. A secret change also ends the refresh-token families of older secrets.
+    async fn update_api_key(
+        &self,
+        id: ApiKeyId,
+        changes: &ApiKeyChanges,
+        events: &[AuditEvent],
+    ) -> Result<Option<ApiKey>, StoreError>;
 
     /// Stores a new organization with its audit events.
     async fn create_organization(
@@ -153,21 +158,21 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_api_key(&self, id: ApiKeyId, events: &[AuditEvent])
     -> Result<bool, StoreError>;
 
-    /// Stores a new refresh token together with the audit events of the login that issued it.
+    /// Stores a new refresh token together with the audit events of the login or refresh that
+    /// issued it. With `spend_parent`, that token is marked used in the same transaction, and
+    /// nothing is stored (false) when it was already used or revoked: of concurrent
+    /// presentations of one token exactly one succeeds.
     async fn issue_refresh_token(
         &self,
         token: &RefreshToken,
+        spend_parent: Option<&str>,
         events: &[AuditEvent],
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     async fn refresh_token_by_hash(
         &self,
         hash: &CredentialHash,
     ) -> Result<Option<RefreshToken>, StoreError>;
-
-    /// Marks a refresh token used. Returns false when it was already used or revoked: with
-    /// concurrent presentations of one token exactly one succeeds.
-    async fn spend_refresh_token(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 
     /// Revokes every token of a family (reuse detected, logout), with its audit events.
     async fn revoke_refresh_family(

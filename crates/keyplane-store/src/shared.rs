@@ -88,7 +88,8 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
-            ApiKey, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
+            ApiKey, ApiKeyChanges, AuditEvent, Invitation, Membership, Organization, RefreshToken,
+            User,
         };
         use keyplane_core::secrets::CredentialHash;
         use keyplane_core::tokens::{StoredSigningKey, SubjectType};
@@ -255,6 +256,7 @@ macro_rules! impl_store {
                 expires_at: row.try_get("expires_at")?,
                 used_at: row.try_get("used_at")?,
                 revoked_at: row.try_get("revoked_at")?,
+                family_expires_at: row.try_get("family_expires_at")?,
             })
         }
 
@@ -400,13 +402,16 @@ macro_rules! impl_store {
             Ok(())
         }
 
-        /// The kind and status a key has now, inside a transaction that is about to change it.
+        /// The organization, kind and status a key has now, read with a write that locks its row
+        /// until the transaction ends (on PostgreSQL; SQLite has one writer), so that concurrent
+        /// changes of one key queue instead of each working from a stale read.
         async fn api_key_class(
             conn: &mut Connection,
             id: ApiKeyId,
         ) -> Result<Option<(OrganizationId, ApiKeyKind, ApiKeyStatus)>, StoreError> {
             let Some(row) = sqlx::query(
-                "SELECT organization_id, kind, status FROM api_keys WHERE id = $1",
+                "UPDATE api_keys SET status = status WHERE id = $1 \
+                 RETURNING organization_id, kind, status",
             )
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
@@ -700,36 +705,75 @@ macro_rules! impl_store {
 
             async fn update_api_key(
                 &self,
-                key: &ApiKey,
+                id: ApiKeyId,
+                changes: &ApiKeyChanges,
                 events: &[AuditEvent],
-            ) -> Result<bool, StoreError> {
+            ) -> Result<Option<ApiKey>, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let Some((organization_id, kind, status)) = api_key_class(&mut tx, key.id).await?
-                else {
-                    return Ok(false);
+                let Some((organization_id, kind, status)) = api_key_class(&mut tx, id).await? else {
+                    return Ok(None);
                 };
-                sqlx::query(
-                    "UPDATE api_keys SET name = $1, status = $2, metadata = $3, secret_hash = $4, \
-                     previous_secret_hash = $5, previous_secret_expires_at = $6, expires_at = $7 \
-                     WHERE id = $8",
-                )
-                .bind(&key.name)
-                .bind(key.status.as_str())
-                .bind(metadata_to_text(&key.metadata))
-                .bind(key.secret_hash.as_bytes())
-                .bind(key.previous_secret_hash.as_ref().map(|h| h.as_bytes()))
-                .bind(key.previous_secret_expires_at)
-                .bind(key.expires_at)
-                .bind(key.id.to_string())
-                .execute(&mut *tx)
-                .await?;
-                if status != key.status {
+                let id_text = id.to_string();
+                if let Some(new_status) = changes.status
+                    && new_status != status
+                {
+                    sqlx::query("UPDATE api_keys SET status = $1 WHERE id = $2")
+                        .bind(new_status.as_str())
+                        .bind(&id_text)
+                        .execute(&mut *tx)
+                        .await?;
                     count_api_key(&mut tx, organization_id, kind, status, -1).await?;
-                    count_api_key(&mut tx, organization_id, kind, key.status, 1).await?;
+                    count_api_key(&mut tx, organization_id, kind, new_status, 1).await?;
+                }
+                if let Some(metadata) = &changes.metadata {
+                    sqlx::query("UPDATE api_keys SET metadata = $1 WHERE id = $2")
+                        .bind(metadata_to_text(metadata))
+                        .bind(&id_text)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(expires_at) = changes.expires_at {
+                    sqlx::query("UPDATE api_keys SET expires_at = $1 WHERE id = $2")
+                        .bind(expires_at)
+                        .bind(&id_text)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(secret) = &changes.secret {
+                    sqlx::query(
+                        "UPDATE api_keys SET secret_hash = $1, previous_secret_hash = $2, \
+                         previous_secret_expires_at = $3 WHERE id = $4",
+                    )
+                    .bind(secret.secret_hash.as_bytes())
+                    .bind(secret.previous_secret_hash.as_ref().map(|h| h.as_bytes()))
+                    .bind(secret.previous_secret_expires_at)
+                    .bind(&id_text)
+                    .execute(&mut *tx)
+                    .await?;
+                    // Families obtained with older secrets end with the grace period.
+                    let end = secret.old_families_end_at;
+                    sqlx::query(
+                        "UPDATE refresh_tokens SET family_expires_at = $1, \
+                         expires_at = CASE WHEN expires_at > $2 THEN $3 ELSE expires_at END \
+                         WHERE subject_id = $4 \
+                         AND (family_expires_at IS NULL OR family_expires_at > $5)",
+                    )
+                    .bind(end)
+                    .bind(end)
+                    .bind(end)
+                    .bind(&id_text)
+                    .bind(end)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 insert_audit_events(&mut tx, events).await?;
+                let key = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+                    .bind(&id_text)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let key = api_key_from_row(&key)?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some(key))
             }
 
             async fn delete_api_key(
@@ -894,13 +938,31 @@ macro_rules! impl_store {
             async fn issue_refresh_token(
                 &self,
                 token: &RefreshToken,
+                spend_parent: Option<&str>,
                 events: &[AuditEvent],
-            ) -> Result<(), StoreError> {
+            ) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
+                // Spending the parent and storing its successor commit together: whoever sees
+                // the parent spent also sees the successor, and a family revocation reaches it.
+                if let Some(parent) = spend_parent {
+                    let spent = sqlx::query(
+                        "UPDATE refresh_tokens SET used_at = $1 \
+                         WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
+                    )
+                    .bind(token.created_at)
+                    .bind(parent)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if spent != 1 {
+                        return Ok(false);
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO refresh_tokens (id, family_id, token_hash, subject_type, \
                      subject_id, organization_id, env, created_at, expires_at, used_at, \
-                     revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     revoked_at, family_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&token.id)
                 .bind(&token.family_id)
@@ -913,11 +975,12 @@ macro_rules! impl_store {
                 .bind(token.expires_at)
                 .bind(token.used_at)
                 .bind(token.revoked_at)
+                .bind(token.family_expires_at)
                 .execute(&mut *tx)
                 .await?;
                 insert_audit_events(&mut tx, events).await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
             }
 
             async fn refresh_token_by_hash(
@@ -930,18 +993,6 @@ macro_rules! impl_store {
                     .await?
                     .map(|row| refresh_token_from_row(&row))
                     .transpose()
-            }
-
-            async fn spend_refresh_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-                let result = sqlx::query(
-                    "UPDATE refresh_tokens SET used_at = $1 \
-                     WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&self.writer)
-                .await?;
-                Ok(result.rows_affected() == 1)
             }
 
             async fn revoke_refresh_family(

@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jwt_compact::alg::Ed25519;
 use jwt_compact::{AlgorithmExt, TimeOptions, UntrustedToken};
+use keyplane_core::records::ApiKeyChanges;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, KEY_PROPAGATION_SECONDS, SigningKey, TokenKeys};
 use keyplane_core::values::ApiKeyStatus;
@@ -236,6 +237,24 @@ async fn refused_after(app: &TestApp, token: &str, path: &str, since: Instant) -
     }
 }
 
+fn status(status: ApiKeyStatus) -> ApiKeyChanges {
+    ApiKeyChanges {
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+/// Changes a key straight in the store, as another node would.
+async fn change(app: &TestApp, key: &keyplane_core::records::ApiKey, changes: ApiKeyChanges) {
+    let changed = app
+        .state
+        .store()
+        .update_api_key(key.id, &changes, &[])
+        .await
+        .unwrap();
+    assert!(changed.is_some(), "the key exists");
+}
+
 /// What the node that changes a key does: drop its own cached view of it.
 async fn forget(app: &TestApp, key: &keyplane_core::records::ApiKey) {
     app.state
@@ -257,10 +276,9 @@ async fn a_disabled_or_deleted_key_loses_its_tokens(backend: Backend) {
     assert_eq!(app.get_as(token, &path).await.status(), 200);
 
     // Disabled by another node (straight in the store: this node's cache is not told).
-    let mut key = app.stored_api_key(&boot.api_key).await;
-    key.status = ApiKeyStatus::Disabled;
+    let key = app.stored_api_key(&boot.api_key).await;
     let changed = Instant::now();
-    assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
+    change(&app, &key, status(ApiKeyStatus::Disabled)).await;
     let took = refused_after(&app, token, &path, changed).await;
     assert!(took <= Duration::from_secs(1), "took {took:?}");
     // Its refresh token is refused too, and so is a new login.
@@ -270,20 +288,21 @@ async fn a_disabled_or_deleted_key_loses_its_tokens(backend: Backend) {
     assert_eq!(app.post_json("/api/v0/auth", &login).await.status(), 401);
 
     // Enabled again, tokens work; expired, they stop.
-    key.status = ApiKeyStatus::Enabled;
-    assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
+    change(&app, &key, status(ApiKeyStatus::Enabled)).await;
     forget(&app, &key).await;
     let token = app.access_token(&boot.api_key, &boot.api_secret).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 200);
-    key.expires_at = Some(now_unix() - 1);
-    assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
+    let expiry = |at| ApiKeyChanges {
+        expires_at: Some(at),
+        ..Default::default()
+    };
+    change(&app, &key, expiry(Some(now_unix() - 1))).await;
     forget(&app, &key).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 401);
     assert_eq!(app.post_json("/api/v0/auth", &login).await.status(), 401);
 
     // Deleted, they stop at once on the node that deleted it.
-    key.expires_at = None;
-    assert!(app.state.store().update_api_key(&key, &[]).await.unwrap());
+    change(&app, &key, expiry(None)).await;
     forget(&app, &key).await;
     let token = app.access_token(&boot.api_key, &boot.api_secret).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 200);
@@ -448,10 +467,9 @@ async fn two_nodes_on_postgres_share_tokens_and_revocations() {
         b.get("/.well-known/jwks.json").await.text().await.unwrap(),
     );
 
-    let mut key = a.stored_api_key(&boot.api_key).await;
-    key.status = ApiKeyStatus::Disabled;
+    let key = a.stored_api_key(&boot.api_key).await;
     let changed = Instant::now();
-    assert!(a.state.store().update_api_key(&key, &[]).await.unwrap());
+    change(&a, &key, status(ApiKeyStatus::Disabled)).await;
     a.state
         .subjects()
         .forget(

@@ -12,6 +12,8 @@ on_both_stores!(
     bad_input_is_a_400_naming_the_field_and_stores_nothing,
     lists_order_filter_page_and_count,
     rotation_keeps_the_old_secret_for_the_grace_period_only,
+    rotation_ends_the_refresh_tokens_of_older_secrets,
+    concurrent_changes_keep_each_other_and_the_count,
     disabling_or_deleting_a_key_ends_its_tokens,
     unknown_organizations_and_keys_are_not_found,
     viewers_read_but_cannot_manage_keys,
@@ -615,7 +617,6 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backen
     }
     app.token_pair(key, third["secret"].as_str().unwrap()).await;
     // A grace period that has run out: the stored expiry is in the past.
-    let mut stored = app.stored_api_key(key).await;
     let fourth = ok(send(
         &app,
         Method::POST,
@@ -625,18 +626,24 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backen
     )
     .await)
     .await;
-    stored = keyplane_core::records::ApiKey {
-        secret_hash: app.stored_api_key(key).await.secret_hash,
-        ..stored
+    let stored = app.stored_api_key(key).await;
+    let past = keyplane_core::time::now_unix() - 1;
+    let expire = keyplane_core::records::ApiKeyChanges {
+        secret: Some(keyplane_core::records::SecretChange {
+            secret_hash: stored.secret_hash.clone(),
+            previous_secret_hash: stored.previous_secret_hash.clone(),
+            previous_secret_expires_at: Some(past),
+            old_families_end_at: past,
+        }),
+        ..Default::default()
     };
-    stored.previous_secret_hash = app.stored_api_key(key).await.previous_secret_hash;
-    stored.previous_secret_expires_at = Some(keyplane_core::time::now_unix() - 1);
     assert!(
         app.state
             .store()
-            .update_api_key(&stored, &[])
+            .update_api_key(stored.id, &expire, &[])
             .await
             .unwrap()
+            .is_some()
     );
     let expired = app
         .post_json(
@@ -648,6 +655,79 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backen
     app.token_pair(key, fourth["secret"].as_str().unwrap())
         .await;
     let _ = boot;
+}
+
+async fn rotation_ends_the_refresh_tokens_of_older_secrets(backend: Backend) {
+    let (app, _boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    let created = ok(send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/leaky",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    let key = created["key"].as_str().unwrap();
+    let leaked = created["secret"].as_str().unwrap();
+    // Someone holding the leaked secret got a refresh token before the rotation...
+    let thief = app.token_pair(key, leaked).await;
+    let with_grace = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/api-keys/leaky/rotate",
+        Some(json!({"grace_period_seconds": 600})),
+    )
+    .await)
+    .await;
+    let now = keyplane_core::time::now_unix();
+    // ...which, like anything obtained with the old secret, ends with the grace period, however
+    // often it is refreshed.
+    let refreshed = ok(app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": thief["refresh_token"]}),
+        )
+        .await)
+    .await;
+    let ends = refreshed["refresh_token_expires_at"].as_i64().unwrap();
+    assert!(ends <= now + 600 + 1 && ends >= now + 598, "{refreshed}");
+    let during_grace = app.token_pair(key, leaked).await;
+    assert!(during_grace["refresh_token_expires_at"].as_i64().unwrap() <= now + 601);
+    // The new secret's tokens live the full lifetime.
+    let owner = app
+        .token_pair(key, with_grace["secret"].as_str().unwrap())
+        .await;
+    assert!(owner["refresh_token_expires_at"].as_i64().unwrap() >= now + 86_000);
+    // A rotation without grace ends them at once; the owner's new login is unaffected.
+    let fresh = ok(send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/api-keys/leaky/rotate",
+        Some(json!({"grace_period_seconds": 0})),
+    )
+    .await)
+    .await;
+    for pair in [&refreshed, &during_grace, &owner] {
+        let refresh = app
+            .post_json(
+                "/api/v0/auth",
+                &json!({"refresh_token": pair["refresh_token"]}),
+            )
+            .await;
+        assert_error(refresh, 401, "E_UNAUTHORIZED").await;
+    }
+    let after = app.token_pair(key, fresh["secret"].as_str().unwrap()).await;
+    ok(app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": after["refresh_token"]}),
+        )
+        .await)
+    .await;
 }
 
 async fn disabling_or_deleting_a_key_ends_its_tokens(backend: Backend) {
@@ -1215,4 +1295,76 @@ async fn explain(
             rows.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n")
         }
     }
+}
+
+async fn concurrent_changes_keep_each_other_and_the_count(backend: Backend) {
+    let (app, _boot, token) = setup(&backend).await;
+    use reqwest::Method;
+    for round in 0..5 {
+        let name = format!("racy-{round}");
+        let path = format!("/api/v0/api-keys/{name}");
+        ok(send(
+            &app,
+            Method::PUT,
+            &token,
+            &path,
+            Some(json!({"kind": "test", "status": "enabled"})),
+        )
+        .await)
+        .await;
+        // A disable and a rotation at once: neither may undo the other.
+        let rotate = format!("{path}/rotate");
+        let (disabled, rotated) = tokio::join!(
+            send(
+                &app,
+                Method::PATCH,
+                &token,
+                &path,
+                Some(json!({"status": "disabled"}))
+            ),
+            send(
+                &app,
+                Method::POST,
+                &token,
+                &rotate,
+                Some(json!({"grace_period_seconds": 0}))
+            ),
+        );
+        ok(disabled).await;
+        let secret = ok(rotated).await["secret"].as_str().unwrap().to_owned();
+        let stored = app
+            .stored_api_key(
+                &ok(app.get_as(&token, &path).await).await["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+            .await;
+        assert_eq!(
+            stored.status,
+            keyplane_core::values::ApiKeyStatus::Disabled,
+            "round {round}"
+        );
+        assert!(
+            app.state.secrets().verify_credential(
+                keyplane_core::secrets::CredentialKind::ApiSecret,
+                &secret,
+                &stored.secret_hash
+            ),
+            "round {round}: the rotation was undone"
+        );
+        // Two deletes at once: one succeeds, one finds nothing, and the count stays right.
+        let (first, second) = tokio::join!(
+            send(&app, Method::DELETE, &token, &path, None),
+            send(&app, Method::DELETE, &token, &path, None),
+        );
+        let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [200, 404], "round {round}");
+    }
+    let list = ok(app.get_as(&token, "/api/v0/api-keys").await).await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let disabled = ok(app.get_as(&token, "/api/v0/api-keys?status=disabled").await).await;
+    assert_eq!(disabled["count"], 0);
 }

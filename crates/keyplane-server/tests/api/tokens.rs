@@ -17,6 +17,7 @@ on_both_stores!(
     records_every_authentication_outcome_in_the_audit_log,
     people_log_in_with_email_and_password,
     a_grace_window_lets_a_lost_refresh_response_be_retried,
+    a_refresh_token_raced_twice_revokes_the_winners_successor_too,
 );
 
 async fn login(app: &TestApp, key: &str, secret: &str) -> reqwest::Response {
@@ -543,5 +544,31 @@ async fn a_grace_window_lets_a_lost_refresh_response_be_retried(backend: Backend
             )
             .await;
         assert_eq!(next.status(), 200, "both successors live");
+    }
+}
+
+async fn a_refresh_token_raced_twice_revokes_the_winners_successor_too(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    for round in 0..5 {
+        let pair = app.token_pair(&boot.api_key, &boot.api_secret).await;
+        let refresh = json!({"refresh_token": pair["refresh_token"]});
+        let (a, b) = tokio::join!(
+            app.post_json("/api/v0/auth", &refresh),
+            app.post_json("/api/v0/auth", &refresh)
+        );
+        let mut winners = Vec::new();
+        for response in [a, b] {
+            match response.status().as_u16() {
+                200 => winners.push(response.json::<Value>().await.unwrap()),
+                401 => {}
+                other => panic!("round {round}: {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one spends it");
+        // The other presentation was a reuse: the whole family is gone, successor included.
+        let successor = json!({"refresh_token": winners[0]["refresh_token"]});
+        let status = app.post_json("/api/v0/auth", &successor).await.status();
+        assert_eq!(status, 401, "round {round}");
     }
 }
