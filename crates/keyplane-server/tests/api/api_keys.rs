@@ -1332,14 +1332,8 @@ async fn concurrent_changes_keep_each_other_and_the_count(backend: Backend) {
         );
         ok(disabled).await;
         let secret = ok(rotated).await["secret"].as_str().unwrap().to_owned();
-        let stored = app
-            .stored_api_key(
-                &ok(app.get_as(&token, &path).await).await["key"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-            .await;
+        let current = ok(app.get_as(&token, &path).await).await;
+        let stored = app.stored_api_key(current["key"].as_str().unwrap()).await;
         assert_eq!(
             stored.status,
             keyplane_core::values::ApiKeyStatus::Disabled,
