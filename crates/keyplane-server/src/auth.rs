@@ -390,7 +390,11 @@ pub async fn refresh(
     if token.family_expires_at.is_some_and(|end| end <= now) {
         return Err(AuthError::InvalidCredentials);
     }
-    let within_grace = |used_at: i64| now - used_at < state.token_settings().reuse_grace;
+    // Measured against the clock now: a concurrent spend may be stamped later than `now`.
+    let within_grace = |used_at: i64| {
+        let grace = state.token_settings().reuse_grace;
+        grace > 0 && now_unix() - used_at < grace
+    };
     // A client that lost the response to its refresh may retry within the grace window; any
     // other reuse of a spent token revokes its family.
     let retry = match token.used_at {
