@@ -565,7 +565,11 @@ async fn a_refresh_token_raced_twice_revokes_the_winners_successor_too(backend: 
                 other => panic!("round {round}: {other}"),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one spends it: {winners:?}");
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one spends it: {winners:?}"
+        );
         // The other presentation was a reuse: the whole family is gone, successor included.
         let successor = json!({"refresh_token": winners[0]["refresh_token"]});
         let status = app.post_json("/api/v0/auth", &successor).await.status();
