@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod ids;
 pub mod onboarding;
+pub mod organizations;
 pub mod records;
 pub mod secrets;
 pub mod time;

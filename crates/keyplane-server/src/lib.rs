@@ -10,6 +10,7 @@ pub mod config;
 pub mod files;
 pub mod http;
 pub mod metrics;
+pub mod organizations;
 pub mod passwords;
 pub mod server;
 pub mod signing;

@@ -9,6 +9,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
 };
@@ -30,6 +31,17 @@ pub struct Bootstrap {
     pub invitation: Invitation,
     pub api_key: ApiKey,
     pub events: Vec<AuditEvent>,
+}
+
+/// What deleting an organization did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrganizationDeletion {
+    /// Deleted, with the ids of the API keys that went with it.
+    Deleted(Vec<ApiKeyId>),
+    /// It still manages organizations; nothing changed.
+    ManagesOthers,
+    /// It did not exist.
+    NotFound,
 }
 
 /// The persistence Keyplane needs, as domain operations. Each mutating operation takes the audit
@@ -133,6 +145,21 @@ pub trait Store: Send + Sync + 'static {
         organization: &Organization,
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
+
+    /// One page of `root` and every organization it manages, transitively, and how many match.
+    async fn list_organizations(
+        &self,
+        root: OrganizationId,
+        query: &OrganizationQuery,
+    ) -> Result<(Vec<Organization>, u64), StoreError>;
+
+    /// Deletes an organization with its keys, refresh tokens, memberships and invitations, and
+    /// writes its audit events. Refuses while it manages organizations.
+    async fn delete_organization(
+        &self,
+        id: OrganizationId,
+        events: &[AuditEvent],
+    ) -> Result<OrganizationDeletion, StoreError>;
 
     /// Stores a new API key with its audit events; [`StoreError::Conflict`] when the name is
     /// taken in its organization.

@@ -3,6 +3,7 @@
 //! SQLite and PostgreSQL both accept, and only portable types (TEXT, BIGINT, bytes).
 
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
+use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{ActorType, Metadata};
 use keyplane_core::values::Env;
 
@@ -83,6 +84,30 @@ pub fn list_api_keys_sql(query: &ApiKeyQuery) -> String {
     sql
 }
 
+/// The filters of an organization list, as SQL after `WHERE …` and the values to bind in order
+/// (placeholders from `$2`).
+pub(crate) fn organization_filters(query: &OrganizationQuery) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    if let Some(manager) = query.managed_by {
+        binds.push(manager.to_string());
+        sql.push_str(&format!(" AND managed_by = ${}", binds.len() + 1));
+    }
+    match query.managed {
+        Some(true) => sql.push_str(" AND managed_by IS NOT NULL"),
+        Some(false) => sql.push_str(" AND managed_by IS NULL"),
+        None => {}
+    }
+    if let Some(env) = query.env {
+        binds.push(format!("%,{},%", env.as_str()));
+        sql.push_str(&format!(
+            " AND (',' || envs || ',') LIKE ${}",
+            binds.len() + 1
+        ));
+    }
+    (sql, binds)
+}
+
 /// Expands `Store` for `$store`, whose `reader` and `writer` fields are `sqlx::Pool<$db>`.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
@@ -98,7 +123,11 @@ macro_rules! impl_store {
         use keyplane_core::{ApiKeyId, OrganizationId, UserId};
         use sqlx::Row;
 
+        use keyplane_core::organizations::{OrganizationOrder, OrganizationQuery};
+
+        use crate::OrganizationDeletion;
         use crate::shared::{
+            organization_filters,
             envs_from_text, envs_to_text, metadata_from_text, metadata_to_text, parse_actor_type,
             parse_column,
         };
@@ -849,6 +878,105 @@ macro_rules! impl_store {
                     tx.commit().await?;
                 }
                 Ok(updated)
+            }
+
+            async fn list_organizations(
+                &self,
+                root: OrganizationId,
+                query: &OrganizationQuery,
+            ) -> Result<(Vec<Organization>, u64), StoreError> {
+                let (filters, binds) = organization_filters(query);
+                let tree = "WITH RECURSIVE visible(id) AS (\
+                     SELECT id FROM organizations WHERE id = $1 \
+                     UNION ALL \
+                     SELECT o.id FROM organizations o JOIN visible v ON o.managed_by = v.id) ";
+                let column = match query.order_by {
+                    OrganizationOrder::Name => "name",
+                    OrganizationOrder::CreatedAt => "created_at",
+                    OrganizationOrder::Town => "town",
+                    OrganizationOrder::Zip => "zip",
+                    OrganizationOrder::DisplayName => "display_name",
+                };
+                let direction = if query.descending { "DESC" } else { "ASC" };
+                let next = binds.len() + 2;
+                // Unset values sort last on both engines.
+                let page = format!(
+                    "{tree}SELECT * FROM organizations WHERE id IN (SELECT id FROM visible){filters} \
+                     ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, \
+                     id {direction} LIMIT ${next} OFFSET ${}",
+                    next + 1
+                );
+                let mut select = sqlx::query(&page).bind(root.to_string());
+                for bind in &binds {
+                    select = select.bind(bind);
+                }
+                let organizations = select
+                    .bind(i64::from(query.limit))
+                    .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&self.reader)
+                    .await?
+                    .iter()
+                    .map(organization_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let count_sql = format!(
+                    "{tree}SELECT COUNT(*) FROM organizations \
+                     WHERE id IN (SELECT id FROM visible){filters}"
+                );
+                let mut count = sqlx::query_scalar::<_, i64>(&count_sql).bind(root.to_string());
+                for bind in &binds {
+                    count = count.bind(bind);
+                }
+                let total = count.fetch_one(&self.reader).await?;
+                Ok((organizations, u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn delete_organization(
+                &self,
+                id: OrganizationId,
+                events: &[AuditEvent],
+            ) -> Result<OrganizationDeletion, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let id_text = id.to_string();
+                // Locks the row (PostgreSQL) so that no child is created meanwhile unseen.
+                let exists = sqlx::query("UPDATE organizations SET name = name WHERE id = $1")
+                    .bind(&id_text)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !exists {
+                    return Ok(OrganizationDeletion::NotFound);
+                }
+                let children: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM organizations WHERE managed_by = $1")
+                        .bind(&id_text)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if children > 0 {
+                    return Ok(OrganizationDeletion::ManagesOthers);
+                }
+                let keys: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM api_keys WHERE organization_id = $1")
+                        .bind(&id_text)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for statement in [
+                    "DELETE FROM refresh_tokens WHERE organization_id = $1",
+                    "DELETE FROM api_keys WHERE organization_id = $1",
+                    "DELETE FROM api_key_counts WHERE organization_id = $1",
+                    "DELETE FROM invitations WHERE organization_id = $1",
+                    "DELETE FROM memberships WHERE organization_id = $1",
+                    "DELETE FROM organizations WHERE id = $1",
+                ] {
+                    sqlx::query(statement).bind(&id_text).execute(&mut *tx).await?;
+                }
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                let keys = keys
+                    .iter()
+                    .map(|key| parse_column("api_keys.id", key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(OrganizationDeletion::Deleted(keys))
             }
 
             async fn create_api_key(

@@ -20,7 +20,7 @@ use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, JsonResponse};
+use crate::http::{ClientInfo, JsonResponse, query};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -165,91 +165,23 @@ pub struct ListParams {
 }
 
 fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
-    let mut query = ApiKeyQuery {
-        order_by: ApiKeyOrder::Name,
-        descending: false,
-        limit: 100,
-        offset: 0,
-        kinds: Vec::new(),
-        statuses: Vec::new(),
-    };
-    let mut seen = Vec::new();
-    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        let name = name.trim_end_matches("[]").to_owned();
-        let single = |seen: &mut Vec<String>| {
-            if seen.contains(&name) {
-                return Err(ApiError::validation(&name, "must not be repeated"));
-            }
-            seen.push(name.clone());
-            Ok(())
-        };
-        match name.as_str() {
-            "limit" => {
-                single(&mut seen)?;
-                query.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| ApiError::validation("limit", "must be between 1 and 100"))?;
-            }
-            "offset" => {
-                single(&mut seen)?;
-                query.offset = value
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= i64::MAX as u64)
-                    .ok_or_else(|| ApiError::validation("offset", "must be a number ≥ 0"))?;
-            }
-            "order_by" => {
-                single(&mut seen)?;
-                query.order_by = ApiKeyOrder::ALL
-                    .iter()
-                    .find(|(text, _)| *text == value)
-                    .map(|(_, order)| *order)
-                    .ok_or_else(|| {
-                        ApiError::validation(
-                            "order_by",
-                            "must be one of: name kind status created_at",
-                        )
-                    })?;
-            }
-            "order" => {
-                single(&mut seen)?;
-                query.descending = match value.as_ref() {
-                    "asc" => false,
-                    "desc" => true,
-                    _ => return Err(ApiError::validation("order", "must be asc or desc")),
-                };
-            }
-            "kind" => add_filter(&mut query.kinds, "kind", &value)?,
-            "status" => add_filter(&mut query.statuses, "status", &value)?,
-            other => {
-                return Err(ApiError::validation(
-                    other,
-                    "is not a known query parameter",
-                ));
-            }
+    let (mut kinds, mut statuses) = (Vec::new(), Vec::new());
+    let paging = query::parse(raw, &ApiKeyOrder::ALL, |name, value| {
+        match name {
+            "kind" => query::add_values(&mut kinds, "kind", value)?,
+            "status" => query::add_values(&mut statuses, "status", value)?,
+            _ => return Ok(false),
         }
-    }
-    Ok(query)
-}
-
-fn add_filter<T: std::str::FromStr<Err = keyplane_core::ValidationError> + PartialEq>(
-    values: &mut Vec<T>,
-    field: &str,
-    text: &str,
-) -> Result<(), ApiError> {
-    for part in text.split(',') {
-        let value: T = part.parse()?;
-        if values.contains(&value) {
-            return Err(ApiError::validation(
-                field,
-                format!("{part} is given twice"),
-            ));
-        }
-        values.push(value);
-    }
-    Ok(())
+        Ok(true)
+    })?;
+    Ok(ApiKeyQuery {
+        order_by: paging.order_by,
+        descending: paging.descending,
+        limit: paging.limit,
+        offset: paging.offset,
+        kinds,
+        statuses,
+    })
 }
 
 async fn list(

@@ -9,6 +9,7 @@ pub mod health;
 pub mod oauth;
 pub mod openapi;
 pub mod organizations;
+pub mod query;
 pub mod request_id;
 
 use std::net::IpAddr;

@@ -21,7 +21,8 @@ use crate::http::{api_keys, auth, health, oauth, organizations};
     paths(
         auth::authenticate, auth::fiskil_token, auth::jwks,
         oauth::token, oauth::introspect, oauth::revoke, oauth::metadata,
-        organizations::retrieve,
+        organizations::list, organizations::create, organizations::retrieve,
+        organizations::update, organizations::delete, organizations::enable_env,
         api_keys::list_own, api_keys::create_own, api_keys::retrieve_own, api_keys::update_own,
         api_keys::delete_own, api_keys::rotate_own,
         api_keys::list_in, api_keys::create_in, api_keys::retrieve_in, api_keys::update_in,

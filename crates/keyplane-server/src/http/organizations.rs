@@ -1,22 +1,55 @@
-//! Organizations (contract section 5). Retrieval for now; the rest of the section follows.
+//! Organizations (contract section 5). Handlers translate; [`crate::organizations`] decides.
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::get;
-use keyplane_core::OrganizationId;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::routing::{get, post};
+use keyplane_core::organizations::{OrganizationFields, OrganizationOrder, OrganizationQuery};
 use keyplane_core::records::{Metadata, Organization};
 use keyplane_core::values::Env;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use crate::access;
 use crate::app::AppState;
-use crate::http::JsonResponse;
+use crate::http::auth::context;
 use crate::http::bearer::Bearer;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::ApiJson;
+use crate::http::request_id::RequestId;
+use crate::http::{ClientInfo, JsonResponse, query};
+use crate::organizations::{self, OrganizationError};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v0/organizations/{organization_id}", get(retrieve))
+    Router::new()
+        .route("/api/v0/organizations", get(list).post(create))
+        .route(
+            "/api/v0/organizations/{organization_id}",
+            get(retrieve).patch(update).delete(delete),
+        )
+        .route(
+            "/api/v0/organizations/{organization_id}/enable-env",
+            post(enable_env),
+        )
+}
+
+impl From<OrganizationError> for ApiError {
+    fn from(error: OrganizationError) -> Self {
+        match error {
+            OrganizationError::Invalid(error) => error.into(),
+            OrganizationError::NotFound => {
+                ApiError::not_found("E_ORGANIZATION_NOT_FOUND", "Organization not found.")
+            }
+            OrganizationError::Forbidden => {
+                ApiError::forbidden("Your role does not allow managing organizations.")
+            }
+            OrganizationError::DeleteOwn => {
+                ApiError::forbidden("An organization cannot delete itself.")
+            }
+            OrganizationError::ManagesOthers => ApiError::conflict(
+                "The organization still manages organizations; delete those first.",
+            ),
+            OrganizationError::Store(error) => error.into(),
+        }
+    }
 }
 
 /// An organization as the API shows it; unset optional fields are omitted.
@@ -93,22 +126,111 @@ impl From<Organization> for OrganizationResource {
     }
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found("E_ORGANIZATION_NOT_FOUND", "Organization not found.")
+/// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value; absent fields stay `None`
+/// through `#[serde(default)]`.
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
-/// An organization the caller can see (its own, or one it manages), or 404.
-pub async fn visible_organization(
-    state: &AppState,
-    caller: &access::Actor,
-    id: &str,
-) -> Result<Organization, ApiError> {
-    let id: OrganizationId = id.parse().map_err(|_| not_found())?;
-    if !access::can_see(state.store(), caller.organization_id, id).await? {
-        return Err(not_found());
-    }
-    state.store().organization(id).await?.ok_or_else(not_found)
+/// The fields of a create or update body. On create every required field must be present; on
+/// update a required field may not be `null`, an optional one may (it is cleared).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationBody {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub address_line1: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub zip: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub town: Option<Option<String>>,
+    /// ISO 3166-1 alpha-3.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub country_code: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub address_line2: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub state: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub vat_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub tax_number: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub economy_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub contact_person_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub billing_address_id: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    /// Create only: the managing organization (default: the caller's own).
+    pub managed_by_organization_id: Option<String>,
 }
+
+impl OrganizationBody {
+    fn into_fields(self) -> Result<(OrganizationFields, Option<String>), ApiError> {
+        let required = |field: &str, value: Option<Option<String>>| match value {
+            Some(None) => Err(ApiError::validation(field, "must not be null")),
+            Some(Some(value)) => Ok(Some(value)),
+            None => Ok(None),
+        };
+        let fields = OrganizationFields {
+            name: required("name", self.name)?,
+            address_line1: required("address_line1", self.address_line1)?,
+            zip: required("zip", self.zip)?,
+            town: required("town", self.town)?,
+            country_code: required("country_code", self.country_code)?,
+            display_name: self.display_name,
+            address_line2: self.address_line2,
+            state: self.state,
+            vat_id: self.vat_id,
+            tax_number: self.tax_number,
+            economy_id: self.economy_id,
+            contact_person_id: self.contact_person_id,
+            billing_address_id: self.billing_address_id,
+            metadata: self.metadata,
+        };
+        Ok((fields, self.managed_by_organization_id))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationList {
+    pub data: Vec<OrganizationResource>,
+    /// Every organization that matches, not just this page.
+    pub count: u64,
+    #[schema(example = "ORGANIZATION_LIST")]
+    pub _type: &'static str,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableEnv {
+    pub env: Env,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
 
 /// Retrieve an organization: the caller's own or one it manages.
 #[utoipa::path(get, path = "/api/v0/organizations/{organization_id}", tag = "organizations",
@@ -116,14 +238,187 @@ pub async fn visible_organization(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The organization", body = OrganizationResource),
-        (status = 401, description = "Missing or invalid bearer token", body = crate::http::error::ErrorBody),
-        (status = 404, description = "No such organization, or not visible to the caller", body = crate::http::error::ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible to the caller", body = ErrorBody),
     ))]
 pub async fn retrieve(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
     Path(organization_id): Path<String>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
-    let organization = visible_organization(&state, &actor, &organization_id).await?;
+    let organization = organizations::visible(&state, &actor, &organization_id).await?;
+    Ok(JsonResponse(organization.into()))
+}
+
+/// List the caller's organization and every organization it manages, at any depth.
+#[utoipa::path(get, path = "/api/v0/organizations", tag = "organizations",
+    params(
+        ("limit" = Option<u32>, Query, description = "1–100, default 100"),
+        ("offset" = Option<u64>, Query, description = "default 0"),
+        ("order_by" = Option<String>, Query, description = "name (default), created_at, town, zip, display_name"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+        ("managed_by_organization_id" = Option<String>, Query, description = "only those managed by this one"),
+        ("type" = Option<String>, Query, description = "ORGANIZATION or MANAGED_ORGANIZATION"),
+        ("env" = Option<String>, Query, description = "TEST or LIVE: only those with this env"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of organizations", body = OrganizationList),
+        (status = 400, description = "Invalid query; the message names the parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    RawQuery(raw): RawQuery,
+) -> Result<JsonResponse<OrganizationList>, ApiError> {
+    let (mut managed_by, mut managed, mut env) = (None, None, None);
+    let paging = query::parse(raw.as_deref(), &OrganizationOrder::ALL, |name, value| {
+        match name {
+            "managed_by_organization_id" => {
+                let id = value.parse().map_err(|_| {
+                    ApiError::validation("managed_by_organization_id", "must be a UUID")
+                })?;
+                query::set_once(&mut managed_by, name, id)?;
+            }
+            "type" => {
+                let is_managed = match value {
+                    "ORGANIZATION" => false,
+                    "MANAGED_ORGANIZATION" => true,
+                    _ => {
+                        return Err(ApiError::validation(
+                            "type",
+                            "must be ORGANIZATION or MANAGED_ORGANIZATION",
+                        ));
+                    }
+                };
+                query::set_once(&mut managed, name, is_managed)?;
+            }
+            "env" => {
+                let parsed: Env = value
+                    .parse()
+                    .map_err(|_| ApiError::validation("env", "must be TEST or LIVE"))?;
+                query::set_once(&mut env, name, parsed)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    let query = OrganizationQuery {
+        order_by: paging.order_by,
+        descending: paging.descending,
+        limit: paging.limit,
+        offset: paging.offset,
+        managed_by,
+        managed,
+        env,
+    };
+    let (found, count) = organizations::list(&state, &actor, &query).await?;
+    Ok(JsonResponse(OrganizationList {
+        data: found.into_iter().map(Into::into).collect(),
+        count,
+        _type: "ORGANIZATION_LIST",
+    }))
+}
+
+/// Create an organization managed by `managed_by_organization_id` (default: the caller's own).
+#[utoipa::path(post, path = "/api/v0/organizations", tag = "organizations",
+    request_body = OrganizationBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new organization", body = OrganizationResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    ApiJson(body): ApiJson<OrganizationBody>,
+) -> Result<JsonResponse<OrganizationResource>, ApiError> {
+    let (fields, manager) = body.into_fields()?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let organization =
+        organizations::create(&state, &actor, &context, manager.as_deref(), fields).await?;
+    Ok(JsonResponse(organization.into()))
+}
+
+/// Change an organization's fields (not its manager). `null` clears an optional field.
+#[utoipa::path(patch, path = "/api/v0/organizations/{organization_id}", tag = "organizations",
+    params(("organization_id" = String, Path, description = "Organization id (UUID)")),
+    request_body = OrganizationBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organization", body = OrganizationResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(organization_id): Path<String>,
+    ApiJson(body): ApiJson<OrganizationBody>,
+) -> Result<JsonResponse<OrganizationResource>, ApiError> {
+    let (fields, manager) = body.into_fields()?;
+    if manager.is_some() {
+        return Err(ApiError::validation(
+            "managed_by_organization_id",
+            "cannot be changed",
+        ));
+    }
+    let organization = organizations::visible(&state, &actor, &organization_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let organization =
+        organizations::update(&state, &actor, &context, organization, fields).await?;
+    Ok(JsonResponse(organization.into()))
+}
+
+/// Delete an organization the caller manages; 409 while it still manages organizations.
+#[utoipa::path(delete, path = "/api/v0/organizations/{organization_id}", tag = "organizations",
+    params(("organization_id" = String, Path, description = "Organization id (UUID)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted; its keys and tokens stop working", body = Deleted),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it, or it is the caller's own", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+        (status = 409, description = "It still manages organizations", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(organization_id): Path<String>,
+) -> Result<JsonResponse<Deleted>, ApiError> {
+    let organization = organizations::visible(&state, &actor, &organization_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    organizations::delete(&state, &actor, &context, organization).await?;
+    Ok(JsonResponse(Deleted { deleted: true }))
+}
+
+/// Add an env (`{"env": "LIVE"}`) to an organization's `_envs`.
+#[utoipa::path(post, path = "/api/v0/organizations/{organization_id}/enable-env", tag = "organizations",
+    params(("organization_id" = String, Path, description = "Organization id (UUID)")),
+    request_body = EnableEnv, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organization", body = OrganizationResource),
+        (status = 400, description = "Invalid env", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+    ))]
+pub async fn enable_env(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(organization_id): Path<String>,
+    ApiJson(body): ApiJson<EnableEnv>,
+) -> Result<JsonResponse<OrganizationResource>, ApiError> {
+    let organization = organizations::visible(&state, &actor, &organization_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let organization =
+        organizations::enable_env(&state, &actor, &context, organization, body.env).await?;
     Ok(JsonResponse(organization.into()))
 }

@@ -1017,7 +1017,7 @@ async fn replays_recorded_fiskaly_key_creation_and_listing(backend: Backend) {
 }
 
 /// Request body and parsed response body of the `index`th interaction of a cassette.
-fn interaction(cassette: &str, index: usize) -> (String, Value) {
+pub fn interaction(cassette: &str, index: usize) -> (String, Value) {
     let path = format!(
         "{}/tests/fixtures/fiskaly-recorded/{cassette}",
         env!("CARGO_MANIFEST_DIR")
@@ -1034,7 +1034,7 @@ fn interaction(cassette: &str, index: usize) -> (String, Value) {
 }
 
 /// Every key of the recorded resource is in ours (ours adds `kind`, which the contract lists).
-fn assert_has_keys(ours: &Value, recorded: &Value) {
+pub fn assert_has_keys(ours: &Value, recorded: &Value) {
     for key in recorded.as_object().unwrap().keys() {
         assert!(ours.get(key).is_some(), "missing {key:?} in {ours}");
     }

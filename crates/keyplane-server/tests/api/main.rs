@@ -9,5 +9,6 @@ mod durability;
 mod foundation;
 mod oauth;
 mod operator;
+mod organizations;
 mod throttling;
 mod tokens;

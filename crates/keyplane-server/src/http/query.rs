@@ -1,0 +1,121 @@
+//! List query strings (contract section 3): `limit` 1–100 (default 100), `offset` ≥ 0, `order_by`,
+//! `order` (`asc`|`desc`), and resource-specific filters. Parsed by hand because filters may be
+//! repeated (`kind=a&kind=b`) as well as comma-separated, and anything unknown or repeated is a
+//! 400 naming the parameter.
+
+use crate::http::error::ApiError;
+
+/// The paging part of a list query.
+pub struct Paging<O> {
+    pub limit: u32,
+    pub offset: u64,
+    pub order_by: O,
+    pub descending: bool,
+}
+
+/// Parses `raw`. `orders` maps `order_by` names to values (the first is the default); every
+/// other parameter goes to `filter`, which answers false for names it does not know.
+pub fn parse<O: Copy>(
+    raw: Option<&str>,
+    orders: &[(&'static str, O)],
+    mut filter: impl FnMut(&str, &str) -> Result<bool, ApiError>,
+) -> Result<Paging<O>, ApiError> {
+    let mut paging = Paging {
+        limit: 100,
+        offset: 0,
+        order_by: orders[0].1,
+        descending: false,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let name = name.trim_end_matches("[]").to_owned();
+        let mut once = || {
+            if seen.contains(&name) {
+                return Err(ApiError::validation(&name, "must not be repeated"));
+            }
+            seen.push(name.clone());
+            Ok(())
+        };
+        match name.as_str() {
+            "limit" => {
+                once()?;
+                paging.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| ApiError::validation("limit", "must be between 1 and 100"))?;
+            }
+            "offset" => {
+                once()?;
+                paging.offset = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= i64::MAX as u64)
+                    .ok_or_else(|| ApiError::validation("offset", "must be a number ≥ 0"))?;
+            }
+            "order_by" => {
+                once()?;
+                paging.order_by = orders
+                    .iter()
+                    .find(|(text, _)| *text == value)
+                    .map(|(_, order)| *order)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = orders.iter().map(|(text, _)| *text).collect();
+                        ApiError::validation(
+                            "order_by",
+                            format!("must be one of: {}", names.join(" ")),
+                        )
+                    })?;
+            }
+            "order" => {
+                once()?;
+                paging.descending = match value.as_ref() {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => return Err(ApiError::validation("order", "must be asc or desc")),
+                };
+            }
+            other => {
+                if !filter(other, &value)? {
+                    return Err(ApiError::validation(
+                        other,
+                        "is not a known query parameter",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(paging)
+}
+
+/// Adds the comma-separated values of an array filter; a value given twice is a 400.
+pub fn add_values<T: std::str::FromStr<Err = keyplane_core::ValidationError> + PartialEq>(
+    values: &mut Vec<T>,
+    field: &str,
+    text: &str,
+) -> Result<(), ApiError> {
+    for part in text.split(',') {
+        let value: T = part
+            .parse()
+            .map_err(|error: keyplane_core::ValidationError| {
+                ApiError::validation(field, error.message)
+            })?;
+        if values.contains(&value) {
+            return Err(ApiError::validation(
+                field,
+                format!("{part} is given twice"),
+            ));
+        }
+        values.push(value);
+    }
+    Ok(())
+}
+
+/// A single-valued filter: given twice is a 400.
+pub fn set_once<T>(slot: &mut Option<T>, field: &str, value: T) -> Result<(), ApiError> {
+    if slot.is_some() {
+        return Err(ApiError::validation(field, "must not be repeated"));
+    }
+    *slot = Some(value);
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The organization use cases (contract section 5): who may do what, the rules, the audit events.
+
+use keyplane_core::organizations::{self, OrganizationFields, OrganizationQuery};
+use keyplane_core::records::{ActorType, AuditEvent, Organization};
+use keyplane_core::time::now_unix;
+use keyplane_core::tokens::SubjectType;
+use keyplane_core::values::{Env, Role};
+use keyplane_core::{AuditEventId, OrganizationId, ValidationError};
+use keyplane_store::{OrganizationDeletion, StoreError};
+
+use crate::access::{self, Actor};
+use crate::app::AppState;
+use crate::auth::RequestContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrganizationError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("organization not found")]
+    NotFound,
+    #[error("the role does not allow this")]
+    Forbidden,
+    #[error("an organization cannot delete itself")]
+    DeleteOwn,
+    #[error("the organization still manages organizations")]
+    ManagesOthers,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Owners and admins manage organizations (API keys act as admins); others only read.
+fn may_manage(actor: &Actor) -> Result<(), OrganizationError> {
+    match actor.role {
+        Role::Owner | Role::Admin => Ok(()),
+        Role::Developer | Role::Viewer => Err(OrganizationError::Forbidden),
+    }
+}
+
+/// An organization the caller can see, or `NotFound` (for malformed ids too).
+pub async fn visible(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Organization, OrganizationError> {
+    let id: OrganizationId = id.parse().map_err(|_| OrganizationError::NotFound)?;
+    if !access::can_see(state.store(), actor.organization_id, id).await? {
+        return Err(OrganizationError::NotFound);
+    }
+    state
+        .store()
+        .organization(id)
+        .await?
+        .ok_or(OrganizationError::NotFound)
+}
+
+fn event(
+    context: &RequestContext,
+    actor: &Actor,
+    target: OrganizationId,
+    action: &str,
+) -> AuditEvent {
+    AuditEvent {
+        id: AuditEventId::new(),
+        organization_id: target,
+        action: action.to_owned(),
+        actor_type: match actor.subject_type {
+            SubjectType::ApiKey => ActorType::ApiKey,
+            SubjectType::User => ActorType::User,
+        },
+        actor_id: Some(actor.subject_id.clone()),
+        target_type: "organization".into(),
+        target_id: target.to_string(),
+        request_id: context.request_id.clone(),
+        ip: context.ip.map(|ip| ip.to_string()),
+        created_at: now_unix(),
+    }
+}
+
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    query: &OrganizationQuery,
+) -> Result<(Vec<Organization>, u64), OrganizationError> {
+    Ok(state
+        .store()
+        .list_organizations(actor.organization_id, query)
+        .await?)
+}
+
+/// Creates an organization managed by `manager` (default: the caller's own).
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    manager: Option<&str>,
+    fields: OrganizationFields,
+) -> Result<Organization, OrganizationError> {
+    may_manage(actor)?;
+    let manager = match manager {
+        None | Some("") => actor.organization_id,
+        Some(id) => {
+            visible(state, actor, id)
+                .await
+                .map_err(|error| match error {
+                    OrganizationError::NotFound => {
+                        ValidationError::new("managed_by_organization_id", "no such organization")
+                            .into()
+                    }
+                    other => other,
+                })?
+                .id
+        }
+    };
+    let created_by_user = match actor.subject_type {
+        SubjectType::User => actor.subject_id.parse().ok(),
+        SubjectType::ApiKey => None,
+    };
+    let organization = organizations::create(fields, manager, created_by_user, now_unix())?;
+    let created = event(context, actor, organization.id, "organization.created");
+    state
+        .store()
+        .create_organization(&organization, &[created])
+        .await?;
+    Ok(organization)
+}
+
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    mut organization: Organization,
+    fields: OrganizationFields,
+) -> Result<Organization, OrganizationError> {
+    may_manage(actor)?;
+    organizations::update(&mut organization, fields)?;
+    let updated = event(context, actor, organization.id, "organization.updated");
+    if !state
+        .store()
+        .update_organization(&organization, &[updated])
+        .await?
+    {
+        return Err(OrganizationError::NotFound);
+    }
+    Ok(organization)
+}
+
+pub async fn enable_env(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    mut organization: Organization,
+    env: Env,
+) -> Result<Organization, OrganizationError> {
+    may_manage(actor)?;
+    if organization.envs.contains(&env) {
+        return Ok(organization);
+    }
+    organization.envs.push(env);
+    organization.envs.sort();
+    let enabled = event(context, actor, organization.id, "organization.env_enabled");
+    if !state
+        .store()
+        .update_organization(&organization, &[enabled])
+        .await?
+    {
+        return Err(OrganizationError::NotFound);
+    }
+    Ok(organization)
+}
+
+/// Deletes an organization the caller manages (not its own); its keys stop working at once
+/// here and within the subject cache's lifetime elsewhere.
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    organization: Organization,
+) -> Result<(), OrganizationError> {
+    may_manage(actor)?;
+    if organization.id == actor.organization_id {
+        return Err(OrganizationError::DeleteOwn);
+    }
+    let deleted = event(context, actor, organization.id, "organization.deleted");
+    match state
+        .store()
+        .delete_organization(organization.id, &[deleted])
+        .await?
+    {
+        OrganizationDeletion::Deleted(keys) => {
+            for key in keys {
+                state
+                    .subjects()
+                    .forget(SubjectType::ApiKey, &key.to_string(), organization.id)
+                    .await;
+            }
+            Ok(())
+        }
+        OrganizationDeletion::ManagesOthers => Err(OrganizationError::ManagesOthers),
+        OrganizationDeletion::NotFound => Err(OrganizationError::NotFound),
+    }
+}

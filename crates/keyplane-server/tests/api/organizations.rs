@@ -1,0 +1,593 @@
+//! Organizations: the lifecycle, the rules, depth, isolation, roles, and the recorded fiskaly
+//! traffic replayed.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api_keys::{assert_has_keys, interaction};
+use crate::helpers::{Backend, TestApp, assert_error};
+use crate::on_both_stores;
+
+on_both_stores!(
+    a_managed_organization_lives_a_whole_lifecycle,
+    bad_input_is_a_400_naming_the_field_and_stores_nothing,
+    deletion_rules,
+    lists_reach_every_depth_filter_and_order,
+    only_owners_and_admins_change_organizations,
+    replays_recorded_fiskaly_organization_create_and_retrieve,
+);
+
+async fn setup(
+    backend: &Backend,
+) -> (TestApp, keyplane_server::bootstrap::BootstrapOutput, String) {
+    let app = TestApp::start(backend).await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    (app, boot, token)
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn ok(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn venue(name: &str) -> Value {
+    json!({"name": name, "address_line1": "Via Vincenzo Monti 10", "zip": "20145", "town": "Milano", "country_code": "ITA"})
+}
+
+async fn count(app: &TestApp, token: &str) -> u64 {
+    ok(app.get_as(token, "/api/v0/organizations").await).await["count"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let mut body = venue("Venue Milano");
+    body["display_name"] = json!("Milano");
+    body["metadata"] = json!({"region": "north"});
+    let created = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(body),
+    )
+    .await)
+    .await;
+    assert_eq!(created["_type"], "MANAGED_ORGANIZATION");
+    assert_eq!(created["_envs"], json!(["TEST"]));
+    assert_eq!(
+        created["managed_by_organization_id"],
+        boot.organization_id.as_str()
+    );
+    assert_eq!(created["country_code"], "ITA");
+    assert_eq!(created["metadata"], json!({"region": "north"}));
+    assert!(
+        created.get("vat_id").is_none() && created.get("state").is_none(),
+        "unset fields are omitted"
+    );
+    let path = format!("/api/v0/organizations/{}", created["_id"].as_str().unwrap());
+    assert_eq!(ok(app.get_as(&token, &path).await).await, created);
+
+    let patched = ok(call(
+        &app,
+        Method::PATCH,
+        &token,
+        &path,
+        Some(json!({"town": "Roma", "display_name": null, "vat_id": "IT123"})),
+    )
+    .await)
+    .await;
+    assert_eq!(patched["town"], "Roma");
+    assert_eq!(patched["vat_id"], "IT123");
+    assert!(patched.get("display_name").is_none());
+    assert_eq!(patched["name"], "Venue Milano");
+
+    // LIVE keys need the env.
+    let keys = format!("{path}/api-keys");
+    let live = json!({"name": "till", "kind": "live", "status": "enabled"});
+    assert_error(
+        call(&app, Method::POST, &token, &keys, Some(live.clone())).await,
+        403,
+        "E_ENV_NOT_ENABLED",
+    )
+    .await;
+    let enabled = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        &format!("{path}/enable-env"),
+        Some(json!({"env": "LIVE"})),
+    )
+    .await)
+    .await;
+    assert_eq!(enabled["_envs"], json!(["TEST", "LIVE"]));
+    let key = ok(call(&app, Method::POST, &token, &keys, Some(live)).await).await;
+    let key_token = app
+        .access_token(
+            key["key"].as_str().unwrap(),
+            key["secret"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(app.get_as(&key_token, &path).await.status(), 200);
+
+    // Deleted: gone, and its keys stop working.
+    assert_eq!(
+        ok(call(&app, Method::DELETE, &token, &path, None).await).await,
+        json!({"deleted": true})
+    );
+    assert_error(
+        app.get_as(&token, &path).await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get_as(&key_token, "/api/v0/api-keys").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let login = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"api_key": key["key"], "api_secret": key["secret"]}),
+        )
+        .await;
+    assert_eq!(login.status(), 401);
+    assert_eq!(count(&app, &token).await, 1);
+
+    // Every change is in the organization's audit log, which outlives it.
+    let child = created["_id"].as_str().unwrap().parse().unwrap();
+    let mut actions: Vec<String> = app
+        .state
+        .store()
+        .audit_events(child)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.action.clone())
+        .collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "api_key.created",
+            "auth.succeeded",
+            "organization.created",
+            "organization.deleted",
+            "organization.env_enabled",
+            "organization.updated"
+        ]
+    );
+}
+
+async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let (app, _boot, token) = setup(&backend).await;
+    let mut cases = Vec::new();
+    for field in ["name", "address_line1", "zip", "town", "country_code"] {
+        let mut body = venue("Venue");
+        body.as_object_mut().unwrap().remove(field);
+        cases.push((body, field));
+    }
+    for (field, value) in [
+        ("country_code", json!("XXX")),
+        ("country_code", json!("ita")),
+        ("country_code", json!("IT")),
+        ("name", json!("ab")),
+        ("name", json!("x".repeat(101))),
+        ("zip", json!("")),
+        ("town", json!("Mi\u{7}lano")),
+        ("vat_id", json!("x".repeat(51))),
+        ("name", json!(7)),
+        ("name", json!(null)),
+        ("colour", json!("red")),
+        (
+            "managed_by_organization_id",
+            json!(uuid::Uuid::now_v7().to_string()),
+        ),
+        ("metadata", json!({"k": [1]})),
+    ] {
+        let mut body = venue("Venue");
+        body[field] = value;
+        cases.push((body, field));
+    }
+    for (body, field) in cases {
+        let error = assert_error(
+            call(
+                &app,
+                Method::POST,
+                &token,
+                "/api/v0/organizations",
+                Some(body.clone()),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    let created = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(venue("Venue")),
+    )
+    .await)
+    .await;
+    let path = format!("/api/v0/organizations/{}", created["_id"].as_str().unwrap());
+    for (body, field) in [
+        (json!({"name": null}), "name"),
+        (json!({"country_code": "ZZZ"}), "country_code"),
+        (
+            json!({"managed_by_organization_id": created["_id"]}),
+            "managed_by_organization_id",
+        ),
+        (json!({"town": "x".repeat(101)}), "town"),
+    ] {
+        let error = assert_error(
+            call(&app, Method::PATCH, &token, &path, Some(body.clone())).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    for body in [
+        json!({"env": "PROD"}),
+        json!({}),
+        json!({"env": "LIVE", "also": 1}),
+    ] {
+        assert_error(
+            call(
+                &app,
+                Method::POST,
+                &token,
+                &format!("{path}/enable-env"),
+                Some(body),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+    }
+    for query in [
+        "?limit=0",
+        "?order_by=secret",
+        "?type=OTHER",
+        "?env=PROD",
+        "?managed_by_organization_id=x",
+        "?colour=red",
+        "?env=TEST&env=LIVE",
+    ] {
+        assert_error(
+            app.get_as(&token, &format!("/api/v0/organizations{query}"))
+                .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+    }
+    // Only the one good organization was stored, unchanged.
+    assert_eq!(count(&app, &token).await, 2);
+    assert_eq!(ok(app.get_as(&token, &path).await).await, created);
+}
+
+async fn deletion_rules(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let child = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(venue("Child")),
+    )
+    .await)
+    .await;
+    let mut below = venue("Grandchild");
+    below["managed_by_organization_id"] = child["_id"].clone();
+    let grandchild = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(below),
+    )
+    .await)
+    .await;
+    let child_path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
+    assert_error(
+        call(&app, Method::DELETE, &token, &child_path, None).await,
+        409,
+        "E_CONFLICT",
+    )
+    .await;
+    let own = format!("/api/v0/organizations/{}", boot.organization_id);
+    assert_error(
+        call(&app, Method::DELETE, &token, &own, None).await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    let stranger = format!("/api/v0/organizations/{}", uuid::Uuid::now_v7());
+    assert_error(
+        call(&app, Method::DELETE, &token, &stranger, None).await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
+    assert_eq!(count(&app, &token).await, 3, "nothing deleted");
+    let grandchild_path = format!(
+        "/api/v0/organizations/{}",
+        grandchild["_id"].as_str().unwrap()
+    );
+    ok(call(&app, Method::DELETE, &token, &grandchild_path, None).await).await;
+    ok(call(&app, Method::DELETE, &token, &child_path, None).await).await;
+    assert_eq!(count(&app, &token).await, 1);
+}
+
+async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let a = ok(call(&app, Method::POST, &token, "/api/v0/organizations", Some(json!({"name": "Alpha", "address_line1": "x", "zip": "2", "town": "Bonn", "country_code": "DEU"}))).await).await;
+    let mut below = json!({"name": "Beta", "address_line1": "x", "zip": "1", "town": "Aachen", "country_code": "DEU", "managed_by_organization_id": a["_id"]});
+    let b = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(below.clone()),
+    )
+    .await)
+    .await;
+    below["name"] = json!("Gamma");
+    below["managed_by_organization_id"] = b["_id"].clone();
+    below["town"] = json!("Celle");
+    ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(below),
+    )
+    .await)
+    .await;
+    let names = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = ok(app.get_as(&token, "/api/v0/organizations").await).await;
+    assert_eq!(list["_type"], "ORGANIZATION_LIST");
+    assert_eq!(
+        names(&list),
+        ["Alpha", "Beta", "Gamma", "Test Organization"]
+    );
+    assert_eq!(list["count"], 4);
+    // Unset towns sort last either way round.
+    let by_town = ok(app
+        .get_as(&token, "/api/v0/organizations?order_by=town")
+        .await)
+    .await;
+    assert_eq!(
+        names(&by_town),
+        ["Beta", "Alpha", "Gamma", "Test Organization"]
+    );
+    let by_town_desc = ok(app
+        .get_as(
+            &token,
+            "/api/v0/organizations?order_by=town&order=desc&limit=2",
+        )
+        .await)
+    .await;
+    assert_eq!(
+        (names(&by_town_desc), by_town_desc["count"].as_u64()),
+        (vec!["Gamma".to_owned(), "Alpha".to_owned()], Some(4))
+    );
+    let root_only = ok(app
+        .get_as(&token, "/api/v0/organizations?type=ORGANIZATION")
+        .await)
+    .await;
+    assert_eq!(names(&root_only), ["Test Organization"]);
+    let under_a = ok(app
+        .get_as(
+            &token,
+            &format!(
+                "/api/v0/organizations?managed_by_organization_id={}",
+                a["_id"].as_str().unwrap()
+            ),
+        )
+        .await)
+    .await;
+    assert_eq!(names(&under_a), ["Beta"]);
+    let live = ok(app.get_as(&token, "/api/v0/organizations?env=LIVE").await).await;
+    assert_eq!(names(&live), ["Test Organization"]);
+    // From the middle of the tree: itself and below, never above.
+    let b_id: keyplane_core::OrganizationId = b["_id"].as_str().unwrap().parse().unwrap();
+    let key = {
+        use keyplane_core::api_keys::{NewApiKey, create};
+        let (key, secret) = create(
+            NewApiKey {
+                organization_id: b_id,
+                name: keyplane_core::values::KeyName::parse("b-key").unwrap(),
+                kind: keyplane_core::values::ApiKeyKind::Test,
+                status: keyplane_core::values::ApiKeyStatus::Enabled,
+                metadata: Default::default(),
+                expires_at: None,
+                created_by_user: None,
+            },
+            app.state.secrets(),
+            keyplane_core::time::now_unix(),
+        );
+        app.state.store().create_api_key(&key, &[]).await.unwrap();
+        app.access_token(&key.public_key, secret.expose()).await
+    };
+    let from_b = ok(app.get_as(&key, "/api/v0/organizations").await).await;
+    assert_eq!(names(&from_b), ["Beta", "Gamma"]);
+    assert_error(
+        app.get_as(
+            &key,
+            &format!("/api/v0/organizations/{}", boot.organization_id),
+        )
+        .await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get_as(
+            &key,
+            &format!("/api/v0/organizations/{}", a["_id"].as_str().unwrap()),
+        )
+        .await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
+}
+
+async fn only_owners_and_admins_change_organizations(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let child = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        Some(venue("Child")),
+    )
+    .await)
+    .await;
+    let path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
+    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
+    let store = app.state.store();
+    for role in [
+        keyplane_core::values::Role::Developer,
+        keyplane_core::values::Role::Viewer,
+    ] {
+        let mut membership = store
+            .membership(
+                boot.organization_id.parse().unwrap(),
+                boot.user_id.parse().unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        membership.role = role;
+        assert!(store.update_membership(&membership, &[]).await.unwrap());
+        let login: Value = app
+            .post_json(
+                "/api/v0/auth",
+                &json!({"email": "owner@example.com", "password": "a long passphrase"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let person = login["access_token"].as_str().unwrap();
+        assert_eq!(count(&app, person).await, 2, "{role:?} reads");
+        for (method, target, body) in [
+            (
+                Method::POST,
+                "/api/v0/organizations".to_owned(),
+                Some(venue("Nope")),
+            ),
+            (Method::PATCH, path.clone(), Some(json!({"town": "Roma"}))),
+            (Method::DELETE, path.clone(), None),
+            (
+                Method::POST,
+                format!("{path}/enable-env"),
+                Some(json!({"env": "LIVE"})),
+            ),
+        ] {
+            assert_error(
+                call(&app, method, person, &target, body).await,
+                403,
+                "E_FORBIDDEN",
+            )
+            .await;
+        }
+    }
+    assert_eq!(
+        ok(app.get_as(&token, &path).await).await,
+        child,
+        "nothing changed"
+    );
+}
+
+async fn replays_recorded_fiskaly_organization_create_and_retrieve(backend: Backend) {
+    let (app, boot, _) = setup(&backend).await;
+    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
+    let login: Value = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"email": "owner@example.com", "password": "a long passphrase"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let (request, recorded) = interaction("management-organizations_create_ok.yml", 1);
+    let body = request.replace(
+        "<RSPEC_FISKALY_MANAGED_BY_ORGANIZATION_ID>",
+        &boot.organization_id,
+    );
+    let response = app
+        .client
+        .post(app.url("/api/v0/organizations"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let created = ok(response).await;
+    assert_has_keys(&created, &recorded);
+    assert_eq!(created["_type"], recorded["_type"]);
+    assert_eq!(created["_envs"], recorded["_envs"]);
+
+    let (request, recorded) = interaction("kassensichv-organization_retrieve_ok.yml", 1);
+    let path = format!("/api/v0/organizations/{}", created["_id"].as_str().unwrap());
+    let patch = json!({"state": "Germany", "tax_number": "IT123456789"});
+    ok(call(&app, Method::PATCH, token, &path, Some(patch)).await).await;
+    let response = app
+        .client
+        .get(app.url(&path))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(request)
+        .send()
+        .await
+        .unwrap();
+    let retrieved = ok(response).await;
+    assert_has_keys(&retrieved, &recorded);
+    assert_eq!(retrieved["_type"], recorded["_type"]);
+}
