@@ -10,12 +10,13 @@ use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
 use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
-use keyplane_core::{ApiKeyId, AuditEventId, OrganizationId, ValidationError};
+use keyplane_core::{ApiKeyId, AuditEventId, ValidationError};
 use keyplane_store::StoreError;
 
-use crate::access::{self, Actor};
+use crate::access::Actor;
 use crate::app::AppState;
 use crate::auth::RequestContext;
+use crate::organizations::OrganizationError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
@@ -47,20 +48,13 @@ pub async fn organization(
     actor: &Actor,
     id: Option<&str>,
 ) -> Result<Organization, ApiKeyError> {
-    let id: OrganizationId = match id {
-        None => actor.organization_id,
-        Some(text) => text
-            .parse()
-            .map_err(|_| ApiKeyError::OrganizationNotFound)?,
-    };
-    if !access::can_see(state.store(), actor.organization_id, id).await? {
-        return Err(ApiKeyError::OrganizationNotFound);
-    }
-    state
-        .store()
-        .organization(id)
-        .await?
-        .ok_or(ApiKeyError::OrganizationNotFound)
+    let own = actor.organization_id.to_string();
+    crate::organizations::visible(state, actor, id.unwrap_or(&own))
+        .await
+        .map_err(|error| match error {
+            OrganizationError::Store(error) => ApiKeyError::Store(error),
+            _ => ApiKeyError::OrganizationNotFound,
+        })
 }
 
 /// Owners, admins and developers manage keys (API keys act as admins); viewers only read.
