@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod ids;
 pub mod onboarding;
 pub mod organizations;
+pub mod policy;
 pub mod records;
 pub mod secrets;
 pub mod time;

@@ -188,6 +188,21 @@ impl ActorType {
     }
 }
 
+/// One page of an organization's audit log, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub limit: u32,
+    pub offset: u64,
+    /// Empty: every action.
+    pub actions: Vec<String>,
+    pub actor_id: Option<String>,
+    /// Inclusive bounds on `created_at`.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Oldest first instead.
+    pub oldest_first: bool,
+}
+
 /// One audit event. Written in the same transaction as the change it records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEvent {

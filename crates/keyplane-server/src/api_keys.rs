@@ -3,13 +3,14 @@
 //! the audit events, and telling the bearer cache about changes.
 
 use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
+use keyplane_core::policy::{self, Action};
 use keyplane_core::records::{
     ActorType, ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization,
 };
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
-use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName};
 use keyplane_core::{ApiKeyId, AuditEventId, ValidationError};
 use keyplane_store::StoreError;
 
@@ -57,11 +58,11 @@ pub async fn organization(
         })
 }
 
-/// Owners, admins and developers manage keys (API keys act as admins); viewers only read.
 fn may_manage_keys(actor: &Actor) -> Result<(), ApiKeyError> {
-    match actor.role {
-        Role::Owner | Role::Admin | Role::Developer => Ok(()),
-        Role::Viewer => Err(ApiKeyError::Forbidden),
+    if policy::allows(actor.role, Action::ManageApiKeys) {
+        Ok(())
+    } else {
+        Err(ApiKeyError::Forbidden)
     }
 }
 

@@ -1,10 +1,11 @@
 //! The organization use cases (contract section 5): who may do what, the rules, the audit events.
 
 use keyplane_core::organizations::{self, OrganizationFields, OrganizationQuery};
+use keyplane_core::policy::{self, Action};
 use keyplane_core::records::{ActorType, AuditEvent, Organization};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
-use keyplane_core::values::{Env, Role};
+use keyplane_core::values::Env;
 use keyplane_core::{AuditEventId, OrganizationId, ValidationError};
 use keyplane_store::{OrganizationDeletion, StoreError};
 
@@ -28,11 +29,11 @@ pub enum OrganizationError {
     Store(#[from] StoreError),
 }
 
-/// Owners and admins manage organizations (API keys act as admins); others only read.
 fn may_manage(actor: &Actor) -> Result<(), OrganizationError> {
-    match actor.role {
-        Role::Owner | Role::Admin => Ok(()),
-        Role::Developer | Role::Viewer => Err(OrganizationError::Forbidden),
+    if policy::allows(actor.role, Action::ManageOrganizations) {
+        Ok(())
+    } else {
+        Err(OrganizationError::Forbidden)
     }
 }
 

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, Invitation, Membership, Organization, RefreshToken, User,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, Organization,
+    RefreshToken, User,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -79,6 +80,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// One page of an organization's audit events and how many match.
+    async fn list_audit_events(
+        &self,
+        organization_id: OrganizationId,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditEvent>, u64), StoreError>;
 
     async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
 

@@ -113,7 +113,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
-            ApiKey, ApiKeyChanges, AuditEvent, Invitation, Membership, Organization, RefreshToken,
+            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, Organization, RefreshToken,
             User,
         };
         use keyplane_core::secrets::CredentialHash;
@@ -596,6 +596,67 @@ macro_rules! impl_store {
                 .iter()
                 .map(audit_event_from_row)
                 .collect()
+            }
+
+            async fn list_audit_events(
+                &self,
+                organization_id: OrganizationId,
+                query: &AuditQuery,
+            ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+                let mut filters = String::new();
+                let mut next = 2;
+                let mut placeholder = || {
+                    next += 1;
+                    format!("${}", next - 1)
+                };
+                if !query.actions.is_empty() {
+                    let list: Vec<String> = query.actions.iter().map(|_| placeholder()).collect();
+                    filters.push_str(&format!(" AND action IN ({})", list.join(", ")));
+                }
+                if query.actor_id.is_some() {
+                    filters.push_str(&format!(" AND actor_id = {}", placeholder()));
+                }
+                if query.since.is_some() {
+                    filters.push_str(&format!(" AND created_at >= {}", placeholder()));
+                }
+                if query.until.is_some() {
+                    filters.push_str(&format!(" AND created_at <= {}", placeholder()));
+                }
+                let (limit, offset) = (placeholder(), placeholder());
+                // Ids are UUIDv7: id order is time order, read backwards from the index.
+                let direction = if query.oldest_first { "ASC" } else { "DESC" };
+                let page = format!(
+                    "SELECT * FROM audit_events WHERE organization_id = $1{filters} \
+                     ORDER BY id {direction} LIMIT {limit} OFFSET {offset}"
+                );
+                let count = format!(
+                    "SELECT COUNT(*) FROM audit_events WHERE organization_id = $1{filters}"
+                );
+                let mut select = sqlx::query(&page).bind(organization_id.to_string());
+                let mut counting =
+                    sqlx::query_scalar::<_, i64>(&count).bind(organization_id.to_string());
+                for action in &query.actions {
+                    select = select.bind(action);
+                    counting = counting.bind(action);
+                }
+                if let Some(actor) = &query.actor_id {
+                    select = select.bind(actor);
+                    counting = counting.bind(actor);
+                }
+                for bound in [query.since, query.until].into_iter().flatten() {
+                    select = select.bind(bound);
+                    counting = counting.bind(bound);
+                }
+                let events = select
+                    .bind(i64::from(query.limit))
+                    .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&self.reader)
+                    .await?
+                    .iter()
+                    .map(audit_event_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total = counting.fetch_one(&self.reader).await?;
+                Ok((events, u64::try_from(total).unwrap_or(0)))
             }
 
             async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {

@@ -176,7 +176,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
     })?;
     Ok(ApiKeyQuery {
         order_by: paging.order_by,
-        descending: paging.descending,
+        descending: paging.descending.unwrap_or(false),
         limit: paging.limit,
         offset: paging.offset,
         kinds,

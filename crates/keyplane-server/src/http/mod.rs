@@ -1,6 +1,7 @@
 //! The HTTP surface: the router, its middleware stack, and the handlers, one module per resource.
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod bearer;
 pub mod error;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::router())
         .merge(organizations::router())
         .merge(api_keys::router())
+        .merge(audit::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

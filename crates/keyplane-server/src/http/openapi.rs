@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use crate::app::AppState;
 use crate::http::JsonResponse;
 use crate::http::error::ErrorBody;
-use crate::http::{api_keys, auth, health, oauth, organizations};
+use crate::http::{api_keys, audit, auth, health, oauth, organizations};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use crate::http::{api_keys, auth, health, oauth, organizations};
         api_keys::delete_own, api_keys::rotate_own,
         api_keys::list_in, api_keys::create_in, api_keys::retrieve_in, api_keys::update_in,
         api_keys::delete_in, api_keys::rotate_in,
+        audit::list,
         health::healthz, health::readyz, health::metrics, openapi_json,
     ),
     components(schemas(ErrorBody, health::HealthStatus)),
@@ -35,6 +36,7 @@ use crate::http::{api_keys, auth, health, oauth, organizations};
         (name = "auth", description = "Credentials in, tokens out"),
         (name = "oauth2", description = "OAuth 2.0: token, introspection, revocation, metadata"),
         (name = "organizations", description = "Organizations and the ones they manage"),
+        (name = "audit", description = "The append-only audit log"),
         (name = "api-keys", description = "API keys, by name in your organization or by id in any you can see"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),

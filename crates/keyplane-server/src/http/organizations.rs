@@ -306,7 +306,7 @@ pub async fn list(
     })?;
     let query = OrganizationQuery {
         order_by: paging.order_by,
-        descending: paging.descending,
+        descending: paging.descending.unwrap_or(false),
         limit: paging.limit,
         offset: paging.offset,
         managed_by,

@@ -10,7 +10,8 @@ pub struct Paging<O> {
     pub limit: u32,
     pub offset: u64,
     pub order_by: O,
-    pub descending: bool,
+    /// `None` when `order` was not given (each list has its default).
+    pub descending: Option<bool>,
 }
 
 /// Parses `raw`. `orders` maps `order_by` names to values (the first is the default); every
@@ -24,7 +25,7 @@ pub fn parse<O: Copy>(
         limit: 100,
         offset: 0,
         order_by: orders[0].1,
-        descending: false,
+        descending: None,
     };
     let mut seen: Vec<String> = Vec::new();
     for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
@@ -70,8 +71,8 @@ pub fn parse<O: Copy>(
             "order" => {
                 once()?;
                 paging.descending = match value.as_ref() {
-                    "asc" => false,
-                    "desc" => true,
+                    "asc" => Some(false),
+                    "desc" => Some(true),
                     _ => return Err(ApiError::validation("order", "must be asc or desc")),
                 };
             }

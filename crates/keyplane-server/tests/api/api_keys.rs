@@ -27,7 +27,7 @@ on_both_stores!(
 
 /// A second organization straight in the store (organization endpoints arrive with their own
 /// issue), managed by `manager` when given, with one enabled test key; returns it and a token.
-async fn another_organization(
+pub async fn another_organization(
     app: &TestApp,
     name: &str,
     manager: Option<keyplane_core::OrganizationId>,
