@@ -188,6 +188,29 @@ impl ActorType {
     }
 }
 
+/// One page of an organization's people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserQuery {
+    /// By email (`false`) or by when they joined (`true`).
+    pub by_created_at: bool,
+    pub descending: bool,
+    pub limit: u32,
+    pub offset: u64,
+    /// Empty: every status.
+    pub statuses: Vec<UserStatus>,
+    /// Empty: every role.
+    pub roles: Vec<Role>,
+}
+
+/// What a membership change or removal found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipOutcome {
+    Done,
+    /// It would leave the organization without an active owner; nothing changed.
+    LastOwner,
+    NotFound,
+}
+
 /// One page of an organization's audit log, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditQuery {

@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, Organization,
-    RefreshToken, User,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
+    Organization, RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
-use keyplane_core::{ApiKeyId, OrganizationId, UserId};
+use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 pub use error::StoreError;
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -114,6 +114,75 @@ pub trait Store: Send + Sync + 'static {
         organization_id: OrganizationId,
         user_id: UserId,
     ) -> Result<Option<Membership>, StoreError>;
+
+    /// One page of an organization's people (with their memberships) and how many match.
+    async fn list_users(
+        &self,
+        organization_id: OrganizationId,
+        query: &UserQuery,
+    ) -> Result<(Vec<(User, Membership)>, u64), StoreError>;
+
+    /// Invites a person: stores the user when `new_user` (else the user exists), the membership
+    /// and the invitation, with their audit events. [`StoreError::Conflict`] when the person
+    /// already belongs to the organization (or the email was taken concurrently).
+    async fn invite(
+        &self,
+        new_user: Option<&User>,
+        membership: &Membership,
+        invitation: &Invitation,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    /// Changes a membership's role and status, refusing to leave the organization without an
+    /// active owner. Owner changes of one organization are serialized.
+    async fn change_membership(
+        &self,
+        membership: &Membership,
+        events: &[AuditEvent],
+    ) -> Result<MembershipOutcome, StoreError>;
+
+    /// Removes a person from an organization (membership, invitations, refresh tokens there),
+    /// refusing to remove its last active owner.
+    async fn remove_membership(
+        &self,
+        organization_id: OrganizationId,
+        user_id: UserId,
+        events: &[AuditEvent],
+    ) -> Result<MembershipOutcome, StoreError>;
+
+    async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
+
+    async fn invitation_by_hash(
+        &self,
+        hash: &CredentialHash,
+    ) -> Result<Option<Invitation>, StoreError>;
+
+    /// Replaces a pending invitation's token and expiry (a resend). False when it is no longer
+    /// pending.
+    async fn renew_invitation(
+        &self,
+        invitation: &Invitation,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Revokes a pending invitation. False when it is no longer pending.
+    async fn revoke_invitation(
+        &self,
+        id: InvitationId,
+        now: i64,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Accepts a pending, unexpired invitation in one transaction: marks it accepted, sets the
+    /// person's password (and names when given) and activates the membership. False, changing
+    /// nothing, when it was not pending any more.
+    async fn accept_invitation(
+        &self,
+        invitation: &Invitation,
+        user: &User,
+        now: i64,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
 
     /// Stores a person's password hash (an Argon2id PHC string).
     async fn set_user_password(

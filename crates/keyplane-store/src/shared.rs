@@ -113,14 +113,14 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
-            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, Organization, RefreshToken,
+            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, MembershipOutcome, UserQuery, Membership, Organization, RefreshToken,
             User,
         };
         use keyplane_core::secrets::CredentialHash;
         use keyplane_core::tokens::{StoredSigningKey, SubjectType};
         use keyplane_core::api_keys::ApiKeyQuery;
-        use keyplane_core::values::{ApiKeyKind, ApiKeyStatus};
-        use keyplane_core::{ApiKeyId, OrganizationId, UserId};
+        use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Role, UserStatus};
+        use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
         use sqlx::Row;
 
         use keyplane_core::organizations::{OrganizationOrder, OrganizationQuery};
@@ -455,6 +455,41 @@ macro_rules! impl_store {
             )))
         }
 
+        /// Locks an organization's row until the transaction ends (PostgreSQL; SQLite has one
+        /// writer): owner changes of one organization happen one at a time. False when gone.
+        async fn lock_organization(
+            conn: &mut Connection,
+            id: OrganizationId,
+        ) -> Result<bool, StoreError> {
+            Ok(sqlx::query("UPDATE organizations SET name = name WHERE id = $1")
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                == 1)
+        }
+
+        fn is_active_owner(membership: &Membership) -> bool {
+            membership.role == Role::Owner && membership.status == UserStatus::Active
+        }
+
+        /// Active owners of the membership's organization other than its person.
+        async fn other_active_owners(
+            conn: &mut Connection,
+            membership: &Membership,
+        ) -> Result<i64, StoreError> {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM memberships WHERE organization_id = $1 AND user_id <> $2 \
+                 AND role = $3 AND status = $4",
+            )
+            .bind(membership.organization_id.to_string())
+            .bind(membership.user_id.to_string())
+            .bind(Role::Owner.as_str())
+            .bind(UserStatus::Active.as_str())
+            .fetch_one(&mut *conn)
+            .await?)
+        }
+
         async fn insert_audit_events(
             conn: &mut Connection,
             events: &[AuditEvent],
@@ -753,6 +788,289 @@ macro_rules! impl_store {
                 .await?
                 .map(|row| membership_from_row(&row))
                 .transpose()
+            }
+
+            async fn list_users(
+                &self,
+                organization_id: OrganizationId,
+                query: &UserQuery,
+            ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+                let mut filters = String::new();
+                let mut next = 2;
+                let mut placeholders = |count: usize| {
+                    let list: Vec<String> = (next..next + count).map(|n| format!("${n}")).collect();
+                    next += count;
+                    list.join(", ")
+                };
+                if !query.statuses.is_empty() {
+                    filters.push_str(&format!(
+                        " AND m.status IN ({})",
+                        placeholders(query.statuses.len())
+                    ));
+                }
+                if !query.roles.is_empty() {
+                    filters.push_str(&format!(" AND m.role IN ({})", placeholders(query.roles.len())));
+                }
+                let (limit, offset) = (placeholders(1), placeholders(1));
+                let column = if query.by_created_at { "m.created_at" } else { "lower(u.email)" };
+                let direction = if query.descending { "DESC" } else { "ASC" };
+                let page = format!(
+                    "SELECT u.id AS u_id, u.email, u.first_name, u.last_name, u.password_hash, \
+                     u.created_at AS u_created_at, m.organization_id, m.user_id, m.role, m.status, \
+                     m.created_at FROM memberships m JOIN users u ON u.id = m.user_id \
+                     WHERE m.organization_id = $1{filters} \
+                     ORDER BY {column} {direction}, u.id {direction} LIMIT {limit} OFFSET {offset}"
+                );
+                let count = format!(
+                    "SELECT COUNT(*) FROM memberships m WHERE m.organization_id = $1{filters}"
+                );
+                let mut select = sqlx::query(&page).bind(organization_id.to_string());
+                let mut counting =
+                    sqlx::query_scalar::<_, i64>(&count).bind(organization_id.to_string());
+                for status in &query.statuses {
+                    select = select.bind(status.as_str());
+                    counting = counting.bind(status.as_str());
+                }
+                for role in &query.roles {
+                    select = select.bind(role.as_str());
+                    counting = counting.bind(role.as_str());
+                }
+                let rows = select
+                    .bind(i64::from(query.limit))
+                    .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                    .fetch_all(&self.reader)
+                    .await?;
+                let mut people = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let user = User {
+                        id: parse_column("users.id", row.try_get::<&str, _>("u_id")?)?,
+                        email: row.try_get("email")?,
+                        first_name: row.try_get("first_name")?,
+                        last_name: row.try_get("last_name")?,
+                        password_hash: row.try_get("password_hash")?,
+                        created_at: row.try_get("u_created_at")?,
+                    };
+                    people.push((user, membership_from_row(row)?));
+                }
+                let total = counting.fetch_one(&self.reader).await?;
+                Ok((people, u64::try_from(total).unwrap_or(0)))
+            }
+
+            async fn invite(
+                &self,
+                new_user: Option<&User>,
+                membership: &Membership,
+                invitation: &Invitation,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                if let Some(user) = new_user {
+                    insert_user(&mut tx, user).await?;
+                }
+                insert_membership(&mut tx, membership).await?;
+                insert_invitation(&mut tx, invitation).await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn change_membership(
+                &self,
+                membership: &Membership,
+                events: &[AuditEvent],
+            ) -> Result<MembershipOutcome, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                if !lock_organization(&mut tx, membership.organization_id).await? {
+                    return Ok(MembershipOutcome::NotFound);
+                }
+                let Some(current) = sqlx::query(
+                    "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
+                )
+                .bind(membership.organization_id.to_string())
+                .bind(membership.user_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                else {
+                    return Ok(MembershipOutcome::NotFound);
+                };
+                let current = membership_from_row(&current)?;
+                let stays_owner = membership.role == Role::Owner
+                    && membership.status == UserStatus::Active;
+                if is_active_owner(&current)
+                    && !stays_owner
+                    && other_active_owners(&mut tx, &current).await? == 0
+                {
+                    return Ok(MembershipOutcome::LastOwner);
+                }
+                sqlx::query(
+                    "UPDATE memberships SET role = $1, status = $2 \
+                     WHERE organization_id = $3 AND user_id = $4",
+                )
+                .bind(membership.role.as_str())
+                .bind(membership.status.as_str())
+                .bind(membership.organization_id.to_string())
+                .bind(membership.user_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(MembershipOutcome::Done)
+            }
+
+            async fn remove_membership(
+                &self,
+                organization_id: OrganizationId,
+                user_id: UserId,
+                events: &[AuditEvent],
+            ) -> Result<MembershipOutcome, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                if !lock_organization(&mut tx, organization_id).await? {
+                    return Ok(MembershipOutcome::NotFound);
+                }
+                let Some(current) = sqlx::query(
+                    "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
+                )
+                .bind(organization_id.to_string())
+                .bind(user_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                else {
+                    return Ok(MembershipOutcome::NotFound);
+                };
+                let current = membership_from_row(&current)?;
+                if is_active_owner(&current) && other_active_owners(&mut tx, &current).await? == 0 {
+                    return Ok(MembershipOutcome::LastOwner);
+                }
+                for statement in [
+                    "DELETE FROM invitations WHERE organization_id = $1 AND user_id = $2",
+                    "DELETE FROM refresh_tokens WHERE organization_id = $1 AND subject_id = $2",
+                    "DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2",
+                ] {
+                    sqlx::query(statement)
+                        .bind(organization_id.to_string())
+                        .bind(user_id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(MembershipOutcome::Done)
+            }
+
+            async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {
+                sqlx::query("SELECT * FROM invitations WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| invitation_from_row(&row))
+                    .transpose()
+            }
+
+            async fn invitation_by_hash(
+                &self,
+                hash: &CredentialHash,
+            ) -> Result<Option<Invitation>, StoreError> {
+                sqlx::query("SELECT * FROM invitations WHERE token_hash = $1")
+                    .bind(hash.as_bytes())
+                    .fetch_optional(&self.reader)
+                    .await?
+                    .map(|row| invitation_from_row(&row))
+                    .transpose()
+            }
+
+            async fn renew_invitation(
+                &self,
+                invitation: &Invitation,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let renewed = sqlx::query(
+                    "UPDATE invitations SET token_hash = $1, expires_at = $2 \
+                     WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(invitation.token_hash.as_bytes())
+                .bind(invitation.expires_at)
+                .bind(invitation.id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if renewed {
+                    insert_audit_events(&mut tx, events).await?;
+                    tx.commit().await?;
+                }
+                Ok(renewed)
+            }
+
+            async fn revoke_invitation(
+                &self,
+                id: InvitationId,
+                now: i64,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let revoked = sqlx::query(
+                    "UPDATE invitations SET revoked_at = $1 \
+                     WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if revoked {
+                    insert_audit_events(&mut tx, events).await?;
+                    tx.commit().await?;
+                }
+                Ok(revoked)
+            }
+
+            async fn accept_invitation(
+                &self,
+                invitation: &Invitation,
+                user: &User,
+                now: i64,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let accepted = sqlx::query(
+                    "UPDATE invitations SET accepted_at = $1 WHERE id = $2 \
+                     AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
+                )
+                .bind(now)
+                .bind(invitation.id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !accepted {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE users SET password_hash = $1, first_name = $2, last_name = $3 \
+                     WHERE id = $4",
+                )
+                .bind(&user.password_hash)
+                .bind(&user.first_name)
+                .bind(&user.last_name)
+                .bind(user.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE memberships SET status = $1 \
+                     WHERE organization_id = $2 AND user_id = $3 AND status = $4",
+                )
+                .bind(UserStatus::Active.as_str())
+                .bind(invitation.organization_id.to_string())
+                .bind(invitation.user_id.to_string())
+                .bind(UserStatus::Invited.as_str())
+                .execute(&mut *tx)
+                .await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn set_user_password(
