@@ -18,6 +18,7 @@ use crate::audit::AuditQueue;
 use crate::auth::Throttles;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::files::{ensure_private_dir, write_private_file};
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::server::Listener;
@@ -40,6 +41,8 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("cannot load the signing keys: {0}")]
     Signing(#[from] SigningError),
+    #[error("mail settings: {0}")]
+    Mail(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -62,6 +65,8 @@ struct StateInner {
     passwords: Passwords,
     audit_queue: AuditQueue,
     usage: Arc<UsageLog>,
+    mailer: Mailer,
+    public_url: String,
 }
 
 /// Token lifetimes and rules, in seconds.
@@ -89,6 +94,12 @@ impl AppState {
             config.access_token_ttl,
         )
         .await?;
+        let mailer = Mailer::new(
+            config.smtp_url.as_deref(),
+            &config.mail_from,
+            config.store.data_dir.join("outbox"),
+        )
+        .map_err(|e| StartupError::Mail(e.to_string()))?;
         Ok(Self(Arc::new(StateInner {
             audit_queue: AuditQueue::spawn(store.clone()),
             store,
@@ -105,6 +116,8 @@ impl AppState {
             throttles: Throttles::new(config.throttles.by_address, config.throttles.by_credential),
             passwords: Passwords::default(),
             usage: Arc::default(),
+            mailer,
+            public_url: config.public_url.trim_end_matches('/').to_owned(),
         })))
     }
 
@@ -127,6 +140,15 @@ impl AppState {
 
     pub fn audit_queue(&self) -> &AuditQueue {
         &self.0.audit_queue
+    }
+
+    pub fn mailer(&self) -> &Mailer {
+        &self.0.mailer
+    }
+
+    /// Where clients reach this server, without a trailing slash.
+    pub fn public_url(&self) -> &str {
+        &self.0.public_url
     }
 
     pub fn usage(&self) -> &UsageLog {

@@ -64,11 +64,16 @@ pub async fn bootstrap(
         user_id: records.user.id.to_string(),
         api_key: records.api_key.public_key,
         api_secret: plan.api_secret.into_string(),
-        // The token travels in the fragment, which browsers never send to a server.
-        invitation_url: format!(
-            "{}/accept-invitation#token={}",
-            public_url.trim_end_matches('/'),
-            plan.invitation_token.expose()
-        ),
+        invitation_url: invitation_url(public_url, &plan.invitation_token),
     })
+}
+
+/// The link an invitation mails. The token travels in the fragment, which browsers never send to
+/// a server, so it reaches no access log; the page posts it to `POST /api/v0/invitations/accept`.
+pub fn invitation_url(public_url: &str, token: &keyplane_core::secrets::PlainCredential) -> String {
+    format!(
+        "{}/accept-invitation#token={}",
+        public_url.trim_end_matches('/'),
+        token.expose()
+    )
 }

@@ -153,6 +153,25 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_SIGNING_KEY_ROTATION_INTERVAL", default_value_t = 2_592_000, value_parser = clap::value_parser!(i64).range(0..))]
     pub signing_key_rotation_interval: i64,
 
+    /// SMTP server for invitation mail: `smtps://user:password@host:465` (TLS) or
+    /// `smtp://user:password@host:587?tls=required` (STARTTLS). Without it, messages are written
+    /// as `.eml` files to `<data-dir>/outbox/`.
+    #[arg(
+        long,
+        env = "KEYPLANE_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub smtp_url: Option<String>,
+
+    /// Sender of invitation mail.
+    #[arg(
+        long,
+        env = "KEYPLANE_MAIL_FROM",
+        default_value = "Keyplane <keyplane@localhost>"
+    )]
+    pub mail_from: String,
+
     /// Seconds to let in-flight requests finish after SIGTERM or SIGINT.
     #[arg(long, env = "KEYPLANE_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -210,6 +229,8 @@ impl ServeConfig {
             access_token_ttl: 300,
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,
+            smtp_url: None,
+            mail_from: "Keyplane <keyplane@localhost>".into(),
             signing_key_rotation_interval: 2_592_000,
             shutdown_timeout: 30,
             log: "info".into(),

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod organizations;
 pub mod passwords;
@@ -18,6 +19,7 @@ pub mod telemetry;
 pub mod throttle;
 pub mod tls;
 pub mod usage;
+pub mod users;
 
 pub use app::{AppState, Application, StartupError};
 pub use config::{ServeConfig, StoreConfig};

@@ -469,23 +469,24 @@ macro_rules! impl_store {
                 == 1)
         }
 
+        /// An owner who is not disabled (invited owners count: the bootstrap owner starts so).
         fn is_active_owner(membership: &Membership) -> bool {
-            membership.role == Role::Owner && membership.status == UserStatus::Active
+            membership.role == Role::Owner && membership.status != UserStatus::Disabled
         }
 
-        /// Active owners of the membership's organization other than its person.
+        /// Owners (not disabled) of the membership's organization other than its person.
         async fn other_active_owners(
             conn: &mut Connection,
             membership: &Membership,
         ) -> Result<i64, StoreError> {
             Ok(sqlx::query_scalar(
                 "SELECT COUNT(*) FROM memberships WHERE organization_id = $1 AND user_id <> $2 \
-                 AND role = $3 AND status = $4",
+                 AND role = $3 AND status <> $4",
             )
             .bind(membership.organization_id.to_string())
             .bind(membership.user_id.to_string())
             .bind(Role::Owner.as_str())
-            .bind(UserStatus::Active.as_str())
+            .bind(UserStatus::Disabled.as_str())
             .fetch_one(&mut *conn)
             .await?)
         }
@@ -894,8 +895,7 @@ macro_rules! impl_store {
                     return Ok(MembershipOutcome::NotFound);
                 };
                 let current = membership_from_row(&current)?;
-                let stays_owner = membership.role == Role::Owner
-                    && membership.status == UserStatus::Active;
+                let stays_owner = is_active_owner(membership);
                 if is_active_owner(&current)
                     && !stays_owner
                     && other_active_owners(&mut tx, &current).await? == 0

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod organizations;
 pub mod query;
 pub mod request_id;
+pub mod users;
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(organizations::router())
         .merge(api_keys::router())
         .merge(audit::router())
+        .merge(users::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use crate::app::AppState;
 use crate::http::JsonResponse;
 use crate::http::error::ErrorBody;
-use crate::http::{api_keys, audit, auth, health, oauth, organizations};
+use crate::http::{api_keys, audit, auth, health, oauth, organizations, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,10 @@ use crate::http::{api_keys, audit, auth, health, oauth, organizations};
         api_keys::list_in, api_keys::create_in, api_keys::retrieve_in, api_keys::update_in,
         api_keys::delete_in, api_keys::rotate_in,
         audit::list,
+        users::list_own, users::list_in, users::invite_own, users::invite_in,
+        users::retrieve_own, users::retrieve_in, users::update_own, users::update_in,
+        users::remove_own, users::remove_in, users::list_invitations, users::resend_invitation,
+        users::revoke_invitation, users::accept,
         health::healthz, health::readyz, health::metrics, openapi_json,
     ),
     components(schemas(ErrorBody, health::HealthStatus)),
@@ -36,6 +40,7 @@ use crate::http::{api_keys, audit, auth, health, oauth, organizations};
         (name = "auth", description = "Credentials in, tokens out"),
         (name = "oauth2", description = "OAuth 2.0: token, introspection, revocation, metadata"),
         (name = "organizations", description = "Organizations and the ones they manage"),
+        (name = "users", description = "People, their roles, and invitations"),
         (name = "audit", description = "The append-only audit log"),
         (name = "api-keys", description = "API keys, by name in your organization or by id in any you can see"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

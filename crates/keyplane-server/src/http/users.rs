@@ -1,0 +1,638 @@
+//! People and invitations on both path styles (contract section 7): the caller's organization
+//! (`/users…`) or any organization it can see (`/organizations/{id}/users…`). Handlers translate;
+//! [`crate::users`] decides.
+
+use axum::Router;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::routing::{delete, get, post};
+use keyplane_core::records::{Invitation, Membership, Organization, User, UserQuery};
+use keyplane_core::values::{Env, Role, UserStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::access::Actor;
+use crate::app::AppState;
+use crate::http::auth::context;
+use crate::http::bearer::Bearer;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::ApiJson;
+use crate::http::request_id::RequestId;
+use crate::http::{ClientInfo, JsonResponse, query};
+use crate::organizations;
+use crate::users::{self, Invite, UserError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v0/users", get(list_own).post(invite_own))
+        .route(
+            "/api/v0/users/{user_id}",
+            get(retrieve_own).patch(update_own).delete(remove_own),
+        )
+        .route(
+            "/api/v0/organizations/{organization_id}/users",
+            get(list_in).post(invite_in),
+        )
+        .route(
+            "/api/v0/organizations/{organization_id}/users/{user_id}",
+            get(retrieve_in).patch(update_in).delete(remove_in),
+        )
+        .route(
+            "/api/v0/organizations/{organization_id}/invitations",
+            get(list_invitations),
+        )
+        .route("/api/v0/invitations/accept", post(accept))
+        .route(
+            "/api/v0/invitations/{invitation_id}",
+            delete(revoke_invitation),
+        )
+        .route(
+            "/api/v0/invitations/{invitation_id}/resend",
+            post(resend_invitation),
+        )
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::Invalid(error) => error.into(),
+            UserError::NotFound => ApiError::not_found("E_USER_NOT_FOUND", "User not found."),
+            UserError::InvitationNotFound => {
+                ApiError::not_found("E_INVITATION_NOT_FOUND", "Invitation not found.")
+            }
+            UserError::Forbidden => ApiError::forbidden("Your role does not allow this."),
+            UserError::AlreadyMember => {
+                ApiError::conflict("email: this person already belongs to the organization")
+            }
+            UserError::LastOwner => ApiError::conflict(
+                "The organization's last active owner cannot be removed, demoted or disabled.",
+            ),
+            UserError::InvalidInvitation => ApiError::validation(
+                "token",
+                "the invitation is invalid, already used, revoked or expired",
+            ),
+            UserError::Busy => ApiError::rate_limited(1),
+            UserError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A person as one organization sees them.
+#[derive(Serialize, ToSchema)]
+pub struct UserResource {
+    pub _id: String,
+    #[schema(example = "USER")]
+    pub _type: &'static str,
+    pub _envs: Vec<Env>,
+    pub email: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    pub role: Role,
+    pub status: UserStatus,
+    pub created_at: i64,
+}
+
+fn user_resource(user: User, membership: &Membership, organization_envs: &[Env]) -> UserResource {
+    UserResource {
+        _id: user.id.to_string(),
+        _type: "USER",
+        _envs: organization_envs.to_vec(),
+        email: user.email,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        role: membership.role,
+        status: membership.status,
+        created_at: user.created_at,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserList {
+    pub data: Vec<UserResource>,
+    pub count: u64,
+    #[schema(example = "USER_LIST")]
+    pub _type: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationResource {
+    pub _id: String,
+    #[schema(example = "INVITATION")]
+    pub _type: &'static str,
+    pub _envs: Vec<Env>,
+    pub organization_id: String,
+    pub user_id: String,
+    pub email: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+fn invitation_resource(
+    invitation: Invitation,
+    user: &User,
+    role: Role,
+    envs: &[Env],
+) -> InvitationResource {
+    InvitationResource {
+        _id: invitation.id.to_string(),
+        _type: "INVITATION",
+        _envs: envs.to_vec(),
+        organization_id: invitation.organization_id.to_string(),
+        user_id: invitation.user_id.to_string(),
+        email: user.email.clone(),
+        role,
+        created_at: invitation.created_at,
+        expires_at: invitation.expires_at,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvitationList {
+    pub data: Vec<InvitationResource>,
+    pub count: u64,
+    #[schema(example = "INVITATION_LIST")]
+    pub _type: &'static str,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteBody {
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// Default `developer`.
+    pub role: Option<Role>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserBody {
+    pub role: Option<Role>,
+    /// `active` or `disabled`.
+    pub status: Option<UserStatus>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptBody {
+    /// From the invitation link.
+    pub token: String,
+    /// 12 to 256 characters.
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Removed {
+    pub deleted: bool,
+}
+
+type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
+
+async fn organization(
+    state: &AppState,
+    actor: &Actor,
+    id: Option<&str>,
+) -> Result<Organization, ApiError> {
+    let own = actor.organization_id.to_string();
+    Ok(organizations::visible(state, actor, id.unwrap_or(&own)).await?)
+}
+
+async fn list(
+    state: &AppState,
+    actor: &Actor,
+    organization_id: Option<&str>,
+    raw: Option<&str>,
+) -> Result<JsonResponse<UserList>, ApiError> {
+    let organization = organization(state, actor, organization_id).await?;
+    let (mut statuses, mut roles) = (Vec::new(), Vec::new());
+    let paging = query::parse(
+        raw,
+        &[("email", false), ("created_at", true)],
+        |name, value| {
+            match name {
+                "status" => query::add_values(&mut statuses, "status", value)?,
+                "role" => query::add_values(&mut roles, "role", value)?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        },
+    )?;
+    let query = UserQuery {
+        by_created_at: paging.order_by,
+        descending: paging.descending.unwrap_or(false),
+        limit: paging.limit,
+        offset: paging.offset,
+        statuses,
+        roles,
+    };
+    let (people, count) = users::list(state, &organization, &query).await?;
+    Ok(JsonResponse(UserList {
+        data: people
+            .into_iter()
+            .map(|(user, membership)| user_resource(user, &membership, &organization.envs))
+            .collect(),
+        count,
+        _type: "USER_LIST",
+    }))
+}
+
+async fn invite(
+    state: &AppState,
+    actor: &Actor,
+    ctx: &Ctx,
+    organization_id: Option<&str>,
+    body: InviteBody,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    let organization = organization(state, actor, organization_id).await?;
+    let request = Invite {
+        email: body.email,
+        first_name: body.first_name,
+        last_name: body.last_name,
+        role: body.role.unwrap_or(Role::Developer),
+    };
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let (user, membership) = users::invite(state, actor, &context, &organization, request).await?;
+    Ok(JsonResponse(user_resource(
+        user,
+        &membership,
+        &organization.envs,
+    )))
+}
+
+async fn retrieve(
+    state: &AppState,
+    actor: &Actor,
+    organization_id: Option<&str>,
+    user_id: &str,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    let organization = organization(state, actor, organization_id).await?;
+    let (user, membership) = users::find(state, &organization, user_id).await?;
+    Ok(JsonResponse(user_resource(
+        user,
+        &membership,
+        &organization.envs,
+    )))
+}
+
+async fn update(
+    state: &AppState,
+    actor: &Actor,
+    ctx: &Ctx,
+    organization_id: Option<&str>,
+    user_id: &str,
+    body: UpdateUserBody,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    let organization = organization(state, actor, organization_id).await?;
+    let (user, membership) = users::find(state, &organization, user_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let membership =
+        users::update(state, actor, &context, membership, body.role, body.status).await?;
+    Ok(JsonResponse(user_resource(
+        user,
+        &membership,
+        &organization.envs,
+    )))
+}
+
+async fn remove(
+    state: &AppState,
+    actor: &Actor,
+    ctx: &Ctx,
+    organization_id: Option<&str>,
+    user_id: &str,
+) -> Result<JsonResponse<Removed>, ApiError> {
+    let organization = organization(state, actor, organization_id).await?;
+    let (_, membership) = users::find(state, &organization, user_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    users::remove(state, actor, &context, membership).await?;
+    Ok(JsonResponse(Removed { deleted: true }))
+}
+
+/// List the people of the caller's organization.
+#[utoipa::path(get, path = "/api/v0/users", tag = "users",
+    params(
+        ("limit" = Option<u32>, Query, description = "1–100, default 100"),
+        ("offset" = Option<u64>, Query, description = "default 0"),
+        ("order_by" = Option<String>, Query, description = "email (default) or created_at"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+        ("status" = Option<String>, Query, description = "invited, active, disabled: repeated or comma-separated"),
+        ("role" = Option<String>, Query, description = "owner, admin, developer, viewer: repeated or comma-separated"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of people", body = UserList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+    ))]
+pub async fn list_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    RawQuery(raw): RawQuery,
+) -> Result<JsonResponse<UserList>, ApiError> {
+    list(&state, &actor, None, raw.as_deref()).await
+}
+
+/// List the people of an organization the caller can see.
+#[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/users", tag = "users",
+    params(("organization_id" = String, Path, description = "Organization id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of people", body = UserList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+    ))]
+pub async fn list_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    Path(organization_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<JsonResponse<UserList>, ApiError> {
+    list(&state, &actor, Some(&organization_id), raw.as_deref()).await
+}
+
+/// Invite a person into the caller's organization (status `invited`; a link is mailed).
+#[utoipa::path(post, path = "/api/v0/users", tag = "users", request_body = InviteBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The invited person", body = UserResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 409, description = "Already a member", body = ErrorBody),
+    ))]
+pub async fn invite_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    ApiJson(body): ApiJson<InviteBody>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    invite(&state, &actor, &ctx, None, body).await
+}
+
+/// Invite a person into an organization the caller can see.
+#[utoipa::path(post, path = "/api/v0/organizations/{organization_id}/users", tag = "users",
+    params(("organization_id" = String, Path, description = "Organization id")),
+    request_body = InviteBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The invited person", body = UserResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+        (status = 409, description = "Already a member", body = ErrorBody),
+    ))]
+pub async fn invite_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(organization_id): Path<String>,
+    ApiJson(body): ApiJson<InviteBody>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    invite(&state, &actor, &ctx, Some(&organization_id), body).await
+}
+
+/// Retrieve a person of the caller's organization.
+#[utoipa::path(get, path = "/api/v0/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The person", body = UserResource),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such person in the organization", body = ErrorBody),
+    ))]
+pub async fn retrieve_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    retrieve(&state, &actor, None, &user_id).await
+}
+
+/// Retrieve a person of an organization the caller can see.
+#[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/users/{user_id}", tag = "users",
+    params(("organization_id" = String, Path, description = "Organization id"), ("user_id" = String, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The person", body = UserResource),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such organization or person, or not visible", body = ErrorBody),
+    ))]
+pub async fn retrieve_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    Path((organization_id, user_id)): Path<(String, String)>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    retrieve(&state, &actor, Some(&organization_id), &user_id).await
+}
+
+/// Change a person's role or status in the caller's organization (owners only change owners).
+#[utoipa::path(patch, path = "/api/v0/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path, description = "User id")),
+    request_body = UpdateUserBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The person", body = UserResource),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such person in the organization", body = ErrorBody),
+        (status = 409, description = "It would leave no active owner", body = ErrorBody),
+    ))]
+pub async fn update_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(user_id): Path<String>,
+    ApiJson(body): ApiJson<UpdateUserBody>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    update(&state, &actor, &ctx, None, &user_id, body).await
+}
+
+/// Change a person's role or status in an organization the caller can see.
+#[utoipa::path(patch, path = "/api/v0/organizations/{organization_id}/users/{user_id}", tag = "users",
+    params(("organization_id" = String, Path, description = "Organization id"), ("user_id" = String, Path, description = "User id")),
+    request_body = UpdateUserBody, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The person", body = UserResource),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization or person, or not visible", body = ErrorBody),
+        (status = 409, description = "It would leave no active owner", body = ErrorBody),
+    ))]
+pub async fn update_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path((organization_id, user_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UpdateUserBody>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    update(&state, &actor, &ctx, Some(&organization_id), &user_id, body).await
+}
+
+/// Remove a person from the caller's organization.
+#[utoipa::path(delete, path = "/api/v0/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Removed", body = Removed),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such person in the organization", body = ErrorBody),
+        (status = 409, description = "The last active owner", body = ErrorBody),
+    ))]
+pub async fn remove_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<Removed>, ApiError> {
+    remove(&state, &actor, &ctx, None, &user_id).await
+}
+
+/// Remove a person from an organization the caller can see.
+#[utoipa::path(delete, path = "/api/v0/organizations/{organization_id}/users/{user_id}", tag = "users",
+    params(("organization_id" = String, Path, description = "Organization id"), ("user_id" = String, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Removed", body = Removed),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization or person, or not visible", body = ErrorBody),
+        (status = 409, description = "The last active owner", body = ErrorBody),
+    ))]
+pub async fn remove_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path((organization_id, user_id)): Path<(String, String)>,
+) -> Result<JsonResponse<Removed>, ApiError> {
+    remove(&state, &actor, &ctx, Some(&organization_id), &user_id).await
+}
+
+/// The pending invitations of an organization the caller can see.
+#[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/invitations", tag = "users",
+    params(("organization_id" = String, Path, description = "Organization id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Pending invitations", body = InvitationList),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+    ))]
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    Path(organization_id): Path<String>,
+) -> Result<JsonResponse<InvitationList>, ApiError> {
+    let organization = organization(&state, &actor, Some(&organization_id)).await?;
+    let pending = users::pending_invitations(&state, &organization).await?;
+    let data: Vec<InvitationResource> = pending
+        .into_iter()
+        .map(|(invitation, user, membership)| {
+            invitation_resource(invitation, &user, membership.role, &organization.envs)
+        })
+        .collect();
+    Ok(JsonResponse(InvitationList {
+        count: data.len() as u64,
+        data,
+        _type: "INVITATION_LIST",
+    }))
+}
+
+/// Mail a pending invitation again, with a new link (the old one stops working).
+#[utoipa::path(post, path = "/api/v0/invitations/{invitation_id}/resend", tag = "users",
+    params(("invitation_id" = String, Path, description = "Invitation id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The renewed invitation", body = InvitationResource),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such pending invitation, or not visible", body = ErrorBody),
+    ))]
+pub async fn resend_invitation(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(invitation_id): Path<String>,
+) -> Result<JsonResponse<InvitationResource>, ApiError> {
+    let (invitation, organization) = users::find_invitation(&state, &actor, &invitation_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let invitation = users::resend(&state, &actor, &context, invitation, &organization).await?;
+    let user = state
+        .store()
+        .user(invitation.user_id)
+        .await?
+        .ok_or(UserError::InvitationNotFound)?;
+    let membership = state
+        .store()
+        .membership(organization.id, user.id)
+        .await?
+        .ok_or(UserError::InvitationNotFound)?;
+    Ok(JsonResponse(invitation_resource(
+        invitation,
+        &user,
+        membership.role,
+        &organization.envs,
+    )))
+}
+
+/// Revoke a pending invitation.
+#[utoipa::path(delete, path = "/api/v0/invitations/{invitation_id}", tag = "users",
+    params(("invitation_id" = String, Path, description = "Invitation id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoked", body = Removed),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such pending invitation, or not visible", body = ErrorBody),
+    ))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    ctx: Ctx,
+    Path(invitation_id): Path<String>,
+) -> Result<JsonResponse<Removed>, ApiError> {
+    let (invitation, _) = users::find_invitation(&state, &actor, &invitation_id).await?;
+    let context = context(&ctx.0, ctx.1.as_deref());
+    users::revoke(&state, &actor, &context, invitation).await?;
+    Ok(JsonResponse(Removed { deleted: true }))
+}
+
+/// Accept an invitation (unauthenticated): sets the password and activates the person, who can
+/// then log in with `POST /api/v0/auth` and their email and password.
+#[utoipa::path(post, path = "/api/v0/invitations/accept", tag = "users", request_body = AcceptBody,
+    responses(
+        (status = 200, description = "The now active person", body = UserResource),
+        (status = 400, description = "Invalid input, or an invalid, used, revoked or expired token", body = ErrorBody),
+        (status = 429, description = "Busy; retry", body = ErrorBody),
+    ))]
+pub async fn accept(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    ApiJson(body): ApiJson<AcceptBody>,
+) -> Result<JsonResponse<UserResource>, ApiError> {
+    if body.token.is_empty() || body.token.len() > crate::http::auth::MAX_CREDENTIAL_LENGTH {
+        return Err(UserError::InvalidInvitation.into());
+    }
+    let context = context(&ctx.0, ctx.1.as_deref());
+    let (user, membership) = users::accept(
+        &state,
+        &context,
+        &body.token,
+        body.password,
+        body.first_name,
+        body.last_name,
+    )
+    .await?;
+    let envs = state
+        .store()
+        .organization(membership.organization_id)
+        .await?
+        .map(|o| o.envs)
+        .unwrap_or_default();
+    Ok(JsonResponse(user_resource(user, &membership, &envs)))
+}

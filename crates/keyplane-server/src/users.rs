@@ -1,0 +1,494 @@
+//! People, memberships and invitations (contract section 7): who may do what, the rules, the
+//! audit events, the mail.
+
+use keyplane_core::onboarding::DEFAULT_INVITATION_TTL_SECONDS;
+use keyplane_core::policy::{self, Action};
+use keyplane_core::records::{
+    ActorType, AuditEvent, Invitation, Membership, MembershipOutcome, Organization, User, UserQuery,
+};
+use keyplane_core::secrets::{CredentialKind, PlainCredential};
+use keyplane_core::time::now_unix;
+use keyplane_core::tokens::SubjectType;
+use keyplane_core::values::{Email, Role, UserStatus, ValidationError, check_text};
+use keyplane_core::{AuditEventId, InvitationId, OrganizationId, UserId};
+use keyplane_store::StoreError;
+
+use crate::access::Actor;
+use crate::app::AppState;
+use crate::auth::RequestContext;
+use crate::bootstrap::invitation_url;
+
+/// Password length bounds, in characters.
+const PASSWORD_LENGTH: (usize, usize) = (12, 256);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("user not found")]
+    NotFound,
+    #[error("invitation not found")]
+    InvitationNotFound,
+    #[error("the role does not allow this")]
+    Forbidden,
+    #[error("already a member")]
+    AlreadyMember,
+    #[error("the organization needs an active owner")]
+    LastOwner,
+    #[error("the invitation is invalid, used, revoked or expired")]
+    InvalidInvitation,
+    #[error("busy")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn require(actor: &Actor, action: Action) -> Result<(), UserError> {
+    if policy::allows(actor.role, action) {
+        Ok(())
+    } else {
+        Err(UserError::Forbidden)
+    }
+}
+
+fn event(
+    context: &RequestContext,
+    actor: Option<&Actor>,
+    organization_id: OrganizationId,
+    action: &str,
+    target: (&str, String),
+) -> AuditEvent {
+    let (actor_type, actor_id) = match actor {
+        Some(actor) => (
+            match actor.subject_type {
+                SubjectType::ApiKey => ActorType::ApiKey,
+                SubjectType::User => ActorType::User,
+            },
+            Some(actor.subject_id.clone()),
+        ),
+        None => (ActorType::Anonymous, None),
+    };
+    AuditEvent {
+        id: AuditEventId::new(),
+        organization_id,
+        action: action.to_owned(),
+        actor_type,
+        actor_id,
+        target_type: target.0.to_owned(),
+        target_id: target.1,
+        request_id: context.request_id.clone(),
+        ip: context.ip.map(|ip| ip.to_string()),
+        created_at: now_unix(),
+    }
+}
+
+pub async fn list(
+    state: &AppState,
+    organization: &Organization,
+    query: &UserQuery,
+) -> Result<(Vec<(User, Membership)>, u64), UserError> {
+    Ok(state.store().list_users(organization.id, query).await?)
+}
+
+/// A person of `organization`, or `NotFound` (for malformed ids too).
+pub async fn find(
+    state: &AppState,
+    organization: &Organization,
+    user_id: &str,
+) -> Result<(User, Membership), UserError> {
+    let id: UserId = user_id.parse().map_err(|_| UserError::NotFound)?;
+    let membership = state
+        .store()
+        .membership(organization.id, id)
+        .await?
+        .ok_or(UserError::NotFound)?;
+    let user = state.store().user(id).await?.ok_or(UserError::NotFound)?;
+    Ok((user, membership))
+}
+
+fn optional_name(field: &str, value: &Option<String>) -> Result<(), ValidationError> {
+    match value {
+        Some(value) => check_text(field, value, 1, 100),
+        None => Ok(()),
+    }
+}
+
+/// Whom to invite, as asked.
+pub struct Invite {
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: Role,
+}
+
+/// Invites a person (existing or new) into `organization` and mails them a link.
+pub async fn invite(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    organization: &Organization,
+    request: Invite,
+) -> Result<(User, Membership), UserError> {
+    let Invite {
+        email,
+        first_name,
+        last_name,
+        role,
+    } = request;
+    require(actor, Action::ManageUsers)?;
+    if role == Role::Owner {
+        require(actor, Action::ManageOwners)?;
+    }
+    let email = Email::parse(email)?;
+    optional_name("first_name", &first_name)?;
+    optional_name("last_name", &last_name)?;
+    let now = now_unix();
+    let existing = state.store().user_by_email(email.as_str()).await?;
+    let new_user = existing.is_none();
+    let user = existing.unwrap_or_else(|| User {
+        id: UserId::new(),
+        email: email.to_string(),
+        first_name,
+        last_name,
+        password_hash: None,
+        created_at: now,
+    });
+    let membership = Membership {
+        user_id: user.id,
+        organization_id: organization.id,
+        role,
+        status: UserStatus::Invited,
+        created_at: now,
+    };
+    let token = PlainCredential::generate();
+    let invitation = Invitation {
+        id: InvitationId::new(),
+        organization_id: organization.id,
+        user_id: user.id,
+        token_hash: state
+            .secrets()
+            .hash_credential(CredentialKind::InvitationToken, token.expose()),
+        invited_by: match actor.subject_type {
+            SubjectType::User => actor.subject_id.parse().ok(),
+            SubjectType::ApiKey => None,
+        },
+        created_at: now,
+        expires_at: now + DEFAULT_INVITATION_TTL_SECONDS,
+        accepted_at: None,
+        revoked_at: None,
+    };
+    let invited = event(
+        context,
+        Some(actor),
+        organization.id,
+        "user.invited",
+        ("user", user.id.to_string()),
+    );
+    match state
+        .store()
+        .invite(
+            new_user.then_some(&user),
+            &membership,
+            &invitation,
+            &[invited],
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(UserError::AlreadyMember),
+        Err(error) => return Err(error.into()),
+    }
+    mail_invitation(state, organization, &user, &token).await;
+    Ok((user, membership))
+}
+
+async fn mail_invitation(
+    state: &AppState,
+    organization: &Organization,
+    user: &User,
+    token: &PlainCredential,
+) {
+    let body = format!(
+        "You have been invited to {} on Keyplane.\n\n\
+         Set your password here (the link works once, for {} days):\n\n{}\n",
+        organization.name,
+        DEFAULT_INVITATION_TTL_SECONDS / 86_400,
+        invitation_url(state.public_url(), token),
+    );
+    if let Err(error) = state
+        .mailer()
+        .send(&user.email, "Your Keyplane invitation", body)
+        .await
+    {
+        // The invitation stands; it can be resent once mail works.
+        tracing::error!(%error, user = %user.id, "sending an invitation failed");
+    }
+}
+
+/// Changes a person's role or status in `organization`.
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    mut membership: Membership,
+    role: Option<Role>,
+    status: Option<UserStatus>,
+) -> Result<Membership, UserError> {
+    require(actor, Action::ManageUsers)?;
+    if membership.role == Role::Owner || role == Some(Role::Owner) {
+        require(actor, Action::ManageOwners)?;
+    }
+    if let Some(status) = status {
+        match (membership.status, status) {
+            (_, UserStatus::Invited) => {
+                return Err(ValidationError::new("status", "cannot be set to invited").into());
+            }
+            (UserStatus::Invited, UserStatus::Active) => {
+                return Err(ValidationError::new(
+                    "status",
+                    "becomes active when the invitation is accepted",
+                )
+                .into());
+            }
+            _ => membership.status = status,
+        }
+    }
+    if let Some(role) = role {
+        membership.role = role;
+    }
+    let changed = event(
+        context,
+        Some(actor),
+        membership.organization_id,
+        "user.updated",
+        ("user", membership.user_id.to_string()),
+    );
+    match state
+        .store()
+        .change_membership(&membership, &[changed])
+        .await?
+    {
+        MembershipOutcome::Done => {}
+        MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
+        MembershipOutcome::NotFound => return Err(UserError::NotFound),
+    }
+    forget(state, &membership).await;
+    Ok(membership)
+}
+
+pub async fn remove(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    membership: Membership,
+) -> Result<(), UserError> {
+    require(actor, Action::ManageUsers)?;
+    if membership.role == Role::Owner {
+        require(actor, Action::ManageOwners)?;
+    }
+    let removed = event(
+        context,
+        Some(actor),
+        membership.organization_id,
+        "user.removed",
+        ("user", membership.user_id.to_string()),
+    );
+    match state
+        .store()
+        .remove_membership(membership.organization_id, membership.user_id, &[removed])
+        .await?
+    {
+        MembershipOutcome::Done => {}
+        MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
+        MembershipOutcome::NotFound => return Err(UserError::NotFound),
+    }
+    forget(state, &membership).await;
+    Ok(())
+}
+
+/// The pending invitations of an organization.
+pub async fn pending_invitations(
+    state: &AppState,
+    organization: &Organization,
+) -> Result<Vec<(Invitation, User, Membership)>, UserError> {
+    let now = now_unix();
+    let mut pending = Vec::new();
+    for invitation in state
+        .store()
+        .invitations_of_organization(organization.id)
+        .await?
+    {
+        if invitation.accepted_at.is_some()
+            || invitation.revoked_at.is_some()
+            || invitation.expires_at <= now
+        {
+            continue;
+        }
+        let (Some(user), Some(membership)) = (
+            state.store().user(invitation.user_id).await?,
+            state
+                .store()
+                .membership(organization.id, invitation.user_id)
+                .await?,
+        ) else {
+            continue;
+        };
+        pending.push((invitation, user, membership));
+    }
+    Ok(pending)
+}
+
+/// An invitation of an organization the caller can see, or `InvitationNotFound`.
+pub async fn find_invitation(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<(Invitation, Organization), UserError> {
+    let id: InvitationId = id.parse().map_err(|_| UserError::InvitationNotFound)?;
+    let invitation = state
+        .store()
+        .invitation(id)
+        .await?
+        .ok_or(UserError::InvitationNotFound)?;
+    let organization =
+        crate::organizations::visible(state, actor, &invitation.organization_id.to_string())
+            .await
+            .map_err(|_| UserError::InvitationNotFound)?;
+    Ok((invitation, organization))
+}
+
+/// Mails a pending invitation again, with a new token (the old link stops working) and a new
+/// expiry.
+pub async fn resend(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    mut invitation: Invitation,
+    organization: &Organization,
+) -> Result<Invitation, UserError> {
+    require(actor, Action::ManageUsers)?;
+    let token = PlainCredential::generate();
+    invitation.token_hash = state
+        .secrets()
+        .hash_credential(CredentialKind::InvitationToken, token.expose());
+    invitation.expires_at = now_unix() + DEFAULT_INVITATION_TTL_SECONDS;
+    let resent = event(
+        context,
+        Some(actor),
+        organization.id,
+        "invitation.resent",
+        ("invitation", invitation.id.to_string()),
+    );
+    if !state
+        .store()
+        .renew_invitation(&invitation, &[resent])
+        .await?
+    {
+        return Err(UserError::InvitationNotFound);
+    }
+    let user = state
+        .store()
+        .user(invitation.user_id)
+        .await?
+        .ok_or(UserError::InvitationNotFound)?;
+    mail_invitation(state, organization, &user, &token).await;
+    Ok(invitation)
+}
+
+pub async fn revoke(
+    state: &AppState,
+    actor: &Actor,
+    context: &RequestContext,
+    invitation: Invitation,
+) -> Result<(), UserError> {
+    require(actor, Action::ManageUsers)?;
+    let revoked = event(
+        context,
+        Some(actor),
+        invitation.organization_id,
+        "invitation.revoked",
+        ("invitation", invitation.id.to_string()),
+    );
+    if !state
+        .store()
+        .revoke_invitation(invitation.id, now_unix(), &[revoked])
+        .await?
+    {
+        return Err(UserError::InvitationNotFound);
+    }
+    Ok(())
+}
+
+/// Accepts an invitation: sets the password (Argon2id) and names, activates the membership.
+pub async fn accept(
+    state: &AppState,
+    context: &RequestContext,
+    token: &str,
+    password: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+) -> Result<(User, Membership), UserError> {
+    check_text("password", &password, PASSWORD_LENGTH.0, PASSWORD_LENGTH.1)
+        .map_err(|_| ValidationError::new("password", "must be 12 to 256 characters"))?;
+    optional_name("first_name", &first_name)?;
+    optional_name("last_name", &last_name)?;
+    let hash = state
+        .secrets()
+        .hash_credential(CredentialKind::InvitationToken, token);
+    let now = now_unix();
+    let invitation = state
+        .store()
+        .invitation_by_hash(&hash)
+        .await?
+        .filter(|i| i.accepted_at.is_none() && i.revoked_at.is_none() && i.expires_at > now)
+        .ok_or(UserError::InvalidInvitation)?;
+    let mut user = state
+        .store()
+        .user(invitation.user_id)
+        .await?
+        .ok_or(UserError::InvalidInvitation)?;
+    user.password_hash = Some(
+        state
+            .passwords()
+            .hash(password)
+            .await
+            .map_err(|_| UserError::Busy)?,
+    );
+    if first_name.is_some() {
+        user.first_name = first_name;
+    }
+    if last_name.is_some() {
+        user.last_name = last_name;
+    }
+    let accepted = event(
+        context,
+        None,
+        invitation.organization_id,
+        "invitation.accepted",
+        ("user", user.id.to_string()),
+    );
+    if !state
+        .store()
+        .accept_invitation(&invitation, &user, now, &[accepted])
+        .await?
+    {
+        return Err(UserError::InvalidInvitation);
+    }
+    let membership = state
+        .store()
+        .membership(invitation.organization_id, user.id)
+        .await?
+        .ok_or(UserError::InvalidInvitation)?;
+    Ok((user, membership))
+}
+
+async fn forget(state: &AppState, membership: &Membership) {
+    state
+        .subjects()
+        .forget(
+            SubjectType::User,
+            &membership.user_id.to_string(),
+            membership.organization_id,
+        )
+        .await;
+}
