@@ -13,3 +13,4 @@ mod operator;
 mod organizations;
 mod throttling;
 mod tokens;
+mod users;

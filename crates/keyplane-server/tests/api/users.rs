@@ -1,0 +1,733 @@
+//! People and invitations: the flow end to end (invite, read the outbox, accept, log in, act
+//! within the role, be refused outside it), resend and revoke, the last-owner rule, bad input,
+//! several organizations, and isolation.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api_keys::another_organization;
+use crate::helpers::{Backend, TestApp, assert_error};
+use crate::on_both_stores;
+
+on_both_stores!(
+    an_invited_person_accepts_logs_in_and_acts_within_the_role,
+    invitations_can_be_listed_resent_and_revoked,
+    an_organization_keeps_an_owner,
+    bad_input_is_a_400_naming_the_field_and_stores_nothing,
+    one_person_in_several_organizations,
+    people_of_other_organizations_are_not_found,
+);
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn ok(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn setup(
+    backend: &Backend,
+) -> (TestApp, keyplane_server::bootstrap::BootstrapOutput, String) {
+    let app = TestApp::start(backend).await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    (app, boot, token)
+}
+
+/// The outbox's messages to `email`, oldest first.
+fn messages_to(app: &TestApp, email: &str) -> Vec<String> {
+    let dir = app.data_dir().join("outbox");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .filter(|text| text.contains(&format!("To: {email}")))
+        .collect()
+}
+
+/// The body as a mail client shows it: lettre may send long lines quoted-printable (RFC 2045
+/// §6.7: `=` + CRLF is a soft break, `=XX` a byte).
+fn decode_quoted_printable(message: &str) -> String {
+    if !message.contains("Content-Transfer-Encoding: quoted-printable") {
+        return message.to_owned();
+    }
+    let joined = message.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                decoded.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(decoded).expect("UTF-8 text")
+}
+
+/// The token in the newest invitation mailed to `email`.
+fn invitation_token(app: &TestApp, email: &str) -> String {
+    let message = messages_to(app, email)
+        .pop()
+        .expect("an invitation in the outbox");
+    let message = decode_quoted_printable(&message);
+    let start = message.find("#token=").expect("a link with a token") + "#token=".len();
+    message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn accept(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/v0/invitations/accept",
+        &json!({"token": token, "password": password, "first_name": "Ada"}),
+    )
+    .await
+}
+
+async fn login(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    organization: Option<&str>,
+) -> reqwest::Response {
+    let mut body = json!({"email": email, "password": password});
+    if let Some(id) = organization {
+        body["organization_id"] = json!(id);
+    }
+    app.post_json("/api/v0/auth", &body).await
+}
+
+async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let invited = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/users",
+        Some(json!({"email": "dev@example.com", "last_name": "Lovelace"})),
+    )
+    .await)
+    .await;
+    assert_eq!(invited["_type"], "USER");
+    assert_eq!(invited["status"], "invited");
+    assert_eq!(invited["role"], "developer", "the default role");
+    assert_eq!(invited["_envs"], json!(["TEST", "LIVE"]));
+    assert!(invited.get("first_name").is_none());
+    // Not yet able to log in.
+    assert_eq!(
+        login(&app, "dev@example.com", "a strong passphrase", None)
+            .await
+            .status(),
+        401
+    );
+
+    let mail = messages_to(&app, "dev@example.com");
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("Test Organization"));
+    let invitation = invitation_token(&app, "dev@example.com");
+    let accepted = ok(accept(&app, &invitation, "a strong passphrase").await).await;
+    assert_eq!(accepted["status"], "active");
+    assert_eq!(accepted["first_name"], "Ada");
+    assert_eq!(accepted["last_name"], "Lovelace");
+    // Single use.
+    let again = assert_error(
+        accept(&app, &invitation, "another passphrase").await,
+        400,
+        "E_VALIDATION",
+    )
+    .await;
+    assert!(again["message"].as_str().unwrap().starts_with("token"));
+
+    let pair = ok(login(&app, "dev@example.com", "a strong passphrase", None).await).await;
+    let person = pair["access_token"].as_str().unwrap();
+    // A developer manages API keys and reads the rest...
+    ok(call(
+        &app,
+        Method::PUT,
+        person,
+        "/api/v0/api-keys/dev-key",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    ok(app.get_as(person, "/api/v0/users").await).await;
+    ok(app
+        .get_as(
+            person,
+            &format!(
+                "/api/v0/organizations/{}/audit-events",
+                boot.organization_id
+            ),
+        )
+        .await)
+    .await;
+    // ...and nothing else.
+    assert_error(
+        call(
+            &app,
+            Method::POST,
+            person,
+            "/api/v0/users",
+            Some(json!({"email": "x@example.com"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    assert_error(call(&app, Method::POST, person, "/api/v0/organizations", Some(json!({"name": "Nope", "address_line1": "a", "zip": "1", "town": "b", "country_code": "DEU"}))).await, 403, "E_FORBIDDEN").await;
+    let me = format!("/api/v0/users/{}", invited["_id"].as_str().unwrap());
+    assert_error(
+        call(
+            &app,
+            Method::PATCH,
+            person,
+            &me,
+            Some(json!({"role": "admin"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+
+    // Disabled by an admin (the API key): the person's token and login stop.
+    let disabled = ok(call(
+        &app,
+        Method::PATCH,
+        &token,
+        &me,
+        Some(json!({"status": "disabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(disabled["status"], "disabled");
+    assert_error(
+        app.get_as(person, "/api/v0/users").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    assert_eq!(
+        login(&app, "dev@example.com", "a strong passphrase", None)
+            .await
+            .status(),
+        401
+    );
+    // No password, token or secret in the mail log lines or the audit log.
+    app.state.flush_background_writes().await;
+    let log = ok(app
+        .get_as(
+            &token,
+            &format!(
+                "/api/v0/organizations/{}/audit-events",
+                boot.organization_id
+            ),
+        )
+        .await)
+    .await
+    .to_string();
+    assert!(!log.contains("a strong passphrase") && !log.contains(&invitation));
+    for action in ["user.invited", "invitation.accepted", "user.updated"] {
+        assert!(log.contains(action), "{action}");
+    }
+}
+
+async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/users",
+        Some(json!({"email": "a@example.com", "role": "viewer"})),
+    )
+    .await)
+    .await;
+    let list_path = format!("/api/v0/organizations/{}/invitations", boot.organization_id);
+    let pending = ok(app.get_as(&token, &list_path).await).await;
+    assert_eq!(pending["_type"], "INVITATION_LIST");
+    let emails: Vec<&str> = pending["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        emails.len(),
+        2,
+        "the bootstrap owner's and this one: {emails:?}"
+    );
+    let invitation = pending["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["email"] == "a@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(invitation["role"], "viewer");
+    let first = invitation_token(&app, "a@example.com");
+
+    let id = invitation["_id"].as_str().unwrap();
+    ok(call(
+        &app,
+        Method::POST,
+        &token,
+        &format!("/api/v0/invitations/{id}/resend"),
+        None,
+    )
+    .await)
+    .await;
+    assert_eq!(messages_to(&app, "a@example.com").len(), 2);
+    let second = invitation_token(&app, "a@example.com");
+    assert_ne!(first, second);
+    assert_error(
+        accept(&app, &first, "a strong passphrase").await,
+        400,
+        "E_VALIDATION",
+    )
+    .await;
+
+    ok(call(
+        &app,
+        Method::DELETE,
+        &token,
+        &format!("/api/v0/invitations/{id}"),
+        None,
+    )
+    .await)
+    .await;
+    assert_error(
+        accept(&app, &second, "a strong passphrase").await,
+        400,
+        "E_VALIDATION",
+    )
+    .await;
+    assert_error(
+        call(
+            &app,
+            Method::DELETE,
+            &token,
+            &format!("/api/v0/invitations/{id}"),
+            None,
+        )
+        .await,
+        404,
+        "E_INVITATION_NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        call(
+            &app,
+            Method::POST,
+            &token,
+            &format!("/api/v0/invitations/{}/resend", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await,
+        404,
+        "E_INVITATION_NOT_FOUND",
+    )
+    .await;
+    let pending = ok(app.get_as(&token, &list_path).await).await;
+    assert_eq!(pending["count"], 1);
+}
+
+async fn an_organization_keeps_an_owner(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let owner_path = format!("/api/v0/users/{}", boot.user_id);
+    // Admins (API keys) do not change owners.
+    assert_error(
+        call(
+            &app,
+            Method::PATCH,
+            &token,
+            &owner_path,
+            Some(json!({"role": "admin"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        call(&app, Method::DELETE, &token, &owner_path, None).await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        call(
+            &app,
+            Method::POST,
+            &token,
+            "/api/v0/users",
+            Some(json!({"email": "o2@example.com", "role": "owner"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    // The owner accepts the bootstrap invitation and logs in.
+    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    ok(accept(&app, bootstrap_token, "the owner's passphrase").await).await;
+    let owner = ok(login(&app, "owner@example.com", "the owner's passphrase", None).await).await;
+    let owner = owner["access_token"].as_str().unwrap();
+    // The last owner can be neither demoted, disabled nor removed.
+    for (method, body) in [
+        (Method::PATCH, Some(json!({"role": "admin"}))),
+        (Method::PATCH, Some(json!({"status": "disabled"}))),
+        (Method::DELETE, None),
+    ] {
+        assert_error(
+            call(&app, method, owner, &owner_path, body).await,
+            409,
+            "E_CONFLICT",
+        )
+        .await;
+    }
+    // With a second owner, the first may step down.
+    ok(call(
+        &app,
+        Method::POST,
+        owner,
+        "/api/v0/users",
+        Some(json!({"email": "o2@example.com", "role": "owner"})),
+    )
+    .await)
+    .await;
+    ok(accept(
+        &app,
+        &invitation_token(&app, "o2@example.com"),
+        "second owner phrase",
+    )
+    .await)
+    .await;
+    let demoted = ok(call(
+        &app,
+        Method::PATCH,
+        owner,
+        &owner_path,
+        Some(json!({"role": "admin"})),
+    )
+    .await)
+    .await;
+    assert_eq!(demoted["role"], "admin");
+    let owners = ok(app.get_as(&token, "/api/v0/users?role=owner").await).await;
+    assert_eq!(owners["count"], 1);
+    assert_eq!(owners["data"][0]["email"], "o2@example.com");
+}
+
+async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    for (body, field) in [
+        (json!({}), "email"),
+        (json!({"email": "not-an-address"}), "email"),
+        (json!({"email": "a@example.com", "role": "god"}), "role"),
+        (
+            json!({"email": "a@example.com", "first_name": "x".repeat(101)}),
+            "first_name",
+        ),
+        (
+            json!({"email": "a@example.com", "first_name": ""}),
+            "first_name",
+        ),
+        (json!({"email": "a@example.com", "colour": "red"}), "colour"),
+        (json!({"email": 7}), "email"),
+    ] {
+        let error = assert_error(
+            call(
+                &app,
+                Method::POST,
+                &token,
+                "/api/v0/users",
+                Some(body.clone()),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    // Already a member: 409, nothing more stored.
+    assert_error(
+        call(
+            &app,
+            Method::POST,
+            &token,
+            "/api/v0/users",
+            Some(json!({"email": "OWNER@example.com"})),
+        )
+        .await,
+        409,
+        "E_CONFLICT",
+    )
+    .await;
+    let developer = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/users",
+        Some(json!({"email": "dev@example.com"})),
+    )
+    .await)
+    .await;
+    let developer_path = format!("/api/v0/users/{}", developer["_id"].as_str().unwrap());
+    for (body, field) in [
+        (json!({"status": "invited"}), "status"),
+        (json!({"status": "active"}), "status"),
+        (json!({"role": "boss"}), "role"),
+        (json!({"email": "x@example.com"}), "email"),
+    ] {
+        let error = assert_error(
+            call(
+                &app,
+                Method::PATCH,
+                &token,
+                &developer_path,
+                Some(body.clone()),
+            )
+            .await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    for (body, field) in [
+        (
+            json!({"token": bootstrap_token, "password": "short"}),
+            "password",
+        ),
+        (json!({"token": bootstrap_token}), "password"),
+        (json!({"password": "a strong passphrase"}), "token"),
+        (
+            json!({"token": "wrong", "password": "a strong passphrase"}),
+            "token",
+        ),
+        (
+            json!({"token": bootstrap_token, "password": "a strong passphrase", "first_name": "x".repeat(101)}),
+            "first_name",
+        ),
+    ] {
+        let error = assert_error(
+            app.post_json("/api/v0/invitations/accept", &body).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{body}: {error}"
+        );
+    }
+    for query in [
+        "?status=gone",
+        "?role=owner,owner",
+        "?order_by=name",
+        "?limit=0",
+    ] {
+        assert_error(
+            app.get_as(&token, &format!("/api/v0/users{query}")).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+    }
+    // The two people, both still invited, and unchanged; the owner's invitation still works.
+    let people = ok(app.get_as(&token, "/api/v0/users").await).await;
+    assert_eq!(people["count"], 2);
+    assert!(
+        people["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] == "invited")
+    );
+    assert_eq!(
+        ok(app.get_as(&token, &developer_path).await).await["role"],
+        "developer"
+    );
+    ok(accept(&app, bootstrap_token, "a strong passphrase").await).await;
+}
+
+async fn one_person_in_several_organizations(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let (child, _) = another_organization(&app, "Child", boot.organization_id.parse().ok()).await;
+    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    ok(accept(&app, bootstrap_token, "a strong passphrase").await).await;
+    // The owner of the root is invited into the child as a viewer: the same person.
+    let invited = ok(call(
+        &app,
+        Method::POST,
+        &token,
+        &format!("/api/v0/organizations/{}/users", child.id),
+        Some(json!({"email": "owner@example.com", "role": "viewer"})),
+    )
+    .await)
+    .await;
+    assert_eq!(invited["_id"], boot.user_id.as_str());
+    ok(accept(
+        &app,
+        &invitation_token(&app, "owner@example.com"),
+        "a strong passphrase",
+    )
+    .await)
+    .await;
+    let child_id = child.id.to_string();
+    let in_child = ok(login(
+        &app,
+        "owner@example.com",
+        "a strong passphrase",
+        Some(&child_id),
+    )
+    .await)
+    .await;
+    assert_eq!(
+        in_child["access_token_claims"]["organization_id"],
+        child_id.as_str()
+    );
+    let viewer = in_child["access_token"].as_str().unwrap();
+    assert_error(
+        call(
+            &app,
+            Method::PUT,
+            viewer,
+            "/api/v0/api-keys/nope",
+            Some(json!({"kind": "test", "status": "enabled"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    let in_root = ok(login(&app, "owner@example.com", "a strong passphrase", None).await).await;
+    assert_eq!(
+        in_root["access_token_claims"]["organization_id"],
+        boot.organization_id.as_str(),
+        "the oldest membership"
+    );
+    let owner = in_root["access_token"].as_str().unwrap();
+    ok(call(
+        &app,
+        Method::PUT,
+        owner,
+        "/api/v0/api-keys/yes",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    let people = ok(app
+        .get_as(&token, &format!("/api/v0/organizations/{}/users", child.id))
+        .await)
+    .await;
+    assert_eq!(people["data"][0]["role"], "viewer");
+}
+
+async fn people_of_other_organizations_are_not_found(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let (other, stranger) = another_organization(&app, "Unrelated", None).await;
+    let ours = format!("/api/v0/organizations/{}/users", boot.organization_id);
+    let someone = format!("{ours}/{}", boot.user_id);
+    for (method, path, body) in [
+        (Method::GET, ours.clone(), None),
+        (
+            Method::POST,
+            ours.clone(),
+            Some(json!({"email": "intruder@example.com"})),
+        ),
+        (Method::GET, someone.clone(), None),
+        (
+            Method::PATCH,
+            someone.clone(),
+            Some(json!({"role": "viewer"})),
+        ),
+        (Method::DELETE, someone.clone(), None),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{}/invitations", boot.organization_id),
+            None,
+        ),
+    ] {
+        let response = call(&app, method.clone(), &stranger, &path, body).await;
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["code"], "E_ORGANIZATION_NOT_FOUND", "{method} {path}");
+        assert!(!text.contains("owner@example.com"));
+    }
+    // By the caller's own path, our person is simply not theirs.
+    let mine = format!("/api/v0/users/{}", boot.user_id);
+    assert_error(app.get_as(&stranger, &mine).await, 404, "E_USER_NOT_FOUND").await;
+    // Invitations of ours cannot be touched by them.
+    let pending = ok(app
+        .get_as(
+            &token,
+            &format!("/api/v0/organizations/{}/invitations", boot.organization_id),
+        )
+        .await)
+    .await;
+    let id = pending["data"][0]["_id"].as_str().unwrap();
+    assert_error(
+        call(
+            &app,
+            Method::POST,
+            &stranger,
+            &format!("/api/v0/invitations/{id}/resend"),
+            None,
+        )
+        .await,
+        404,
+        "E_INVITATION_NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        call(
+            &app,
+            Method::DELETE,
+            &stranger,
+            &format!("/api/v0/invitations/{id}"),
+            None,
+        )
+        .await,
+        404,
+        "E_INVITATION_NOT_FOUND",
+    )
+    .await;
+    let _ = other;
+    assert_eq!(
+        ok(app.get_as(&token, "/api/v0/users").await).await["count"],
+        1
+    );
+}
