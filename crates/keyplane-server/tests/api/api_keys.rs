@@ -32,6 +32,17 @@ pub async fn another_organization(
     name: &str,
     manager: Option<keyplane_core::OrganizationId>,
 ) -> (keyplane_core::records::Organization, String) {
+    let (organization, key, secret) = another_client(app, name, manager).await;
+    let token = app.access_token(&key, &secret).await;
+    (organization, token)
+}
+
+/// [`another_organization`], returning its key's credentials instead of a token.
+pub async fn another_client(
+    app: &TestApp,
+    name: &str,
+    manager: Option<keyplane_core::OrganizationId>,
+) -> (keyplane_core::records::Organization, String, String) {
     use keyplane_core::api_keys::{NewApiKey, create};
     let now = keyplane_core::time::now_unix();
     let mut organization = keyplane_core::records::Organization::named(
@@ -59,8 +70,7 @@ pub async fn another_organization(
         now,
     );
     app.state.store().create_api_key(&key, &[]).await.unwrap();
-    let token = app.access_token(&key.public_key, secret.expose()).await;
-    (organization, token)
+    (organization, key.public_key, secret.into_string())
 }
 
 /// A started app, its bootstrap, and an access token of the bootstrap key.

@@ -8,6 +8,7 @@ mod api_keys;
 mod audit;
 mod durability;
 mod foundation;
+mod isolation;
 mod oauth;
 mod operator;
 mod organizations;

@@ -1,0 +1,447 @@
+//! Organization isolation, everywhere: every endpoint of the API, called with a token of an
+//! unrelated organization against another organization's real resources, answers 404 (or is
+//! inactive, for OAuth introspection) and carries none of their data. Then the role table:
+//! every role against every mutating endpoint, in the caller's own organization.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api_keys::{another_client, another_organization};
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_stores;
+
+on_both_stores!(
+    an_unrelated_organization_sees_nothing_anywhere,
+    every_role_against_every_mutating_endpoint,
+);
+
+async fn send(
+    app: &TestApp,
+    method: Method,
+    token: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, String) {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    let org = boot.organization_id.clone();
+    let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
+    let user = boot.user_id.clone();
+    let invitations: Value = app
+        .get_as(&token, &format!("/api/v0/organizations/{org}/invitations"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let invitation = invitations["data"][0]["_id"].as_str().unwrap().to_owned();
+    let (_, stranger) = another_organization(&app, "Unrelated", None).await;
+
+    let patch_key = json!({"status": "disabled"});
+    let new_key = json!({"name": "intruder", "status": "enabled"});
+    let rotate = json!({"grace_period_seconds": 0});
+    let patch_org = json!({"town": "Elsewhere"});
+    let env = json!({"env": "LIVE"});
+    let invite = json!({"email": "intruder@example.com"});
+    let patch_user = json!({"role": "viewer"});
+    let endpoints: Vec<(Method, String, Option<&Value>)> = vec![
+        (Method::GET, format!("/api/v0/organizations/{org}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v0/organizations/{org}"),
+            Some(&patch_org),
+        ),
+        (Method::DELETE, format!("/api/v0/organizations/{org}"), None),
+        (
+            Method::POST,
+            format!("/api/v0/organizations/{org}/enable-env"),
+            Some(&env),
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/api-keys"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/organizations/{org}/api-keys"),
+            Some(&new_key),
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/api-keys/{key_id}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v0/organizations/{org}/api-keys/{key_id}"),
+            Some(&patch_key),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v0/organizations/{org}/api-keys/{key_id}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/organizations/{org}/api-keys/{key_id}/rotate"),
+            Some(&rotate),
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/users"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/organizations/{org}/users"),
+            Some(&invite),
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/users/{user}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v0/organizations/{org}/users/{user}"),
+            Some(&patch_user),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v0/organizations/{org}/users/{user}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/invitations"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/invitations/{invitation}/resend"),
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v0/invitations/{invitation}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/audit-events"),
+            None,
+        ),
+        // The caller's own paths never reach into another organization.
+        (Method::GET, "/api/v0/api-keys/bootstrap".into(), None),
+        (
+            Method::PATCH,
+            "/api/v0/api-keys/bootstrap".into(),
+            Some(&patch_key),
+        ),
+        (Method::DELETE, "/api/v0/api-keys/bootstrap".into(), None),
+        (
+            Method::POST,
+            "/api/v0/api-keys/bootstrap/rotate".into(),
+            Some(&rotate),
+        ),
+        (Method::GET, format!("/api/v0/users/{user}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v0/users/{user}"),
+            Some(&patch_user),
+        ),
+        (Method::DELETE, format!("/api/v0/users/{user}"), None),
+    ];
+    for (method, path, body) in &endpoints {
+        let (status, text) = send(&app, method.clone(), &stranger, path, *body).await;
+        assert_eq!(status, 404, "{method} {path}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            error["code"].as_str().unwrap().ends_with("_NOT_FOUND"),
+            "{method} {path}: {text}"
+        );
+        for secret in [
+            org.as_str(),
+            key_id.as_str(),
+            user.as_str(),
+            boot.api_key.as_str(),
+            "owner@example.com",
+            "Test Organization",
+        ] {
+            if path.contains(secret) {
+                continue;
+            }
+            assert!(
+                !text.contains(secret),
+                "{method} {path} leaks {secret}: {text}"
+            );
+        }
+    }
+    // Lists of the caller's own show only its own.
+    for path in ["/api/v0/organizations", "/api/v0/api-keys", "/api/v0/users"] {
+        let (status, text) = send(&app, Method::GET, &stranger, path, None).await;
+        assert_eq!(status, 200);
+        assert!(
+            !text.contains(&org)
+                && !text.contains("owner@example.com")
+                && !text.contains(&boot.api_key),
+            "{path}: {text}"
+        );
+    }
+    // OAuth: a client of another organization learns nothing about our tokens and revokes nothing.
+    let (_, client_key, client_secret) = another_client(&app, "Client", None).await;
+    let pair = app.token_pair(&boot.api_key, &boot.api_secret).await;
+    for token in [&pair["access_token"], &pair["refresh_token"]] {
+        let response = app
+            .post_form(
+                "/oauth2/introspect",
+                Some((&client_key, &client_secret)),
+                &[("token", token.as_str().unwrap())],
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"active": false})
+        );
+    }
+    let revoke = app
+        .post_form(
+            "/oauth2/revoke",
+            Some((&client_key, &client_secret)),
+            &[("token", pair["refresh_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(revoke.status(), 200);
+    let still = app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": pair["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(still.status(), 200, "their revoke did nothing to our token");
+    // And nothing of ours changed.
+    let (_, ours) = send(
+        &app,
+        Method::GET,
+        &token,
+        &format!("/api/v0/organizations/{org}"),
+        None,
+    )
+    .await;
+    assert!(ours.contains("Test Organization") && !ours.contains("Elsewhere"));
+    let (_, keys) = send(&app, Method::GET, &token, "/api/v0/api-keys", None).await;
+    assert!(
+        keys.contains("\"enabled\"") && !keys.contains("intruder"),
+        "{keys}"
+    );
+}
+
+/// A fresh target for one mutating call: (method, path, body).
+type Call = (Method, String, Option<Value>);
+
+async fn every_role_against_every_mutating_endpoint(backend: Backend) {
+    use keyplane_core::values::Role;
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let admin_key = app.access_token(&boot.api_key, &boot.api_secret).await;
+    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    let accepted = app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &json!({"token": bootstrap_token, "password": "the owner's passphrase"}),
+        )
+        .await;
+    assert_eq!(accepted.status(), 200);
+    let org: keyplane_core::OrganizationId = boot.organization_id.parse().unwrap();
+    let person: keyplane_core::UserId = boot.user_id.parse().unwrap();
+    let venue = json!({"name": "Venue", "address_line1": "a", "zip": "1", "town": "b", "country_code": "DEU"});
+    let mut counter = 0;
+    for (role, allowed) in [
+        // keys, organizations, people, owners
+        (Role::Owner, [true, true, true, true]),
+        (Role::Admin, [true, true, true, false]),
+        (Role::Developer, [true, false, false, false]),
+        (Role::Viewer, [false, false, false, false]),
+    ] {
+        let mut membership = app
+            .state
+            .store()
+            .membership(org, person)
+            .await
+            .unwrap()
+            .unwrap();
+        membership.role = role;
+        assert!(
+            app.state
+                .store()
+                .update_membership(&membership, &[])
+                .await
+                .unwrap()
+        );
+        app.state
+            .subjects()
+            .forget(keyplane_core::tokens::SubjectType::User, &boot.user_id, org)
+            .await;
+        let login: Value = app
+            .post_json(
+                "/api/v0/auth",
+                &json!({"email": "owner@example.com", "password": "the owner's passphrase"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap().to_owned();
+        // Fresh targets, made with the admin key, so each call acts on something that exists.
+        counter += 1;
+        let key_name = format!("target-{counter}");
+        let made: Value = app
+            .client
+            .put(app.url(&format!("/api/v0/api-keys/{key_name}")))
+            .bearer_auth(&admin_key)
+            .json(&json!({"kind": "test", "status": "enabled"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key_path = format!(
+            "/api/v0/organizations/{org}/api-keys/{}",
+            made["_id"].as_str().unwrap()
+        );
+        let child: Value = app
+            .client
+            .post(app.url("/api/v0/organizations"))
+            .bearer_auth(&admin_key)
+            .json(&venue)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let child_path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
+        let invited: Value = app
+            .client
+            .post(app.url("/api/v0/users"))
+            .bearer_auth(&admin_key)
+            .json(&json!({"email": format!("p{counter}@example.com")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let user_path = format!("/api/v0/users/{}", invited["_id"].as_str().unwrap());
+        let pending: Value = app
+            .get_as(
+                &admin_key,
+                &format!("/api/v0/organizations/{org}/invitations"),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let invitation = pending["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["user_id"] == invited["_id"])
+            .unwrap()["_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let groups: [Vec<Call>; 4] = [
+            vec![
+                (
+                    Method::PUT,
+                    format!("/api/v0/api-keys/new-{counter}"),
+                    Some(json!({"kind": "test", "status": "enabled"})),
+                ),
+                (
+                    Method::PATCH,
+                    key_path.clone(),
+                    Some(json!({"metadata": {"a": "b"}})),
+                ),
+                (
+                    Method::POST,
+                    format!("{key_path}/rotate"),
+                    Some(json!({"grace_period_seconds": 0})),
+                ),
+                (Method::DELETE, key_path.clone(), None),
+            ],
+            vec![
+                (
+                    Method::POST,
+                    "/api/v0/organizations".into(),
+                    Some(venue.clone()),
+                ),
+                (
+                    Method::PATCH,
+                    child_path.clone(),
+                    Some(json!({"town": "c"})),
+                ),
+                (
+                    Method::POST,
+                    format!("{child_path}/enable-env"),
+                    Some(json!({"env": "LIVE"})),
+                ),
+                (Method::DELETE, child_path.clone(), None),
+            ],
+            vec![
+                (
+                    Method::POST,
+                    "/api/v0/users".into(),
+                    Some(json!({"email": format!("q{counter}@example.com")})),
+                ),
+                (
+                    Method::POST,
+                    format!("/api/v0/invitations/{invitation}/resend"),
+                    None,
+                ),
+                (
+                    Method::PATCH,
+                    user_path.clone(),
+                    Some(json!({"role": "viewer"})),
+                ),
+                (Method::DELETE, user_path.clone(), None),
+            ],
+            vec![(
+                Method::POST,
+                "/api/v0/users".into(),
+                Some(json!({"email": format!("o{counter}@example.com"), "role": "owner"})),
+            )],
+        ];
+        for (group, allowed) in groups.iter().zip(allowed) {
+            for (method, path, body) in group {
+                let (status, text) = send(&app, method.clone(), &token, path, body.as_ref()).await;
+                let expected = if allowed { 200 } else { 403 };
+                assert_eq!(status, expected, "{role:?} {method} {path}: {text}");
+            }
+        }
+        // Everyone reads.
+        for path in [
+            "/api/v0/api-keys".to_owned(),
+            "/api/v0/organizations".into(),
+            "/api/v0/users".into(),
+            format!("/api/v0/organizations/{org}/audit-events"),
+            format!("/api/v0/organizations/{org}/invitations"),
+        ] {
+            let (status, _) = send(&app, Method::GET, &token, &path, None).await;
+            assert_eq!(status, 200, "{role:?} reads {path}");
+        }
+    }
+}
