@@ -67,6 +67,7 @@ struct StateInner {
     usage: Arc<UsageLog>,
     mailer: Mailer,
     public_url: String,
+    invitation_ttl: i64,
 }
 
 /// Token lifetimes and rules, in seconds.
@@ -118,6 +119,7 @@ impl AppState {
             usage: Arc::default(),
             mailer,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
+            invitation_ttl: config.invitation_ttl,
         })))
     }
 
@@ -144,6 +146,11 @@ impl AppState {
 
     pub fn mailer(&self) -> &Mailer {
         &self.0.mailer
+    }
+
+    /// How long invitation links work, in seconds.
+    pub fn invitation_ttl(&self) -> i64 {
+        self.0.invitation_ttl
     }
 
     /// Where clients reach this server, without a trailing slash.

@@ -153,6 +153,10 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_SIGNING_KEY_ROTATION_INTERVAL", default_value_t = 2_592_000, value_parser = clap::value_parser!(i64).range(0..))]
     pub signing_key_rotation_interval: i64,
 
+    /// How long an invitation link works, in seconds (default 7 days).
+    #[arg(long, env = "KEYPLANE_INVITATION_TTL", default_value_t = 604_800, value_parser = clap::value_parser!(i64).range(300..=2_592_000))]
+    pub invitation_ttl: i64,
+
     /// SMTP server for invitation mail: `smtps://user:password@host:465` (TLS) or
     /// `smtp://user:password@host:587?tls=required` (STARTTLS). Without it, messages are written
     /// as `.eml` files to `<data-dir>/outbox/`.
@@ -229,6 +233,7 @@ impl ServeConfig {
             access_token_ttl: 300,
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,
+            invitation_ttl: 604_800,
             smtp_url: None,
             mail_from: "Keyplane <keyplane@localhost>".into(),
             signing_key_rotation_interval: 2_592_000,

@@ -1,7 +1,6 @@
 //! People, memberships and invitations (contract section 7): who may do what, the rules, the
 //! audit events, the mail.
 
-use keyplane_core::onboarding::DEFAULT_INVITATION_TTL_SECONDS;
 use keyplane_core::policy::{self, Action};
 use keyplane_core::records::{
     ActorType, AuditEvent, Invitation, Membership, MembershipOutcome, Organization, User, UserQuery,
@@ -173,7 +172,7 @@ pub async fn invite(
             SubjectType::ApiKey => None,
         },
         created_at: now,
-        expires_at: now + DEFAULT_INVITATION_TTL_SECONDS,
+        expires_at: now + state.invitation_ttl(),
         accepted_at: None,
         revoked_at: None,
     };
@@ -210,9 +209,9 @@ async fn mail_invitation(
 ) {
     let body = format!(
         "You have been invited to {} on Keyplane.\n\n\
-         Set your password here (the link works once, for {} days):\n\n{}\n",
+         Set your password here (the link works once, for {} hours):\n\n{}\n",
         organization.name,
-        DEFAULT_INVITATION_TTL_SECONDS / 86_400,
+        state.invitation_ttl() / 3600,
         invitation_url(state.public_url(), token),
     );
     if let Err(error) = state
@@ -371,7 +370,7 @@ pub async fn resend(
     invitation.token_hash = state
         .secrets()
         .hash_credential(CredentialKind::InvitationToken, token.expose());
-    invitation.expires_at = now_unix() + DEFAULT_INVITATION_TTL_SECONDS;
+    invitation.expires_at = now_unix() + state.invitation_ttl();
     let resent = event(
         context,
         Some(actor),

@@ -16,7 +16,58 @@ on_both_stores!(
     bad_input_is_a_400_naming_the_field_and_stores_nothing,
     one_person_in_several_organizations,
     people_of_other_organizations_are_not_found,
+    invitations_go_out_by_smtp_when_configured,
 );
+
+/// A minimal SMTP server for one message, answering as a relay would; returns its port and
+/// the message it receives.
+async fn smtp_sink() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (done, received) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+        let mut data = String::new();
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    write.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                    data.push_str("\r\n");
+                }
+                continue;
+            }
+            let reply: &[u8] = match line
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_uppercase()
+                .as_str()
+            {
+                "EHLO" | "HELO" => b"250 sink\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                }
+                "QUIT" => {
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => b"250 OK\r\n",
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        let _ = done.send(data);
+    });
+    (port, received)
+}
 
 async fn call(
     app: &TestApp,
@@ -729,5 +780,49 @@ async fn people_of_other_organizations_are_not_found(backend: Backend) {
     assert_eq!(
         ok(app.get_as(&token, "/api/v0/users").await).await["count"],
         1
+    );
+}
+
+async fn invitations_go_out_by_smtp_when_configured(backend: Backend) {
+    let (port, received) = smtp_sink().await;
+    let app = crate::helpers::TestAppBuilder::new(&backend)
+        .await
+        .configure(|c| {
+            c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+            c.mail_from = "Platform <noreply@example.com>".into();
+        })
+        .start()
+        .await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    ok(call(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/users",
+        Some(json!({"email": "smtp@example.com"})),
+    )
+    .await)
+    .await;
+    let message = decode_quoted_printable(
+        &tokio::time::timeout(std::time::Duration::from_secs(10), received)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("From: Platform <noreply@example.com>"),
+        "{message}"
+    );
+    assert!(message.contains("To: smtp@example.com"), "{message}");
+    let start = message.find("#token=").unwrap() + "#token=".len();
+    let invitation: String = message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    ok(accept(&app, &invitation, "a strong passphrase").await).await;
+    assert!(
+        !app.data_dir().join("outbox").exists(),
+        "nothing went to the outbox"
     );
 }
