@@ -202,6 +202,14 @@ pub struct UserQuery {
     pub roles: Vec<Role>,
 }
 
+/// An invitation still waiting, with whom it is for and the role it offers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingInvitation {
+    pub invitation: Invitation,
+    pub email: String,
+    pub role: Role,
+}
+
 /// What a membership change or removal found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MembershipOutcome {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyplane_core::OrganizationId;
-use keyplane_core::records::ApiKey;
+use keyplane_core::records::{ApiKey, Organization};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, SubjectType, TokenRejected};
 use keyplane_core::values::{ApiKeyStatus, Env, Role, UserStatus};
@@ -158,22 +158,30 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Actor,
     })
 }
 
-/// Whether `actor` may see `organization_id`: its own organization or one it manages,
-/// transitively. Answers false for organizations that do not exist.
-pub async fn can_see(
+/// `organization_id` when a caller of `actor_organization` may see it: its own organization or
+/// one it manages, transitively; `None` for anything else, existing or not. One read for the
+/// caller's own organization, one more per level of management above the target.
+pub async fn visible_organization(
     store: &dyn Store,
     actor_organization: OrganizationId,
     organization_id: OrganizationId,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Organization>, StoreError> {
     /// Deeper hierarchies than this are refused rather than walked.
     const MAX_DEPTH: usize = 64;
-    let mut next = Some(organization_id);
+    let Some(target) = store.organization(organization_id).await? else {
+        return Ok(None);
+    };
+    let (mut current, mut manager) = (target.id, target.managed_by);
     for _ in 0..MAX_DEPTH {
-        let Some(id) = next else { return Ok(false) };
-        if id == actor_organization {
-            return Ok(store.organization(id).await?.is_some());
+        if current == actor_organization {
+            return Ok(Some(target));
         }
-        next = store.organization(id).await?.and_then(|o| o.managed_by);
+        let Some(next) = manager else { return Ok(None) };
+        current = next;
+        manager = match store.organization(next).await? {
+            Some(organization) => organization.managed_by,
+            None => return Ok(None),
+        };
     }
-    Ok(false)
+    Ok(None)
 }

@@ -4,14 +4,12 @@
 
 use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
 use keyplane_core::policy::{self, Action};
-use keyplane_core::records::{
-    ActorType, ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization,
-};
+use keyplane_core::records::{ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
 use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName};
-use keyplane_core::{ApiKeyId, AuditEventId, ValidationError};
+use keyplane_core::{ApiKeyId, ValidationError};
 use keyplane_store::StoreError;
 
 use crate::access::Actor;
@@ -84,21 +82,12 @@ pub async fn find(
 }
 
 fn event(context: &RequestContext, actor: &Actor, key: &ApiKey, action: &str) -> AuditEvent {
-    AuditEvent {
-        id: AuditEventId::new(),
-        organization_id: key.organization_id,
-        action: action.to_owned(),
-        actor_type: match actor.subject_type {
-            SubjectType::ApiKey => ActorType::ApiKey,
-            SubjectType::User => ActorType::User,
-        },
-        actor_id: Some(actor.subject_id.clone()),
-        target_type: "api_key".into(),
-        target_id: key.id.to_string(),
-        request_id: context.request_id.clone(),
-        ip: context.ip.map(|ip| ip.to_string()),
-        created_at: now_unix(),
-    }
+    context.event_by(
+        actor,
+        key.organization_id,
+        action,
+        ("api_key", &key.id.to_string()),
+    )
 }
 
 /// What a create request asks for, before validation.

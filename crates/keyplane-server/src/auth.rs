@@ -62,7 +62,9 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn event(
+    /// An audit event of this request: the one place events get their request id, address and
+    /// time.
+    pub fn event(
         &self,
         organization_id: OrganizationId,
         action: &str,
@@ -81,6 +83,22 @@ impl RequestContext {
             ip: self.ip.map(|ip| ip.to_string()),
             created_at: now_unix(),
         }
+    }
+
+    /// An audit event of this request by an authenticated caller.
+    pub fn event_by(
+        &self,
+        actor: &crate::access::Actor,
+        organization_id: OrganizationId,
+        action: &str,
+        target: (&str, &str),
+    ) -> AuditEvent {
+        self.event(
+            organization_id,
+            action,
+            (actor_type(actor.subject_type), &actor.subject_id),
+            target,
+        )
     }
 }
 

@@ -2,11 +2,11 @@
 
 use keyplane_core::organizations::{self, OrganizationFields, OrganizationQuery};
 use keyplane_core::policy::{self, Action};
-use keyplane_core::records::{ActorType, AuditEvent, Organization};
+use keyplane_core::records::{AuditEvent, Organization};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
 use keyplane_core::values::Env;
-use keyplane_core::{AuditEventId, OrganizationId, ValidationError};
+use keyplane_core::{OrganizationId, ValidationError};
 use keyplane_store::{OrganizationDeletion, StoreError};
 
 use crate::access::{self, Actor};
@@ -44,12 +44,7 @@ pub async fn visible(
     id: &str,
 ) -> Result<Organization, OrganizationError> {
     let id: OrganizationId = id.parse().map_err(|_| OrganizationError::NotFound)?;
-    if !access::can_see(state.store(), actor.organization_id, id).await? {
-        return Err(OrganizationError::NotFound);
-    }
-    state
-        .store()
-        .organization(id)
+    access::visible_organization(state.store(), actor.organization_id, id)
         .await?
         .ok_or(OrganizationError::NotFound)
 }
@@ -60,21 +55,7 @@ fn event(
     target: OrganizationId,
     action: &str,
 ) -> AuditEvent {
-    AuditEvent {
-        id: AuditEventId::new(),
-        organization_id: target,
-        action: action.to_owned(),
-        actor_type: match actor.subject_type {
-            SubjectType::ApiKey => ActorType::ApiKey,
-            SubjectType::User => ActorType::User,
-        },
-        actor_id: Some(actor.subject_id.clone()),
-        target_type: "organization".into(),
-        target_id: target.to_string(),
-        request_id: context.request_id.clone(),
-        ip: context.ip.map(|ip| ip.to_string()),
-        created_at: now_unix(),
-    }
+    context.event_by(actor, target, action, ("organization", &target.to_string()))
 }
 
 pub async fn list(

@@ -3,13 +3,14 @@
 
 use keyplane_core::policy::{self, Action};
 use keyplane_core::records::{
-    ActorType, AuditEvent, Invitation, Membership, MembershipOutcome, Organization, User, UserQuery,
+    ActorType, Invitation, Membership, MembershipOutcome, Organization, PendingInvitation, User,
+    UserQuery,
 };
 use keyplane_core::secrets::{CredentialKind, PlainCredential};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
 use keyplane_core::values::{Email, Role, UserStatus, ValidationError, check_text};
-use keyplane_core::{AuditEventId, InvitationId, OrganizationId, UserId};
+use keyplane_core::{InvitationId, UserId};
 use keyplane_store::StoreError;
 
 use crate::access::Actor;
@@ -47,37 +48,6 @@ fn require(actor: &Actor, action: Action) -> Result<(), UserError> {
         Ok(())
     } else {
         Err(UserError::Forbidden)
-    }
-}
-
-fn event(
-    context: &RequestContext,
-    actor: Option<&Actor>,
-    organization_id: OrganizationId,
-    action: &str,
-    target: (&str, String),
-) -> AuditEvent {
-    let (actor_type, actor_id) = match actor {
-        Some(actor) => (
-            match actor.subject_type {
-                SubjectType::ApiKey => ActorType::ApiKey,
-                SubjectType::User => ActorType::User,
-            },
-            Some(actor.subject_id.clone()),
-        ),
-        None => (ActorType::Anonymous, None),
-    };
-    AuditEvent {
-        id: AuditEventId::new(),
-        organization_id,
-        action: action.to_owned(),
-        actor_type,
-        actor_id,
-        target_type: target.0.to_owned(),
-        target_id: target.1,
-        request_id: context.request_id.clone(),
-        ip: context.ip.map(|ip| ip.to_string()),
-        created_at: now_unix(),
     }
 }
 
@@ -176,12 +146,11 @@ pub async fn invite(
         accepted_at: None,
         revoked_at: None,
     };
-    let invited = event(
-        context,
-        Some(actor),
+    let invited = context.event_by(
+        actor,
         organization.id,
         "user.invited",
-        ("user", user.id.to_string()),
+        ("user", &user.id.to_string()),
     );
     match state
         .store()
@@ -255,12 +224,11 @@ pub async fn update(
     if let Some(role) = role {
         membership.role = role;
     }
-    let changed = event(
-        context,
-        Some(actor),
+    let changed = context.event_by(
+        actor,
         membership.organization_id,
         "user.updated",
-        ("user", membership.user_id.to_string()),
+        ("user", &membership.user_id.to_string()),
     );
     match state
         .store()
@@ -285,12 +253,11 @@ pub async fn remove(
     if membership.role == Role::Owner {
         require(actor, Action::ManageOwners)?;
     }
-    let removed = event(
-        context,
-        Some(actor),
+    let removed = context.event_by(
+        actor,
         membership.organization_id,
         "user.removed",
-        ("user", membership.user_id.to_string()),
+        ("user", &membership.user_id.to_string()),
     );
     match state
         .store()
@@ -309,32 +276,11 @@ pub async fn remove(
 pub async fn pending_invitations(
     state: &AppState,
     organization: &Organization,
-) -> Result<Vec<(Invitation, User, Membership)>, UserError> {
-    let now = now_unix();
-    let mut pending = Vec::new();
-    for invitation in state
+) -> Result<Vec<PendingInvitation>, UserError> {
+    Ok(state
         .store()
-        .invitations_of_organization(organization.id)
-        .await?
-    {
-        if invitation.accepted_at.is_some()
-            || invitation.revoked_at.is_some()
-            || invitation.expires_at <= now
-        {
-            continue;
-        }
-        let (Some(user), Some(membership)) = (
-            state.store().user(invitation.user_id).await?,
-            state
-                .store()
-                .membership(organization.id, invitation.user_id)
-                .await?,
-        ) else {
-            continue;
-        };
-        pending.push((invitation, user, membership));
-    }
-    Ok(pending)
+        .pending_invitations(organization.id, now_unix())
+        .await?)
 }
 
 /// An invitation of an organization the caller can see, or `InvitationNotFound`.
@@ -364,19 +310,18 @@ pub async fn resend(
     context: &RequestContext,
     mut invitation: Invitation,
     organization: &Organization,
-) -> Result<Invitation, UserError> {
+) -> Result<PendingInvitation, UserError> {
     require(actor, Action::ManageUsers)?;
     let token = PlainCredential::generate();
     invitation.token_hash = state
         .secrets()
         .hash_credential(CredentialKind::InvitationToken, token.expose());
     invitation.expires_at = now_unix() + state.invitation_ttl();
-    let resent = event(
-        context,
-        Some(actor),
+    let resent = context.event_by(
+        actor,
         organization.id,
         "invitation.resent",
-        ("invitation", invitation.id.to_string()),
+        ("invitation", &invitation.id.to_string()),
     );
     if !state
         .store()
@@ -390,8 +335,18 @@ pub async fn resend(
         .user(invitation.user_id)
         .await?
         .ok_or(UserError::InvitationNotFound)?;
+    let role = state
+        .store()
+        .membership(organization.id, user.id)
+        .await?
+        .ok_or(UserError::InvitationNotFound)?
+        .role;
     mail_invitation(state, organization, &user, &token).await;
-    Ok(invitation)
+    Ok(PendingInvitation {
+        invitation,
+        email: user.email,
+        role,
+    })
 }
 
 pub async fn revoke(
@@ -401,12 +356,11 @@ pub async fn revoke(
     invitation: Invitation,
 ) -> Result<(), UserError> {
     require(actor, Action::ManageUsers)?;
-    let revoked = event(
-        context,
-        Some(actor),
+    let revoked = context.event_by(
+        actor,
         invitation.organization_id,
         "invitation.revoked",
-        ("invitation", invitation.id.to_string()),
+        ("invitation", &invitation.id.to_string()),
     );
     if !state
         .store()
@@ -459,12 +413,13 @@ pub async fn accept(
     if last_name.is_some() {
         user.last_name = last_name;
     }
-    let accepted = event(
-        context,
-        None,
+    // The person accepting is the actor: the token proved who they are.
+    let user_id = user.id.to_string();
+    let accepted = context.event(
         invitation.organization_id,
         "invitation.accepted",
-        ("user", user.id.to_string()),
+        (ActorType::User, &user_id),
+        ("user", &user_id),
     );
     if !state
         .store()

@@ -12,7 +12,7 @@ use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
-    Organization, RefreshToken, User, UserQuery,
+    Organization, PendingInvitation, RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -149,6 +149,14 @@ pub trait Store: Send + Sync + 'static {
         user_id: UserId,
         events: &[AuditEvent],
     ) -> Result<MembershipOutcome, StoreError>;
+
+    /// An organization's invitations still pending at `now` (not accepted, revoked or expired),
+    /// oldest first, with their people's emails and roles: one query.
+    async fn pending_invitations(
+        &self,
+        organization_id: OrganizationId,
+        now: i64,
+    ) -> Result<Vec<PendingInvitation>, StoreError>;
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
 

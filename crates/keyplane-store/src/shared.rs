@@ -40,6 +40,23 @@ pub(crate) fn parse_actor_type(text: &str) -> Result<ActorType, StoreError> {
     ActorType::parse(text).ok_or_else(|| StoreError::Corrupt(format!("actor_type: {text:?}")))
 }
 
+/// Numbered placeholders for a query built with optional filters: `$2, $3, …` in the order the
+/// values will be bound (`$1` is the organization).
+pub(crate) struct Placeholders(usize);
+
+impl Placeholders {
+    pub(crate) fn after_organization() -> Self {
+        Self(2)
+    }
+
+    /// `count` placeholders, comma-separated.
+    pub(crate) fn take(&mut self, count: usize) -> String {
+        let list: Vec<String> = (self.0..self.0 + count).map(|n| format!("${n}")).collect();
+        self.0 += count;
+        list.join(", ")
+    }
+}
+
 /// The page query of [`crate::Store::list_api_keys`]: `$1` the organization, then one placeholder
 /// per kind and per status filter, then limit and offset. Only whitelisted column names and
 /// directions are spliced in; every value is bound. Public so that tests can `EXPLAIN` it.
@@ -52,25 +69,20 @@ pub fn list_api_keys_sql(query: &ApiKeyQuery) -> String {
     };
     let direction = if query.descending { "DESC" } else { "ASC" };
     let mut sql = String::from("SELECT * FROM api_keys WHERE organization_id = $1");
-    let mut next = 2;
-    let mut placeholders = |count: usize| {
-        let list: Vec<String> = (next..next + count).map(|n| format!("${n}")).collect();
-        next += count;
-        list.join(", ")
-    };
+    let mut placeholders = Placeholders::after_organization();
     if !query.kinds.is_empty() {
         sql.push_str(&format!(
             " AND kind IN ({})",
-            placeholders(query.kinds.len())
+            placeholders.take(query.kinds.len())
         ));
     }
     if !query.statuses.is_empty() {
         sql.push_str(&format!(
             " AND status IN ({})",
-            placeholders(query.statuses.len())
+            placeholders.take(query.statuses.len())
         ));
     }
-    let (limit, offset) = (placeholders(1), placeholders(1));
+    let (limit, offset) = (placeholders.take(1), placeholders.take(1));
     // Ties break by name (unique per organization), or by id (time-ordered UUIDv7) for
     // creation time.
     let tie = if query.order_by == ApiKeyOrder::CreatedAt {
@@ -113,7 +125,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
-            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, MembershipOutcome, UserQuery, Membership, Organization, RefreshToken,
+            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, MembershipOutcome, PendingInvitation, UserQuery, Membership, Organization, RefreshToken,
             User,
         };
         use keyplane_core::secrets::CredentialHash;
@@ -127,7 +139,7 @@ macro_rules! impl_store {
 
         use crate::OrganizationDeletion;
         use crate::shared::{
-            organization_filters,
+            Placeholders, organization_filters,
             envs_from_text, envs_to_text, metadata_from_text, metadata_to_text, parse_actor_type,
             parse_column,
         };
@@ -491,6 +503,20 @@ macro_rules! impl_store {
             .await?)
         }
 
+        /// Ends a transaction whose change may have found nothing to change: with `changed`, its
+        /// audit events are added and it commits; without, it rolls back (on drop).
+        async fn commit_if(
+            mut tx: sqlx::Transaction<'static, $db>,
+            changed: bool,
+            events: &[AuditEvent],
+        ) -> Result<bool, StoreError> {
+            if changed {
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+            }
+            Ok(changed)
+        }
+
         async fn insert_audit_events(
             conn: &mut Connection,
             events: &[AuditEvent],
@@ -640,11 +666,8 @@ macro_rules! impl_store {
                 query: &AuditQuery,
             ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
                 let mut filters = String::new();
-                let mut next = 2;
-                let mut placeholder = || {
-                    next += 1;
-                    format!("${}", next - 1)
-                };
+                let mut placeholders = Placeholders::after_organization();
+                let mut placeholder = || placeholders.take(1);
                 if !query.actions.is_empty() {
                     let list: Vec<String> = query.actions.iter().map(|_| placeholder()).collect();
                     filters.push_str(&format!(" AND action IN ({})", list.join(", ")));
@@ -797,22 +820,17 @@ macro_rules! impl_store {
                 query: &UserQuery,
             ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
                 let mut filters = String::new();
-                let mut next = 2;
-                let mut placeholders = |count: usize| {
-                    let list: Vec<String> = (next..next + count).map(|n| format!("${n}")).collect();
-                    next += count;
-                    list.join(", ")
-                };
+                let mut placeholders = Placeholders::after_organization();
                 if !query.statuses.is_empty() {
                     filters.push_str(&format!(
                         " AND m.status IN ({})",
-                        placeholders(query.statuses.len())
+                        placeholders.take(query.statuses.len())
                     ));
                 }
                 if !query.roles.is_empty() {
-                    filters.push_str(&format!(" AND m.role IN ({})", placeholders(query.roles.len())));
+                    filters.push_str(&format!(" AND m.role IN ({})", placeholders.take(query.roles.len())));
                 }
-                let (limit, offset) = (placeholders(1), placeholders(1));
+                let (limit, offset) = (placeholders.take(1), placeholders.take(1));
                 let column = if query.by_created_at { "m.created_at" } else { "lower(u.email)" };
                 let direction = if query.descending { "DESC" } else { "ASC" };
                 let page = format!(
@@ -957,6 +975,35 @@ macro_rules! impl_store {
                 Ok(MembershipOutcome::Done)
             }
 
+            async fn pending_invitations(
+                &self,
+                organization_id: OrganizationId,
+                now: i64,
+            ) -> Result<Vec<PendingInvitation>, StoreError> {
+                sqlx::query(
+                    "SELECT i.*, u.email AS person_email, m.role AS person_role \
+                     FROM invitations i \
+                     JOIN users u ON u.id = i.user_id \
+                     JOIN memberships m \
+                       ON m.organization_id = i.organization_id AND m.user_id = i.user_id \
+                     WHERE i.organization_id = $1 AND i.accepted_at IS NULL \
+                     AND i.revoked_at IS NULL AND i.expires_at > $2 ORDER BY i.id",
+                )
+                .bind(organization_id.to_string())
+                .bind(now)
+                .fetch_all(&self.reader)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(PendingInvitation {
+                        invitation: invitation_from_row(row)?,
+                        email: row.try_get("person_email")?,
+                        role: parse_column("role", row.try_get::<&str, _>("person_role")?)?,
+                    })
+                })
+                .collect()
+            }
+
             async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {
                 sqlx::query("SELECT * FROM invitations WHERE id = $1")
                     .bind(id.to_string())
@@ -995,11 +1042,7 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     == 1;
-                if renewed {
-                    insert_audit_events(&mut tx, events).await?;
-                    tx.commit().await?;
-                }
-                Ok(renewed)
+                commit_if(tx, renewed, events).await
             }
 
             async fn revoke_invitation(
@@ -1019,11 +1062,7 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     == 1;
-                if revoked {
-                    insert_audit_events(&mut tx, events).await?;
-                    tx.commit().await?;
-                }
-                Ok(revoked)
+                commit_if(tx, revoked, events).await
             }
 
             async fn accept_invitation(
@@ -1104,11 +1143,7 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     == 1;
-                if updated {
-                    insert_audit_events(&mut tx, events).await?;
-                    tx.commit().await?;
-                }
-                Ok(updated)
+                commit_if(tx, updated, events).await
             }
 
             async fn update_api_key(
@@ -1252,11 +1287,7 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     == 1;
-                if updated {
-                    insert_audit_events(&mut tx, events).await?;
-                    tx.commit().await?;
-                }
-                Ok(updated)
+                commit_if(tx, updated, events).await
             }
 
             async fn list_organizations(

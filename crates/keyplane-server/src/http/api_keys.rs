@@ -20,7 +20,7 @@ use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, JsonResponse, query};
+use crate::http::{ClientInfo, Deleted, JsonResponse, query};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -138,11 +138,6 @@ pub struct ApiKeyList {
     pub count: u64,
     #[schema(example = "API_KEY_LIST")]
     pub _type: &'static str,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Deleted {
-    pub deleted: bool,
 }
 
 /// The list query (documented; parsed by hand to accept repeated and comma-separated filters).
@@ -367,7 +362,7 @@ both_styles!(
     |state, actor, context, organization, key| {
         let _ = organization;
         api_keys::delete(&state, &actor, &context, key).await?;
-        Ok(JsonResponse(Deleted { deleted: true }))
+        Ok(Deleted::response())
     }
 );
 

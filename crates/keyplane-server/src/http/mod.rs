@@ -51,6 +51,18 @@ pub fn json_body<T: Serialize>(value: &T) -> Response {
     }
 }
 
+/// The body of a successful delete or removal: `{"deleted": true}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+impl Deleted {
+    pub fn response() -> JsonResponse<Deleted> {
+        JsonResponse(Deleted { deleted: true })
+    }
+}
+
 /// A `200 OK` JSON response.
 pub struct JsonResponse<T>(pub T);
 

@@ -373,7 +373,11 @@ async fn visible(
     caller: &ApiKey,
     organization_id: OrganizationId,
 ) -> Result<bool, OAuthError> {
-    Ok(access::can_see(state.store(), caller.organization_id, organization_id).await?)
+    Ok(
+        access::visible_organization(state.store(), caller.organization_id, organization_id)
+            .await?
+            .is_some(),
+    )
 }
 
 /// RFC 7662 token introspection, for access and refresh tokens of the calling key's organization

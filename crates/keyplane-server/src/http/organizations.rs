@@ -15,7 +15,7 @@ use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, JsonResponse, query};
+use crate::http::{ClientInfo, Deleted, JsonResponse, query};
 use crate::organizations::{self, OrganizationError};
 
 pub fn router() -> Router<AppState> {
@@ -225,11 +225,6 @@ pub struct EnableEnv {
     pub env: Env,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Deleted {
-    pub deleted: bool,
-}
-
 type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
 
 /// Retrieve an organization: the caller's own or one it manages.
@@ -395,7 +390,7 @@ pub async fn delete(
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
     let context = context(&ctx.0, ctx.1.as_deref());
     organizations::delete(&state, &actor, &context, organization).await?;
-    Ok(JsonResponse(Deleted { deleted: true }))
+    Ok(Deleted::response())
 }
 
 /// Add an env (`{"env": "LIVE"}`) to an organization's `_envs`.

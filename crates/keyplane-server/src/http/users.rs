@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::routing::{delete, get, post};
-use keyplane_core::records::{Invitation, Membership, Organization, User, UserQuery};
+use keyplane_core::records::{Membership, Organization, PendingInvitation, User, UserQuery};
 use keyplane_core::values::{Env, Role, UserStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,7 +17,7 @@ use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, JsonResponse, query};
+use crate::http::{ClientInfo, Deleted, JsonResponse, query};
 use crate::organizations;
 use crate::users::{self, Invite, UserError};
 
@@ -129,19 +129,19 @@ pub struct InvitationResource {
     pub expires_at: i64,
 }
 
-fn invitation_resource(
-    invitation: Invitation,
-    user: &User,
-    role: Role,
-    envs: &[Env],
-) -> InvitationResource {
+fn invitation_resource(pending: PendingInvitation, envs: &[Env]) -> InvitationResource {
+    let PendingInvitation {
+        invitation,
+        email,
+        role,
+    } = pending;
     InvitationResource {
         _id: invitation.id.to_string(),
         _type: "INVITATION",
         _envs: envs.to_vec(),
         organization_id: invitation.organization_id.to_string(),
         user_id: invitation.user_id.to_string(),
-        email: user.email.clone(),
+        email,
         role,
         created_at: invitation.created_at,
         expires_at: invitation.expires_at,
@@ -183,11 +183,6 @@ pub struct AcceptBody {
     pub password: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Removed {
-    pub deleted: bool,
 }
 
 type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
@@ -304,12 +299,12 @@ async fn remove(
     ctx: &Ctx,
     organization_id: Option<&str>,
     user_id: &str,
-) -> Result<JsonResponse<Removed>, ApiError> {
+) -> Result<JsonResponse<Deleted>, ApiError> {
     let organization = organization(state, actor, organization_id).await?;
     let (_, membership) = users::find(state, &organization, user_id).await?;
     let context = context(&ctx.0, ctx.1.as_deref());
     users::remove(state, actor, &context, membership).await?;
-    Ok(JsonResponse(Removed { deleted: true }))
+    Ok(Deleted::response())
 }
 
 /// List the people of the caller's organization.
@@ -479,7 +474,7 @@ pub async fn update_in(
     params(("user_id" = String, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Removed", body = Removed),
+        (status = 200, description = "Removed", body = Deleted),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such person in the organization", body = ErrorBody),
@@ -490,7 +485,7 @@ pub async fn remove_own(
     Bearer(actor): Bearer,
     ctx: Ctx,
     Path(user_id): Path<String>,
-) -> Result<JsonResponse<Removed>, ApiError> {
+) -> Result<JsonResponse<Deleted>, ApiError> {
     remove(&state, &actor, &ctx, None, &user_id).await
 }
 
@@ -499,7 +494,7 @@ pub async fn remove_own(
     params(("organization_id" = String, Path, description = "Organization id"), ("user_id" = String, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Removed", body = Removed),
+        (status = 200, description = "Removed", body = Deleted),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization or person, or not visible", body = ErrorBody),
@@ -510,7 +505,7 @@ pub async fn remove_in(
     Bearer(actor): Bearer,
     ctx: Ctx,
     Path((organization_id, user_id)): Path<(String, String)>,
-) -> Result<JsonResponse<Removed>, ApiError> {
+) -> Result<JsonResponse<Deleted>, ApiError> {
     remove(&state, &actor, &ctx, Some(&organization_id), &user_id).await
 }
 
@@ -532,9 +527,7 @@ pub async fn list_invitations(
     let pending = users::pending_invitations(&state, &organization).await?;
     let data: Vec<InvitationResource> = pending
         .into_iter()
-        .map(|(invitation, user, membership)| {
-            invitation_resource(invitation, &user, membership.role, &organization.envs)
-        })
+        .map(|pending| invitation_resource(pending, &organization.envs))
         .collect();
     Ok(JsonResponse(InvitationList {
         count: data.len() as u64,
@@ -561,21 +554,9 @@ pub async fn resend_invitation(
 ) -> Result<JsonResponse<InvitationResource>, ApiError> {
     let (invitation, organization) = users::find_invitation(&state, &actor, &invitation_id).await?;
     let context = context(&ctx.0, ctx.1.as_deref());
-    let invitation = users::resend(&state, &actor, &context, invitation, &organization).await?;
-    let user = state
-        .store()
-        .user(invitation.user_id)
-        .await?
-        .ok_or(UserError::InvitationNotFound)?;
-    let membership = state
-        .store()
-        .membership(organization.id, user.id)
-        .await?
-        .ok_or(UserError::InvitationNotFound)?;
+    let pending = users::resend(&state, &actor, &context, invitation, &organization).await?;
     Ok(JsonResponse(invitation_resource(
-        invitation,
-        &user,
-        membership.role,
+        pending,
         &organization.envs,
     )))
 }
@@ -585,7 +566,7 @@ pub async fn resend_invitation(
     params(("invitation_id" = String, Path, description = "Invitation id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Revoked", body = Removed),
+        (status = 200, description = "Revoked", body = Deleted),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such pending invitation, or not visible", body = ErrorBody),
@@ -595,11 +576,11 @@ pub async fn revoke_invitation(
     Bearer(actor): Bearer,
     ctx: Ctx,
     Path(invitation_id): Path<String>,
-) -> Result<JsonResponse<Removed>, ApiError> {
+) -> Result<JsonResponse<Deleted>, ApiError> {
     let (invitation, _) = users::find_invitation(&state, &actor, &invitation_id).await?;
     let context = context(&ctx.0, ctx.1.as_deref());
     users::revoke(&state, &actor, &context, invitation).await?;
-    Ok(JsonResponse(Removed { deleted: true }))
+    Ok(Deleted::response())
 }
 
 /// Accept an invitation (unauthenticated): sets the password and activates the person, who can

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -74,36 +74,6 @@ pub async fn another_client(
 }
 
 /// A started app, its bootstrap, and an access token of the bootstrap key.
-async fn setup(
-    backend: &Backend,
-) -> (TestApp, keyplane_server::bootstrap::BootstrapOutput, String) {
-    let app = TestApp::start(backend).await;
-    let boot = app.bootstrap().await;
-    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
-    (app, boot, token)
-}
-
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn ok(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 fn org_keys(boot: &keyplane_server::bootstrap::BootstrapOutput) -> String {
     format!("/api/v0/organizations/{}/api-keys", boot.organization_id)
 }

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::api_keys::another_organization;
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TestApp, assert_error, ok};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -12,13 +12,6 @@ on_both_stores!(
     audit_filters_and_paging,
     the_audit_log_is_read_only_and_private,
 );
-
-async fn ok(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
-}
 
 fn actions(list: &Value) -> Vec<String> {
     list["data"]

@@ -308,6 +308,37 @@ impl Drop for TestApp {
     }
 }
 
+/// A started server with the first organization bootstrapped, and an access token of its key.
+pub async fn setup(backend: &Backend) -> (TestApp, BootstrapOutput, String) {
+    let app = TestApp::start(backend).await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    (app, boot, token)
+}
+
+/// A request with a bearer token and, optionally, a JSON body.
+pub async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("the request completes")
+}
+
+/// Asserts a 200 and returns its JSON body.
+pub async fn ok(response: reqwest::Response) -> serde_json::Value {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// An HTTPS client that trusts exactly the server's certificate.
 pub fn client_trusting(certificate: &CertificateInfo) -> Client {
     let root = Certificate::from_der(certificate.chain[0].as_ref()).expect("a DER certificate");

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::api_keys::{another_client, another_organization};
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{self, Backend, TestApp};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -15,6 +15,7 @@ on_both_stores!(
     every_role_against_every_mutating_endpoint,
 );
 
+/// Status and body text of a request.
 async fn send(
     app: &TestApp,
     method: Method,
@@ -22,18 +23,12 @@ async fn send(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, String) {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.unwrap();
+    let response = helpers::send(app, method, token, path, body.cloned()).await;
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
 async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
-    let app = TestApp::start(&backend).await;
-    let boot = app.bootstrap().await;
-    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    let (app, boot, token) = helpers::setup(&backend).await;
     let org = boot.organization_id.clone();
     let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
     let user = boot.user_id.clone();

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::api_keys::{assert_has_keys, interaction};
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -16,36 +16,6 @@ on_both_stores!(
     only_owners_and_admins_change_organizations,
     replays_recorded_fiskaly_organization_create_and_retrieve,
 );
-
-async fn setup(
-    backend: &Backend,
-) -> (TestApp, keyplane_server::bootstrap::BootstrapOutput, String) {
-    let app = TestApp::start(backend).await;
-    let boot = app.bootstrap().await;
-    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
-    (app, boot, token)
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn ok(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
-}
 
 fn venue(name: &str) -> Value {
     json!({"name": name, "address_line1": "Via Vincenzo Monti 10", "zip": "20145", "town": "Milano", "country_code": "ITA"})
@@ -62,7 +32,7 @@ async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
     let mut body = venue("Venue Milano");
     body["display_name"] = json!("Milano");
     body["metadata"] = json!({"region": "north"});
-    let created = ok(call(
+    let created = ok(send(
         &app,
         Method::POST,
         &token,
@@ -86,7 +56,7 @@ async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
     let path = format!("/api/v0/organizations/{}", created["_id"].as_str().unwrap());
     assert_eq!(ok(app.get_as(&token, &path).await).await, created);
 
-    let patched = ok(call(
+    let patched = ok(send(
         &app,
         Method::PATCH,
         &token,
@@ -104,12 +74,12 @@ async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
     let keys = format!("{path}/api-keys");
     let live = json!({"name": "till", "kind": "live", "status": "enabled"});
     assert_error(
-        call(&app, Method::POST, &token, &keys, Some(live.clone())).await,
+        send(&app, Method::POST, &token, &keys, Some(live.clone())).await,
         403,
         "E_ENV_NOT_ENABLED",
     )
     .await;
-    let enabled = ok(call(
+    let enabled = ok(send(
         &app,
         Method::POST,
         &token,
@@ -119,7 +89,7 @@ async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
     .await)
     .await;
     assert_eq!(enabled["_envs"], json!(["TEST", "LIVE"]));
-    let key = ok(call(&app, Method::POST, &token, &keys, Some(live)).await).await;
+    let key = ok(send(&app, Method::POST, &token, &keys, Some(live)).await).await;
     let key_token = app
         .access_token(
             key["key"].as_str().unwrap(),
@@ -130,7 +100,7 @@ async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
 
     // Deleted: gone, and its keys stop working.
     assert_eq!(
-        ok(call(&app, Method::DELETE, &token, &path, None).await).await,
+        ok(send(&app, Method::DELETE, &token, &path, None).await).await,
         json!({"deleted": true})
     );
     assert_error(
@@ -211,7 +181,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
     }
     for (body, field) in cases {
         let error = assert_error(
-            call(
+            send(
                 &app,
                 Method::POST,
                 &token,
@@ -228,7 +198,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
             "{body}: {error}"
         );
     }
-    let created = ok(call(
+    let created = ok(send(
         &app,
         Method::POST,
         &token,
@@ -248,7 +218,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         (json!({"town": "x".repeat(101)}), "town"),
     ] {
         let error = assert_error(
-            call(&app, Method::PATCH, &token, &path, Some(body.clone())).await,
+            send(&app, Method::PATCH, &token, &path, Some(body.clone())).await,
             400,
             "E_VALIDATION",
         )
@@ -264,7 +234,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         json!({"env": "LIVE", "also": 1}),
     ] {
         assert_error(
-            call(
+            send(
                 &app,
                 Method::POST,
                 &token,
@@ -301,7 +271,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
 
 async fn deletion_rules(backend: Backend) {
     let (app, boot, token) = setup(&backend).await;
-    let child = ok(call(
+    let child = ok(send(
         &app,
         Method::POST,
         &token,
@@ -312,7 +282,7 @@ async fn deletion_rules(backend: Backend) {
     .await;
     let mut below = venue("Grandchild");
     below["managed_by_organization_id"] = child["_id"].clone();
-    let grandchild = ok(call(
+    let grandchild = ok(send(
         &app,
         Method::POST,
         &token,
@@ -323,21 +293,21 @@ async fn deletion_rules(backend: Backend) {
     .await;
     let child_path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
     assert_error(
-        call(&app, Method::DELETE, &token, &child_path, None).await,
+        send(&app, Method::DELETE, &token, &child_path, None).await,
         409,
         "E_CONFLICT",
     )
     .await;
     let own = format!("/api/v0/organizations/{}", boot.organization_id);
     assert_error(
-        call(&app, Method::DELETE, &token, &own, None).await,
+        send(&app, Method::DELETE, &token, &own, None).await,
         403,
         "E_FORBIDDEN",
     )
     .await;
     let stranger = format!("/api/v0/organizations/{}", uuid::Uuid::now_v7());
     assert_error(
-        call(&app, Method::DELETE, &token, &stranger, None).await,
+        send(&app, Method::DELETE, &token, &stranger, None).await,
         404,
         "E_ORGANIZATION_NOT_FOUND",
     )
@@ -347,16 +317,16 @@ async fn deletion_rules(backend: Backend) {
         "/api/v0/organizations/{}",
         grandchild["_id"].as_str().unwrap()
     );
-    ok(call(&app, Method::DELETE, &token, &grandchild_path, None).await).await;
-    ok(call(&app, Method::DELETE, &token, &child_path, None).await).await;
+    ok(send(&app, Method::DELETE, &token, &grandchild_path, None).await).await;
+    ok(send(&app, Method::DELETE, &token, &child_path, None).await).await;
     assert_eq!(count(&app, &token).await, 1);
 }
 
 async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
     let (app, boot, token) = setup(&backend).await;
-    let a = ok(call(&app, Method::POST, &token, "/api/v0/organizations", Some(json!({"name": "Alpha", "address_line1": "x", "zip": "2", "town": "Bonn", "country_code": "DEU"}))).await).await;
+    let a = ok(send(&app, Method::POST, &token, "/api/v0/organizations", Some(json!({"name": "Alpha", "address_line1": "x", "zip": "2", "town": "Bonn", "country_code": "DEU"}))).await).await;
     let mut below = json!({"name": "Beta", "address_line1": "x", "zip": "1", "town": "Aachen", "country_code": "DEU", "managed_by_organization_id": a["_id"]});
-    let b = ok(call(
+    let b = ok(send(
         &app,
         Method::POST,
         &token,
@@ -368,7 +338,7 @@ async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
     below["name"] = json!("Gamma");
     below["managed_by_organization_id"] = b["_id"].clone();
     below["town"] = json!("Celle");
-    ok(call(
+    ok(send(
         &app,
         Method::POST,
         &token,
@@ -476,7 +446,7 @@ async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
 
 async fn only_owners_and_admins_change_organizations(backend: Backend) {
     let (app, boot, token) = setup(&backend).await;
-    let child = ok(call(
+    let child = ok(send(
         &app,
         Method::POST,
         &token,
@@ -528,7 +498,7 @@ async fn only_owners_and_admins_change_organizations(backend: Backend) {
             ),
         ] {
             assert_error(
-                call(&app, method, person, &target, body).await,
+                send(&app, method, person, &target, body).await,
                 403,
                 "E_FORBIDDEN",
             )
@@ -577,7 +547,7 @@ async fn replays_recorded_fiskaly_organization_create_and_retrieve(backend: Back
     let (request, recorded) = interaction("kassensichv-organization_retrieve_ok.yml", 1);
     let path = format!("/api/v0/organizations/{}", created["_id"].as_str().unwrap());
     let patch = json!({"state": "Germany", "tax_number": "IT123456789"});
-    ok(call(&app, Method::PATCH, token, &path, Some(patch)).await).await;
+    ok(send(&app, Method::PATCH, token, &path, Some(patch)).await).await;
     let response = app
         .client
         .get(app.url(&path))

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::api_keys::another_organization;
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -67,36 +67,6 @@ async fn smtp_sink() -> (u16, tokio::sync::oneshot::Receiver<String>) {
         let _ = done.send(data);
     });
     (port, received)
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn ok(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-async fn setup(
-    backend: &Backend,
-) -> (TestApp, keyplane_server::bootstrap::BootstrapOutput, String) {
-    let app = TestApp::start(backend).await;
-    let boot = app.bootstrap().await;
-    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
-    (app, boot, token)
 }
 
 /// The outbox's messages to `email`, oldest first.
@@ -173,7 +143,7 @@ async fn login(
 
 async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Backend) {
     let (app, boot, token) = setup(&backend).await;
-    let invited = ok(call(
+    let invited = ok(send(
         &app,
         Method::POST,
         &token,
@@ -215,7 +185,7 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
     let pair = ok(login(&app, "dev@example.com", "a strong passphrase", None).await).await;
     let person = pair["access_token"].as_str().unwrap();
     // A developer manages API keys and reads the rest...
-    ok(call(
+    ok(send(
         &app,
         Method::PUT,
         person,
@@ -237,7 +207,7 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
     .await;
     // ...and nothing else.
     assert_error(
-        call(
+        send(
             &app,
             Method::POST,
             person,
@@ -249,10 +219,10 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
         "E_FORBIDDEN",
     )
     .await;
-    assert_error(call(&app, Method::POST, person, "/api/v0/organizations", Some(json!({"name": "Nope", "address_line1": "a", "zip": "1", "town": "b", "country_code": "DEU"}))).await, 403, "E_FORBIDDEN").await;
+    assert_error(send(&app, Method::POST, person, "/api/v0/organizations", Some(json!({"name": "Nope", "address_line1": "a", "zip": "1", "town": "b", "country_code": "DEU"}))).await, 403, "E_FORBIDDEN").await;
     let me = format!("/api/v0/users/{}", invited["_id"].as_str().unwrap());
     assert_error(
-        call(
+        send(
             &app,
             Method::PATCH,
             person,
@@ -266,7 +236,7 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
     .await;
 
     // Disabled by an admin (the API key): the person's token and login stop.
-    let disabled = ok(call(
+    let disabled = ok(send(
         &app,
         Method::PATCH,
         &token,
@@ -309,7 +279,7 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
 
 async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
     let (app, boot, token) = setup(&backend).await;
-    ok(call(
+    ok(send(
         &app,
         Method::POST,
         &token,
@@ -343,7 +313,7 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
     let first = invitation_token(&app, "a@example.com");
 
     let id = invitation["_id"].as_str().unwrap();
-    ok(call(
+    ok(send(
         &app,
         Method::POST,
         &token,
@@ -362,7 +332,7 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
     )
     .await;
 
-    ok(call(
+    ok(send(
         &app,
         Method::DELETE,
         &token,
@@ -378,7 +348,7 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
     )
     .await;
     assert_error(
-        call(
+        send(
             &app,
             Method::DELETE,
             &token,
@@ -391,7 +361,7 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
     )
     .await;
     assert_error(
-        call(
+        send(
             &app,
             Method::POST,
             &token,
@@ -412,7 +382,7 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
     let owner_path = format!("/api/v0/users/{}", boot.user_id);
     // Admins (API keys) do not change owners.
     assert_error(
-        call(
+        send(
             &app,
             Method::PATCH,
             &token,
@@ -425,13 +395,13 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
     )
     .await;
     assert_error(
-        call(&app, Method::DELETE, &token, &owner_path, None).await,
+        send(&app, Method::DELETE, &token, &owner_path, None).await,
         403,
         "E_FORBIDDEN",
     )
     .await;
     assert_error(
-        call(
+        send(
             &app,
             Method::POST,
             &token,
@@ -455,14 +425,14 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
         (Method::DELETE, None),
     ] {
         assert_error(
-            call(&app, method, owner, &owner_path, body).await,
+            send(&app, method, owner, &owner_path, body).await,
             409,
             "E_CONFLICT",
         )
         .await;
     }
     // With a second owner, the first may step down.
-    ok(call(
+    ok(send(
         &app,
         Method::POST,
         owner,
@@ -478,7 +448,7 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
     )
     .await)
     .await;
-    let demoted = ok(call(
+    let demoted = ok(send(
         &app,
         Method::PATCH,
         owner,
@@ -511,7 +481,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         (json!({"email": 7}), "email"),
     ] {
         let error = assert_error(
-            call(
+            send(
                 &app,
                 Method::POST,
                 &token,
@@ -530,7 +500,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
     }
     // Already a member: 409, nothing more stored.
     assert_error(
-        call(
+        send(
             &app,
             Method::POST,
             &token,
@@ -542,7 +512,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         "E_CONFLICT",
     )
     .await;
-    let developer = ok(call(
+    let developer = ok(send(
         &app,
         Method::POST,
         &token,
@@ -559,7 +529,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         (json!({"email": "x@example.com"}), "email"),
     ] {
         let error = assert_error(
-            call(
+            send(
                 &app,
                 Method::PATCH,
                 &token,
@@ -640,7 +610,7 @@ async fn one_person_in_several_organizations(backend: Backend) {
     let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
     ok(accept(&app, bootstrap_token, "a strong passphrase").await).await;
     // The owner of the root is invited into the child as a viewer: the same person.
-    let invited = ok(call(
+    let invited = ok(send(
         &app,
         Method::POST,
         &token,
@@ -672,7 +642,7 @@ async fn one_person_in_several_organizations(backend: Backend) {
     );
     let viewer = in_child["access_token"].as_str().unwrap();
     assert_error(
-        call(
+        send(
             &app,
             Method::PUT,
             viewer,
@@ -691,7 +661,7 @@ async fn one_person_in_several_organizations(backend: Backend) {
         "the oldest membership"
     );
     let owner = in_root["access_token"].as_str().unwrap();
-    ok(call(
+    ok(send(
         &app,
         Method::PUT,
         owner,
@@ -732,7 +702,7 @@ async fn people_of_other_organizations_are_not_found(backend: Backend) {
             None,
         ),
     ] {
-        let response = call(&app, method.clone(), &stranger, &path, body).await;
+        let response = send(&app, method.clone(), &stranger, &path, body).await;
         let text = response.text().await.unwrap();
         let body: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(body["code"], "E_ORGANIZATION_NOT_FOUND", "{method} {path}");
@@ -751,7 +721,7 @@ async fn people_of_other_organizations_are_not_found(backend: Backend) {
     .await;
     let id = pending["data"][0]["_id"].as_str().unwrap();
     assert_error(
-        call(
+        send(
             &app,
             Method::POST,
             &stranger,
@@ -764,7 +734,7 @@ async fn people_of_other_organizations_are_not_found(backend: Backend) {
     )
     .await;
     assert_error(
-        call(
+        send(
             &app,
             Method::DELETE,
             &stranger,
@@ -795,7 +765,7 @@ async fn invitations_go_out_by_smtp_when_configured(backend: Backend) {
         .await;
     let boot = app.bootstrap().await;
     let token = app.access_token(&boot.api_key, &boot.api_secret).await;
-    ok(call(
+    ok(send(
         &app,
         Method::POST,
         &token,
