@@ -3,7 +3,7 @@
 //! [`crate::api_keys`] does the rest for both.
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::records::{ApiKey, Metadata, Organization};
@@ -15,12 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
 use crate::app::AppState;
 use crate::auth::RequestContext;
-use crate::http::auth::context;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
-use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, Deleted, JsonResponse, query};
+use crate::http::{Deleted, JsonResponse, query};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -241,12 +239,6 @@ pub struct RotateApiKey {
     pub grace_period_seconds: i64,
 }
 
-type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
-
-fn request_context(ctx: &Ctx) -> RequestContext {
-    context(&ctx.0, ctx.1.as_deref())
-}
-
 async fn located(
     state: &AppState,
     actor: &crate::access::Actor,
@@ -277,11 +269,10 @@ macro_rules! both_styles {
         pub async fn $own(
             State($state): State<AppState>,
             Bearer($actor): Bearer,
-            ctx: Ctx,
+            $ctx: RequestContext,
             Path(key_name): Path<String>,
             $(ApiJson($arg): ApiJson<$body>,)?
         ) -> Result<JsonResponse<$response>, ApiError> {
-            let $ctx = request_context(&ctx);
             let ($org, $key) = located(&$state, &$actor, None, KeyRef::Name(&key_name)).await?;
             $run
         }
@@ -305,11 +296,10 @@ macro_rules! both_styles {
         pub async fn $in(
             State($state): State<AppState>,
             Bearer($actor): Bearer,
-            ctx: Ctx,
+            $ctx: RequestContext,
             Path((organization_id, api_key_id)): Path<(String, String)>,
             $(ApiJson($arg): ApiJson<$body>,)?
         ) -> Result<JsonResponse<$response>, ApiError> {
-            let $ctx = request_context(&ctx);
             let ($org, $key) =
                 located(&$state, &$actor, Some(&organization_id), KeyRef::Id(&api_key_id)).await?;
             $run
@@ -431,7 +421,7 @@ pub async fn list_in(
 pub async fn create_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(key_name): Path<String>,
     ApiJson(body): ApiJson<PutApiKey>,
 ) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
@@ -443,14 +433,7 @@ pub async fn create_own(
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
-    let (key, secret) = api_keys::create(
-        &state,
-        &actor,
-        &request_context(&ctx),
-        &organization,
-        request,
-    )
-    .await?;
+    let (key, secret) = api_keys::create(&state, &actor, &context, &organization, request).await?;
     Ok(JsonResponse(resource(key, &organization, Some(secret))))
 }
 
@@ -469,7 +452,7 @@ pub async fn create_own(
 pub async fn create_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(organization_id): Path<String>,
     ApiJson(body): ApiJson<PostApiKey>,
 ) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
@@ -494,13 +477,6 @@ pub async fn create_in(
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
-    let (key, secret) = api_keys::create(
-        &state,
-        &actor,
-        &request_context(&ctx),
-        &organization,
-        request,
-    )
-    .await?;
+    let (key, secret) = api_keys::create(&state, &actor, &context, &organization, request).await?;
     Ok(JsonResponse(resource(key, &organization, Some(secret))))
 }

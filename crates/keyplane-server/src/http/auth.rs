@@ -1,7 +1,7 @@
 //! Token endpoints: fiskaly's `POST /api/v0/auth`, Fiskil's `POST /v1/token`, and the JWKS that
 //! verifies what they issue.
 
-use axum::extract::{Extension, FromRequest, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,8 +13,7 @@ use crate::app::AppState;
 use crate::auth::{self, AuthError, IssuedTokens, RequestContext};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, JsonResponse, json_body};
+use crate::http::{JsonResponse, json_body};
 use keyplane_core::tokens::Jwk;
 use keyplane_core::values::Env;
 
@@ -23,13 +22,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/v0/auth", post(authenticate))
         .route("/v1/token", post(fiskil_token))
         .route("/.well-known/jwks.json", get(jwks))
-}
-
-pub(crate) fn context(request_id: &RequestId, client: Option<&ClientInfo>) -> RequestContext {
-    RequestContext {
-        request_id: Some(request_id.0.clone()),
-        ip: client.map(|c| c.ip),
-    }
 }
 
 /// One of the three credential forms of `POST /api/v0/auth`.
@@ -98,11 +90,9 @@ pub(crate) fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a
     ))]
 pub async fn authenticate(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    client: Option<Extension<ClientInfo>>,
+    context: RequestContext,
     ApiJson(body): ApiJson<AuthRequest>,
 ) -> Result<JsonResponse<AuthResponse>, ApiError> {
-    let context = context(&request_id, client.as_deref());
     let issued = if body.refresh_token.is_some() {
         if body.api_key.is_some()
             || body.api_secret.is_some()
@@ -214,8 +204,7 @@ fn fiskil_error(status: StatusCode, name: &'static str, message: impl Into<Strin
     ))]
 pub async fn fiskil_token(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    client: Option<Extension<ClientInfo>>,
+    context: RequestContext,
     request: Request,
 ) -> Response {
     let body = match ApiJson::<FiskilTokenRequest>::from_request(request, &state).await {
@@ -237,7 +226,6 @@ pub async fn fiskil_token(
             );
         }
     };
-    let context = context(&request_id, client.as_deref());
     match auth::authenticate_api_key(&state, client_id, client_secret, false, &context).await {
         Ok(issued) => json_body(&FiskilTokenResponse {
             expires_in: issued.claims.exp - issued.claims.iat,

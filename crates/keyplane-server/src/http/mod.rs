@@ -34,6 +34,25 @@ pub struct ClientInfo {
     pub ip: IpAddr,
 }
 
+/// Where a request came from, for the audit log: its request id (set by the outermost
+/// middleware) and the client address (set by the listener). Never fails.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for crate::auth::RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            request_id: parts
+                .extensions
+                .get::<request_id::RequestId>()
+                .map(|id| id.0.clone()),
+            ip: parts.extensions.get::<ClientInfo>().map(|client| client.ip),
+        })
+    }
+}
+
 /// Serialises a value as the JSON body of a response, with the contract's content type.
 pub fn json_body<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {

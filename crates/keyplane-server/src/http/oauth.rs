@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,10 +21,9 @@ use utoipa::ToSchema;
 use crate::access::{self, AccessError};
 use crate::app::AppState;
 use crate::auth::{self, AuthError, RequestContext};
-use crate::http::auth::{MAX_CREDENTIAL_LENGTH, context};
+use crate::http::auth::MAX_CREDENTIAL_LENGTH;
 use crate::http::error::ApiError;
-use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, json_body};
+use crate::http::json_body;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -281,12 +280,10 @@ pub struct OAuthTokenResponse {
     ))]
 pub async fn token(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    client: Option<Extension<ClientInfo>>,
+    context: RequestContext,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let context = context(&request_id, client.as_deref());
     let form = Form::parse(&headers, &body)?;
     let grant_type = form.require("grant_type")?;
     if form.get("scope")?.is_some() {
@@ -392,12 +389,10 @@ async fn visible(
     ))]
 pub async fn introspect(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    client: Option<Extension<ClientInfo>>,
+    context: RequestContext,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let context = context(&request_id, client.as_deref());
     let form = Form::parse(&headers, &body)?;
     let caller = authenticated_client(&state, &headers, &form, &context).await?;
     let presented = form.require("token")?;
@@ -462,12 +457,10 @@ pub async fn introspect(
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    client: Option<Extension<ClientInfo>>,
+    context: RequestContext,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let context = context(&request_id, client.as_deref());
     let form = Form::parse(&headers, &body)?;
     let caller = authenticated_client(&state, &headers, &form, &context).await?;
     let presented = form.require("token")?;

@@ -1,7 +1,7 @@
 //! Organizations (contract section 5). Handlers translate; [`crate::organizations`] decides.
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use keyplane_core::organizations::{OrganizationFields, OrganizationOrder, OrganizationQuery};
 use keyplane_core::records::{Metadata, Organization};
@@ -10,12 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::http::auth::context;
+use crate::auth::RequestContext;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
-use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, Deleted, JsonResponse, query};
+use crate::http::{Deleted, JsonResponse, query};
 use crate::organizations::{self, OrganizationError};
 
 pub fn router() -> Router<AppState> {
@@ -225,8 +224,6 @@ pub struct EnableEnv {
     pub env: Env,
 }
 
-type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
-
 /// Retrieve an organization: the caller's own or one it manages.
 #[utoipa::path(get, path = "/api/v0/organizations/{organization_id}", tag = "organizations",
     params(("organization_id" = String, Path, description = "Organization id (UUID)")),
@@ -328,11 +325,10 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     ApiJson(body): ApiJson<OrganizationBody>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
     let (fields, manager) = body.into_fields()?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     let organization =
         organizations::create(&state, &actor, &context, manager.as_deref(), fields).await?;
     Ok(JsonResponse(organization.into()))
@@ -352,7 +348,7 @@ pub async fn create(
 pub async fn update(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(organization_id): Path<String>,
     ApiJson(body): ApiJson<OrganizationBody>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
@@ -364,7 +360,6 @@ pub async fn update(
         ));
     }
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     let organization =
         organizations::update(&state, &actor, &context, organization, fields).await?;
     Ok(JsonResponse(organization.into()))
@@ -384,11 +379,10 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(organization_id): Path<String>,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     organizations::delete(&state, &actor, &context, organization).await?;
     Ok(Deleted::response())
 }
@@ -407,12 +401,11 @@ pub async fn delete(
 pub async fn enable_env(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(organization_id): Path<String>,
     ApiJson(body): ApiJson<EnableEnv>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     let organization =
         organizations::enable_env(&state, &actor, &context, organization, body.env).await?;
     Ok(JsonResponse(organization.into()))

@@ -3,7 +3,7 @@
 //! [`crate::users`] decides.
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::routing::{delete, get, post};
 use keyplane_core::records::{Membership, Organization, PendingInvitation, User, UserQuery};
 use keyplane_core::values::{Env, Role, UserStatus};
@@ -12,12 +12,11 @@ use utoipa::ToSchema;
 
 use crate::access::Actor;
 use crate::app::AppState;
-use crate::http::auth::context;
+use crate::auth::RequestContext;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
-use crate::http::request_id::RequestId;
-use crate::http::{ClientInfo, Deleted, JsonResponse, query};
+use crate::http::{Deleted, JsonResponse, query};
 use crate::organizations;
 use crate::users::{self, Invite, UserError};
 
@@ -185,8 +184,6 @@ pub struct AcceptBody {
     pub last_name: Option<String>,
 }
 
-type Ctx = (Extension<RequestId>, Option<Extension<ClientInfo>>);
-
 async fn organization(
     state: &AppState,
     actor: &Actor,
@@ -238,7 +235,7 @@ async fn list(
 async fn invite(
     state: &AppState,
     actor: &Actor,
-    ctx: &Ctx,
+    context: &RequestContext,
     organization_id: Option<&str>,
     body: InviteBody,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
@@ -249,8 +246,7 @@ async fn invite(
         last_name: body.last_name,
         role: body.role.unwrap_or(Role::Developer),
     };
-    let context = context(&ctx.0, ctx.1.as_deref());
-    let (user, membership) = users::invite(state, actor, &context, &organization, request).await?;
+    let (user, membership) = users::invite(state, actor, context, &organization, request).await?;
     Ok(JsonResponse(user_resource(
         user,
         &membership,
@@ -276,16 +272,15 @@ async fn retrieve(
 async fn update(
     state: &AppState,
     actor: &Actor,
-    ctx: &Ctx,
+    context: &RequestContext,
     organization_id: Option<&str>,
     user_id: &str,
     body: UpdateUserBody,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
     let organization = organization(state, actor, organization_id).await?;
     let (user, membership) = users::find(state, &organization, user_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     let membership =
-        users::update(state, actor, &context, membership, body.role, body.status).await?;
+        users::update(state, actor, context, membership, body.role, body.status).await?;
     Ok(JsonResponse(user_resource(
         user,
         &membership,
@@ -296,14 +291,13 @@ async fn update(
 async fn remove(
     state: &AppState,
     actor: &Actor,
-    ctx: &Ctx,
+    context: &RequestContext,
     organization_id: Option<&str>,
     user_id: &str,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
     let organization = organization(state, actor, organization_id).await?;
     let (_, membership) = users::find(state, &organization, user_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
-    users::remove(state, actor, &context, membership).await?;
+    users::remove(state, actor, context, membership).await?;
     Ok(Deleted::response())
 }
 
@@ -363,10 +357,10 @@ pub async fn list_in(
 pub async fn invite_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    invite(&state, &actor, &ctx, None, body).await
+    invite(&state, &actor, &context, None, body).await
 }
 
 /// Invite a person into an organization the caller can see.
@@ -384,11 +378,11 @@ pub async fn invite_own(
 pub async fn invite_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(organization_id): Path<String>,
     ApiJson(body): ApiJson<InviteBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    invite(&state, &actor, &ctx, Some(&organization_id), body).await
+    invite(&state, &actor, &context, Some(&organization_id), body).await
 }
 
 /// Retrieve a person of the caller's organization.
@@ -440,11 +434,11 @@ pub async fn retrieve_in(
 pub async fn update_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    update(&state, &actor, &ctx, None, &user_id, body).await
+    update(&state, &actor, &context, None, &user_id, body).await
 }
 
 /// Change a person's role or status in an organization the caller can see.
@@ -462,11 +456,19 @@ pub async fn update_own(
 pub async fn update_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path((organization_id, user_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    update(&state, &actor, &ctx, Some(&organization_id), &user_id, body).await
+    update(
+        &state,
+        &actor,
+        &context,
+        Some(&organization_id),
+        &user_id,
+        body,
+    )
+    .await
 }
 
 /// Remove a person from the caller's organization.
@@ -483,10 +485,10 @@ pub async fn update_in(
 pub async fn remove_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(user_id): Path<String>,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
-    remove(&state, &actor, &ctx, None, &user_id).await
+    remove(&state, &actor, &context, None, &user_id).await
 }
 
 /// Remove a person from an organization the caller can see.
@@ -503,10 +505,10 @@ pub async fn remove_own(
 pub async fn remove_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path((organization_id, user_id)): Path<(String, String)>,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
-    remove(&state, &actor, &ctx, Some(&organization_id), &user_id).await
+    remove(&state, &actor, &context, Some(&organization_id), &user_id).await
 }
 
 /// The pending invitations of an organization the caller can see.
@@ -549,11 +551,10 @@ pub async fn list_invitations(
 pub async fn resend_invitation(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(invitation_id): Path<String>,
 ) -> Result<JsonResponse<InvitationResource>, ApiError> {
     let (invitation, organization) = users::find_invitation(&state, &actor, &invitation_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     let pending = users::resend(&state, &actor, &context, invitation, &organization).await?;
     Ok(JsonResponse(invitation_resource(
         pending,
@@ -574,11 +575,10 @@ pub async fn resend_invitation(
 pub async fn revoke_invitation(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    ctx: Ctx,
+    context: RequestContext,
     Path(invitation_id): Path<String>,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
     let (invitation, _) = users::find_invitation(&state, &actor, &invitation_id).await?;
-    let context = context(&ctx.0, ctx.1.as_deref());
     users::revoke(&state, &actor, &context, invitation).await?;
     Ok(Deleted::response())
 }
@@ -593,13 +593,12 @@ pub async fn revoke_invitation(
     ))]
 pub async fn accept(
     State(state): State<AppState>,
-    ctx: Ctx,
+    context: RequestContext,
     ApiJson(body): ApiJson<AcceptBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
     if body.token.is_empty() || body.token.len() > crate::http::auth::MAX_CREDENTIAL_LENGTH {
         return Err(UserError::InvalidInvitation.into());
     }
-    let context = context(&ctx.0, ctx.1.as_deref());
     let (user, membership) = users::accept(
         &state,
         &context,
