@@ -1,4 +1,5 @@
-//! Audit events that accompany no change of their own, such as failed logins, are written by a
+//! Audit events that accompany no change of their own, such as failed logins and tokens issued
+//! without a refresh token (Fiskil, OAuth client credentials), are written by a
 //! background task in batches, off the response path. A failed login therefore costs the same
 //! whether or not the key exists (no write to wait for), and a flood of failures becomes a few
 //! batched inserts instead of one transaction each. The queue is bounded: beyond it events are

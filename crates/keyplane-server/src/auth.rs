@@ -640,7 +640,11 @@ async fn try_issue(
             Some((plain, expires_at))
         }
         None => {
-            state.store().record_audit_events(&events).await?;
+            // No refresh token, so no change to write them with: like failures, they go to the
+            // batched writer instead of costing each token request a transaction.
+            for event in events {
+                state.audit_queue().record(event);
+            }
             None
         }
     };
