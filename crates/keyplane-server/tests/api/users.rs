@@ -373,6 +373,18 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
         "E_INVITATION_NOT_FOUND",
     )
     .await;
+    for path in [
+        "/api/v0/invitations/not-a-uuid/resend",
+        "/api/v0/invitations/not-a-uuid",
+    ] {
+        let method = if path.ends_with("resend") {
+            Method::POST
+        } else {
+            Method::DELETE
+        };
+        let response = send(&app, method, &token, path, None).await;
+        assert_error(response, 404, "E_INVITATION_NOT_FOUND").await;
+    }
     let pending = ok(app.get_as(&token, &list_path).await).await;
     assert_eq!(pending["count"], 1);
 }
