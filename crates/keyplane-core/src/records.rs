@@ -155,6 +155,15 @@ pub struct RefreshToken {
     pub family_expires_at: Option<i64>,
 }
 
+/// A refresh token to store, with the audit events of the login or refresh that issued it and,
+/// for a refresh, the token it replaces (spent in the same transaction).
+#[derive(Clone, Debug)]
+pub struct RefreshIssue {
+    pub token: RefreshToken,
+    pub spend_parent: Option<String>,
+    pub events: Vec<AuditEvent>,
+}
+
 /// Who did something, as the audit log records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

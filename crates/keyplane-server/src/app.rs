@@ -18,6 +18,7 @@ use crate::audit::AuditQueue;
 use crate::auth::Throttles;
 use crate::config::{ServeConfig, StoreConfig};
 use crate::files::{ensure_private_dir, write_private_file};
+use crate::group_commit::RefreshTokenWriter;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
@@ -64,6 +65,7 @@ struct StateInner {
     throttles: Throttles,
     passwords: Passwords,
     audit_queue: AuditQueue,
+    refresh_tokens: RefreshTokenWriter,
     usage: Arc<UsageLog>,
     mailer: Mailer,
     public_url: String,
@@ -103,6 +105,7 @@ impl AppState {
         .map_err(|e| StartupError::Mail(e.to_string()))?;
         Ok(Self(Arc::new(StateInner {
             audit_queue: AuditQueue::spawn(store.clone()),
+            refresh_tokens: RefreshTokenWriter::spawn(store.clone()),
             store,
             secrets,
             signing_keys,
@@ -142,6 +145,11 @@ impl AppState {
 
     pub fn audit_queue(&self) -> &AuditQueue {
         &self.0.audit_queue
+    }
+
+    /// Stores refresh tokens by group commit.
+    pub fn refresh_tokens(&self) -> &RefreshTokenWriter {
+        &self.0.refresh_tokens
     }
 
     pub fn mailer(&self) -> &Mailer {

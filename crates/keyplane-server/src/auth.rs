@@ -18,7 +18,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use keyplane_core::records::{ActorType, ApiKey, AuditEvent, RefreshToken};
+use keyplane_core::records::{ActorType, ApiKey, AuditEvent, RefreshIssue, RefreshToken};
 use keyplane_core::secrets::{CredentialHash, CredentialKind, PlainCredential};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, SubjectType};
@@ -630,11 +630,12 @@ async fn try_issue(
                 revoked_at: None,
                 family_expires_at: spec.family_expires_at,
             };
-            if !state
-                .store()
-                .issue_refresh_token(&record, spec.spend_parent.as_deref(), &events)
-                .await?
-            {
+            let issue = RefreshIssue {
+                token: record,
+                spend_parent: spec.spend_parent,
+                events,
+            };
+            if !state.refresh_tokens().issue(issue).await? {
                 return Ok(None);
             }
             Some((plain, expires_at))

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod files;
+pub mod group_commit;
 pub mod http;
 pub mod mail;
 pub mod metrics;

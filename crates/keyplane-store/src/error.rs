@@ -23,6 +23,29 @@ pub enum StoreError {
     Internal(#[source] sqlx::Error),
 }
 
+impl StoreError {
+    /// Unavailable for a reason outside the database driver (e.g. a writer task has stopped).
+    pub fn unavailable(reason: &str) -> StoreError {
+        StoreError::Unavailable(sqlx::Error::Protocol(reason.to_owned()))
+    }
+
+    /// The same error for each caller whose write was part of one failed batch: the same class
+    /// (so each still answers 503 or 500 rightly) and message; sqlx errors cannot be cloned.
+    pub fn for_each_caller(&self) -> StoreError {
+        let copy = |error: &sqlx::Error| sqlx::Error::Protocol(error.to_string());
+        match self {
+            StoreError::Unavailable(error) => StoreError::Unavailable(copy(error)),
+            StoreError::Conflict(error) => StoreError::Conflict(copy(error)),
+            StoreError::Internal(error) => StoreError::Internal(copy(error)),
+            StoreError::AlreadyBootstrapped => StoreError::AlreadyBootstrapped,
+            StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
+            StoreError::Migration(error) => {
+                StoreError::Internal(sqlx::Error::Protocol(error.to_string()))
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {

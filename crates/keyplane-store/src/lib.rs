@@ -12,7 +12,7 @@ use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
-    Organization, PendingInvitation, RefreshToken, User, UserQuery,
+    Organization, PendingInvitation, RefreshIssue, RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -270,16 +270,20 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_api_key(&self, id: ApiKeyId, events: &[AuditEvent])
     -> Result<bool, StoreError>;
 
-    /// Stores a new refresh token together with the audit events of the login or refresh that
-    /// issued it. With `spend_parent`, that token is marked used in the same transaction, and
-    /// nothing is stored (false) when it was already used or revoked: of concurrent
-    /// presentations of one token exactly one succeeds.
-    async fn issue_refresh_token(
-        &self,
-        token: &RefreshToken,
-        spend_parent: Option<&str>,
-        events: &[AuditEvent],
-    ) -> Result<bool, StoreError>;
+    /// Stores new refresh tokens, each with the audit events of the login or refresh that
+    /// issued it, in one transaction (a group commit: one disk flush for many logins). Where an
+    /// issue has `spend_parent`, that token is marked used in the same transaction, and nothing
+    /// of that issue is stored (false at its index) when the parent was already used or revoked:
+    /// of concurrent presentations of one token exactly one succeeds, within a batch too.
+    async fn issue_refresh_tokens(&self, batch: &[RefreshIssue]) -> Result<Vec<bool>, StoreError>;
+
+    /// [`Store::issue_refresh_tokens`] for one token.
+    async fn issue_refresh_token(&self, issue: &RefreshIssue) -> Result<bool, StoreError> {
+        let stored = self
+            .issue_refresh_tokens(std::slice::from_ref(issue))
+            .await?;
+        Ok(stored.first().copied().unwrap_or(false))
+    }
 
     async fn refresh_token_by_hash(
         &self,

@@ -125,7 +125,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
-            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, MembershipOutcome, PendingInvitation, UserQuery, Membership, Organization, RefreshToken,
+            ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, MembershipOutcome, PendingInvitation, UserQuery, Membership, Organization, RefreshIssue, RefreshToken,
             User,
         };
         use keyplane_core::secrets::CredentialHash;
@@ -517,28 +517,61 @@ macro_rules! impl_store {
             Ok(changed)
         }
 
-        async fn insert_audit_events(
+        /// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters.
+        const ROWS_PER_INSERT: usize = 1_000;
+
+        async fn insert_audit_events<'e>(
             conn: &mut Connection,
-            events: &[AuditEvent],
+            events: impl IntoIterator<Item = &'e AuditEvent>,
         ) -> Result<(), StoreError> {
-            for event in events {
-                sqlx::query(
+            let events: Vec<&AuditEvent> = events.into_iter().collect();
+            for chunk in events.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_id, \
-                     target_type, target_id, request_id, ip, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(event.id.to_string())
-                .bind(event.organization_id.to_string())
-                .bind(&event.action)
-                .bind(event.actor_type.as_str())
-                .bind(&event.actor_id)
-                .bind(&event.target_type)
-                .bind(&event.target_id)
-                .bind(&event.request_id)
-                .bind(&event.ip)
-                .bind(event.created_at)
-                .execute(&mut *conn)
-                .await?;
+                     target_type, target_id, request_id, ip, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, event| {
+                    row.push_bind(event.id.to_string())
+                        .push_bind(event.organization_id.to_string())
+                        .push_bind(event.action.clone())
+                        .push_bind(event.actor_type.as_str())
+                        .push_bind(event.actor_id.clone())
+                        .push_bind(event.target_type.clone())
+                        .push_bind(event.target_id.clone())
+                        .push_bind(event.request_id.clone())
+                        .push_bind(event.ip.clone())
+                        .push_bind(event.created_at);
+                });
+                insert.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        async fn insert_refresh_tokens(
+            conn: &mut Connection,
+            tokens: &[&RefreshToken],
+        ) -> Result<(), StoreError> {
+            for chunk in tokens.chunks(ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO refresh_tokens (id, family_id, token_hash, subject_type, \
+                     subject_id, organization_id, env, created_at, expires_at, used_at, \
+                     revoked_at, family_expires_at) ",
+                );
+                insert.push_values(chunk, |mut row, token| {
+                    row.push_bind(token.id.clone())
+                        .push_bind(token.family_id.clone())
+                        .push_bind(token.token_hash.as_bytes().to_vec())
+                        .push_bind(token.subject_type.as_str())
+                        .push_bind(token.subject_id.clone())
+                        .push_bind(token.organization_id.to_string())
+                        .push_bind(token.env.as_str())
+                        .push_bind(token.created_at)
+                        .push_bind(token.expires_at)
+                        .push_bind(token.used_at)
+                        .push_bind(token.revoked_at)
+                        .push_bind(token.family_expires_at);
+                });
+                insert.build().execute(&mut *conn).await?;
             }
             Ok(())
         }
@@ -1473,52 +1506,39 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn issue_refresh_token(
+            async fn issue_refresh_tokens(
                 &self,
-                token: &RefreshToken,
-                spend_parent: Option<&str>,
-                events: &[AuditEvent],
-            ) -> Result<bool, StoreError> {
+                batch: &[RefreshIssue],
+            ) -> Result<Vec<bool>, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                // Spending the parent and storing its successor commit together: whoever sees
-                // the parent spent also sees the successor, and a family revocation reaches it.
-                if let Some(parent) = spend_parent {
+                // Spending a parent and storing its successor commit together: whoever sees the
+                // parent spent also sees the successor, and a family revocation reaches it.
+                // Parents are spent in id order, so batches of two nodes cannot deadlock.
+                let mut stored = vec![true; batch.len()];
+                let mut spending: Vec<(usize, &str)> = batch
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, issue)| issue.spend_parent.as_deref().map(|p| (i, p)))
+                    .collect();
+                spending.sort_by_key(|&(_, parent)| parent);
+                for (index, parent) in spending {
                     let spent = sqlx::query(
                         "UPDATE refresh_tokens SET used_at = $1 \
                          WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL",
                     )
-                    .bind(token.created_at)
+                    .bind(batch[index].token.created_at)
                     .bind(parent)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    if spent != 1 {
-                        return Ok(false);
-                    }
+                    stored[index] = spent == 1;
                 }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (id, family_id, token_hash, subject_type, \
-                     subject_id, organization_id, env, created_at, expires_at, used_at, \
-                     revoked_at, family_expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&token.id)
-                .bind(&token.family_id)
-                .bind(token.token_hash.as_bytes())
-                .bind(token.subject_type.as_str())
-                .bind(&token.subject_id)
-                .bind(token.organization_id.to_string())
-                .bind(token.env.as_str())
-                .bind(token.created_at)
-                .bind(token.expires_at)
-                .bind(token.used_at)
-                .bind(token.revoked_at)
-                .bind(token.family_expires_at)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit_events(&mut tx, events).await?;
+                let issued = || batch.iter().zip(&stored).filter(|(_, kept)| **kept);
+                let tokens: Vec<&RefreshToken> = issued().map(|(issue, _)| &issue.token).collect();
+                insert_refresh_tokens(&mut tx, &tokens).await?;
+                insert_audit_events(&mut tx, issued().flat_map(|(issue, _)| &issue.events)).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(stored)
             }
 
             async fn refresh_token_by_hash(
