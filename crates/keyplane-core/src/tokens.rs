@@ -56,6 +56,14 @@ pub struct AccessClaims {
     pub jti: String,
 }
 
+impl AccessClaims {
+    /// Whether the token may be used at `now` (Unix seconds): from `nbf` until before `exp`
+    /// (RFC 7519 §4.1.4), with no leeway, as [`TokenKeys::verify`] checks it.
+    pub fn is_current(&self, now: i64) -> bool {
+        self.nbf <= now && now < self.exp
+    }
+}
+
 /// An Ed25519 signing key with its id. The private half never leaves memory unencrypted.
 pub struct SigningKey {
     pub kid: String,
@@ -282,9 +290,14 @@ impl TokenKeys {
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
-        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| TokenRejected::Invalid(e.to_string()))
+            .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
+        // jsonwebtoken still accepts a token in its `exp` second; RFC 7519 does not.
+        if !claims.is_current(crate::time::now_unix()) {
+            return Err(TokenRejected::Invalid("expired".into()));
+        }
+        Ok(claims)
     }
 }
 

@@ -208,6 +208,7 @@ pub async fn rotate(
         .update_api_key(key.id, &changes, &[rotated])
         .await?
         .ok_or(ApiKeyError::NotFound)?;
+    forget(state, &key).await;
     Ok((key, secret))
 }
 
@@ -237,12 +238,5 @@ pub async fn list(
 /// This node stops trusting its cached view of the key at once; other nodes within
 /// [`access::SUBJECT_STATE_TTL`].
 async fn forget(state: &AppState, key: &ApiKey) {
-    state
-        .subjects()
-        .forget(
-            SubjectType::ApiKey,
-            &key.id.to_string(),
-            key.organization_id,
-        )
-        .await;
+    state.subjects().forget_key(key).await;
 }

@@ -16,6 +16,7 @@
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyplane_core::records::{ActorType, ApiKey, AuditEvent, RefreshIssue, RefreshToken};
@@ -235,7 +236,12 @@ async fn verify_key(
         throttles.by_key.record_failure(credential, now);
         Err(refused.map_or(AuthError::InvalidCredentials, AuthError::Throttled))
     };
-    let Some(key) = state.store().api_key_by_public_key(public_key).await? else {
+    let key = state
+        .subjects()
+        .api_key_by_public_key(state.store(), public_key)
+        .await
+        .map_err(|error| Arc::try_unwrap(error).unwrap_or_else(|error| error.for_each_caller()))?;
+    let Some(key) = key.as_deref().cloned() else {
         // Same work as for a known key: one keyed hash and a constant-time comparison.
         let dummy = CredentialHash([0u8; 32]);
         let _ = state

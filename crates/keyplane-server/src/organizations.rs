@@ -169,6 +169,7 @@ pub async fn delete(
         .await?
     {
         OrganizationDeletion::Deleted(keys) => {
+            state.subjects().forget_keys_of(organization.id);
             for key in keys {
                 state
                     .subjects()
