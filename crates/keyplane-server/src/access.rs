@@ -67,6 +67,8 @@ pub struct Subjects {
     /// checked on every use. A signing key stays published until every token it signed has
     /// expired, so no cached token outlives its key.
     verified: Cache<[u8; 32], Arc<AccessClaims>>,
+    /// Organizations by id, for the visibility walk every management request makes.
+    organizations: Cache<OrganizationId, Arc<Organization>>,
 }
 
 impl Default for Subjects {
@@ -84,6 +86,10 @@ impl Default for Subjects {
             verified: Cache::builder()
                 .max_capacity(VERIFIED_TOKEN_CAPACITY)
                 .time_to_live(VERIFIED_TOKEN_TTL)
+                .build(),
+            organizations: Cache::builder()
+                .max_capacity(SUBJECT_CACHE_CAPACITY)
+                .time_to_live(SUBJECT_STATE_TTL)
                 .build(),
         }
     }
@@ -112,6 +118,38 @@ impl Subjects {
         )
         .await;
         self.api_keys.invalidate(&key.public_key).await;
+    }
+
+    /// Drops what this node knows about an organization, after changing it.
+    pub async fn forget_organization(&self, organization_id: OrganizationId) {
+        self.organizations.invalidate(&organization_id).await;
+    }
+
+    /// An organization, at most [`SUBJECT_STATE_TTL`] old; absent ones are not cached.
+    /// Concurrent misses share one query.
+    async fn organization(
+        &self,
+        store: &dyn Store,
+        id: OrganizationId,
+    ) -> Result<Option<Arc<Organization>>, StoreError> {
+        // `Err(None)`: there is no such organization (nothing is cached).
+        let found = self
+            .organizations
+            .try_get_with(id, async {
+                match store.organization(id).await {
+                    Ok(Some(organization)) => Ok(Arc::new(organization)),
+                    Ok(None) => Err(None),
+                    Err(error) => Err(Some(error)),
+                }
+            })
+            .await;
+        match found {
+            Ok(organization) => Ok(Some(organization)),
+            Err(error) => match &*error {
+                None => Ok(None),
+                Some(error) => Err(error.for_each_caller()),
+            },
+        }
     }
 
     /// Drops every cached API key of a deleted organization.
@@ -246,23 +284,24 @@ async fn verify_signature(state: &AppState, token: &str) -> Result<AccessClaims,
 /// one it manages, transitively; `None` for anything else, existing or not. One read for the
 /// caller's own organization, one more per level of management above the target.
 pub async fn visible_organization(
-    store: &dyn Store,
+    state: &AppState,
     actor_organization: OrganizationId,
     organization_id: OrganizationId,
 ) -> Result<Option<Organization>, StoreError> {
     /// Deeper hierarchies than this are refused rather than walked.
     const MAX_DEPTH: usize = 64;
-    let Some(target) = store.organization(organization_id).await? else {
+    let (subjects, store) = (state.subjects(), state.store());
+    let Some(target) = subjects.organization(store, organization_id).await? else {
         return Ok(None);
     };
     let (mut current, mut manager) = (target.id, target.managed_by);
     for _ in 0..MAX_DEPTH {
         if current == actor_organization {
-            return Ok(Some(target));
+            return Ok(Some(Organization::clone(&target)));
         }
         let Some(next) = manager else { return Ok(None) };
         current = next;
-        manager = match store.organization(next).await? {
+        manager = match subjects.organization(store, next).await? {
             Some(organization) => organization.managed_by,
             None => return Ok(None),
         };

@@ -44,7 +44,7 @@ pub async fn visible(
     id: &str,
 ) -> Result<Organization, OrganizationError> {
     let id: OrganizationId = id.parse().map_err(|_| OrganizationError::NotFound)?;
-    access::visible_organization(state.store(), actor.organization_id, id)
+    access::visible_organization(state, actor.organization_id, id)
         .await?
         .ok_or(OrganizationError::NotFound)
 }
@@ -110,10 +110,11 @@ pub async fn update(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    mut organization: Organization,
+    organization: Organization,
     fields: OrganizationFields,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
+    let mut organization = fresh(state, organization).await?;
     organizations::update(&mut organization, fields)?;
     let updated = event(context, actor, organization.id, "organization.updated");
     if !state
@@ -123,6 +124,7 @@ pub async fn update(
     {
         return Err(OrganizationError::NotFound);
     }
+    state.subjects().forget_organization(organization.id).await;
     Ok(organization)
 }
 
@@ -130,10 +132,11 @@ pub async fn enable_env(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    mut organization: Organization,
+    organization: Organization,
     env: Env,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
+    let mut organization = fresh(state, organization).await?;
     if organization.envs.contains(&env) {
         return Ok(organization);
     }
@@ -147,7 +150,21 @@ pub async fn enable_env(
     {
         return Err(OrganizationError::NotFound);
     }
+    state.subjects().forget_organization(organization.id).await;
     Ok(organization)
+}
+
+/// The organization as stored now: what the visibility check returned may be up to
+/// [`access::SUBJECT_STATE_TTL`] old, and a change must not write back a stale copy.
+async fn fresh(
+    state: &AppState,
+    organization: Organization,
+) -> Result<Organization, OrganizationError> {
+    state
+        .store()
+        .organization(organization.id)
+        .await?
+        .ok_or(OrganizationError::NotFound)
 }
 
 /// Deletes an organization the caller manages (not its own); its keys stop working at once
@@ -170,6 +187,7 @@ pub async fn delete(
     {
         OrganizationDeletion::Deleted(keys) => {
             state.subjects().forget_keys_of(organization.id);
+            state.subjects().forget_organization(organization.id).await;
             for key in keys {
                 state
                     .subjects()
