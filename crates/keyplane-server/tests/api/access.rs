@@ -256,15 +256,9 @@ async fn change(app: &TestApp, key: &keyplane_core::records::ApiKey, changes: Ap
 }
 
 /// What the node that changes a key does: drop its own cached view of it.
+/// What the node that changed a key does: drop its cached state and secrets.
 async fn forget(app: &TestApp, key: &keyplane_core::records::ApiKey) {
-    app.state
-        .subjects()
-        .forget(
-            keyplane_core::tokens::SubjectType::ApiKey,
-            &key.id.to_string(),
-            key.organization_id,
-        )
-        .await;
+    app.state.subjects().forget_key(key).await;
 }
 
 async fn a_disabled_or_deleted_key_loses_its_tokens(backend: Backend) {
@@ -307,15 +301,9 @@ async fn a_disabled_or_deleted_key_loses_its_tokens(backend: Backend) {
     let token = app.access_token(&boot.api_key, &boot.api_secret).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 200);
     assert!(app.state.store().delete_api_key(key.id, &[]).await.unwrap());
-    app.state
-        .subjects()
-        .forget(
-            keyplane_core::tokens::SubjectType::ApiKey,
-            &key.id.to_string(),
-            key.organization_id,
-        )
-        .await;
+    forget(&app, &key).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 401);
+    assert_eq!(app.post_json("/api/v0/auth", &login).await.status(), 401);
 }
 
 async fn an_independent_jwt_library_verifies_tokens_against_the_jwks(backend: Backend) {

@@ -18,6 +18,8 @@ on_both_stores!(
     people_log_in_with_email_and_password,
     a_grace_window_lets_a_lost_refresh_response_be_retried,
     a_refresh_token_raced_twice_revokes_the_winners_successor_too,
+    concurrent_logins_share_commits_and_each_token_is_stored,
+    one_batch_spends_each_parent_once,
 );
 
 async fn login(app: &TestApp, key: &str, secret: &str) -> reqwest::Response {
@@ -575,4 +577,124 @@ async fn a_refresh_token_raced_twice_revokes_the_winners_successor_too(backend: 
         let status = app.post_json("/api/v0/auth", &successor).await.status();
         assert_eq!(status, 401, "round {round}");
     }
+}
+
+/// Many logins at once go through the group commit: each gets its own durable refresh token,
+/// which works exactly once.
+async fn concurrent_logins_share_commits_and_each_token_is_stored(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    // Sent at once over separate requests of one client, so they queue for the same commits.
+    let post = |body: Value| {
+        let request = app
+            .client
+            .post(format!("{}/api/v0/auth", app.base_url))
+            .json(&body);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    let login = json!({"api_key": boot.api_key, "api_secret": boot.api_secret});
+    let logins: Vec<_> = (0..40).map(|_| post(login.clone())).collect();
+    let mut pairs = Vec::new();
+    for login in logins {
+        let response = login.await.unwrap();
+        assert_eq!(response.status(), 200);
+        pairs.push(response.json::<Value>().await.unwrap());
+    }
+    let refreshes: Vec<_> = pairs
+        .iter()
+        .map(|pair| post(json!({"refresh_token": pair["refresh_token"]})))
+        .collect();
+    for refresh in refreshes {
+        assert_eq!(refresh.await.unwrap().status(), 200);
+    }
+    let mut distinct: Vec<&str> = pairs
+        .iter()
+        .map(|pair| pair["refresh_token"].as_str().unwrap())
+        .collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 40);
+    // Spent: a second use of any of them is refused.
+    let again = json!({"refresh_token": pairs[7]["refresh_token"]});
+    assert_eq!(app.post_json("/api/v0/auth", &again).await.status(), 401);
+}
+
+/// Two refreshes of one token in one batch: the first spends it, the second stores nothing;
+/// an unrelated login in the same batch is stored either way.
+async fn one_batch_spends_each_parent_once(backend: Backend) {
+    use keyplane_core::records::{AuditEvent, RefreshIssue, RefreshToken};
+    use keyplane_core::secrets::CredentialHash;
+
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let store = app.state.store();
+    let token = |id: &str, family: &str, hash: u8| RefreshToken {
+        id: id.into(),
+        family_id: family.into(),
+        token_hash: CredentialHash([hash; 32]),
+        subject_type: keyplane_core::tokens::SubjectType::ApiKey,
+        subject_id: "key".into(),
+        organization_id: boot.organization_id.parse().unwrap(),
+        env: keyplane_core::values::Env::Test,
+        created_at: 1,
+        expires_at: i64::MAX,
+        used_at: None,
+        revoked_at: None,
+        family_expires_at: None,
+    };
+    let issue = |token, parent: Option<&str>, events: Vec<AuditEvent>| RefreshIssue {
+        token,
+        spend_parent: parent.map(str::to_owned),
+        events,
+    };
+    let parent = issue(token("parent", "f", 1), None, vec![]);
+    assert!(store.issue_refresh_token(&parent).await.unwrap());
+    let event = |action: &str| AuditEvent {
+        id: keyplane_core::AuditEventId::new(),
+        organization_id: boot.organization_id.parse().unwrap(),
+        action: action.into(),
+        actor_type: keyplane_core::records::ActorType::ApiKey,
+        actor_id: Some("key".into()),
+        target_type: "refresh_token".into(),
+        target_id: "f".into(),
+        request_id: None,
+        ip: None,
+        created_at: 1,
+    };
+    let batch = [
+        issue(
+            token("first", "f", 2),
+            Some("parent"),
+            vec![event("batch.first")],
+        ),
+        issue(
+            token("second", "f", 3),
+            Some("parent"),
+            vec![event("batch.second")],
+        ),
+        issue(token("other", "g", 4), None, vec![event("batch.other")]),
+    ];
+    assert_eq!(
+        store.issue_refresh_tokens(&batch).await.unwrap(),
+        [true, false, true]
+    );
+    let hashes = [1, 2, 3, 4].map(|byte| CredentialHash([byte; 32]));
+    let mut stored = Vec::new();
+    for hash in &hashes {
+        stored.push(store.refresh_token_by_hash(hash).await.unwrap());
+    }
+    assert_eq!(stored[0].as_ref().unwrap().used_at, Some(1));
+    assert!(stored[1].is_some());
+    assert!(stored[2].is_none());
+    assert!(stored[3].is_some());
+    let actions: Vec<String> = store
+        .audit_events(boot.organization_id.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.action)
+        .filter(|action| action.starts_with("batch."))
+        .collect();
+    assert_eq!(actions.len(), 2);
+    assert!(!actions.contains(&"batch.second".to_owned()), "{actions:?}");
 }
