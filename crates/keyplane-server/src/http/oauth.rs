@@ -371,7 +371,7 @@ async fn visible(
     organization_id: OrganizationId,
 ) -> Result<bool, OAuthError> {
     Ok(
-        access::visible_organization(&state, caller.organization_id, organization_id)
+        access::visible_organization(state, caller.organization_id, organization_id)
             .await?
             .is_some(),
     )
