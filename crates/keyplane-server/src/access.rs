@@ -55,8 +55,9 @@ pub enum AccessError {
 
 type SubjectKey = (SubjectType, String, OrganizationId);
 
-/// The per-node caches of subject states, and of API keys by their public key (what a token
-/// request checks its secret against), both kept [`SUBJECT_STATE_TTL`].
+/// The per-node caches: subject states, API keys by public key (what a token request checks
+/// its secret against) and organizations, each kept [`SUBJECT_STATE_TTL`] and dropped at once
+/// by the node that changes them; and the access tokens this node has verified.
 pub struct Subjects {
     cache: Cache<SubjectKey, Option<Role>>,
     /// Unknown keys are cached too (as `None`), so an unknown key costs what a known one does.
@@ -170,12 +171,13 @@ impl Subjects {
         &self,
         store: &dyn Store,
         public_key: &str,
-    ) -> Result<Option<Arc<ApiKey>>, Arc<StoreError>> {
+    ) -> Result<Option<Arc<ApiKey>>, StoreError> {
         self.api_keys
             .try_get_with_by_ref(public_key, async {
                 Ok(store.api_key_by_public_key(public_key).await?.map(Arc::new))
             })
             .await
+            .map_err(|error: Arc<StoreError>| error.for_each_caller())
     }
 }
 

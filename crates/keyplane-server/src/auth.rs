@@ -207,7 +207,7 @@ pub async fn verify_client(
     public_key: &str,
     secret: &str,
     context: &RequestContext,
-) -> Result<ApiKey, AuthError> {
+) -> Result<Arc<ApiKey>, AuthError> {
     verify_key(state, public_key, secret, context)
         .await
         .map(|(key, _)| key)
@@ -219,7 +219,7 @@ async fn verify_key(
     public_key: &str,
     secret: &str,
     context: &RequestContext,
-) -> Result<(ApiKey, Option<i64>), AuthError> {
+) -> Result<(Arc<ApiKey>, Option<i64>), AuthError> {
     let throttles = state.throttles();
     throttles.admit_address(context).await?;
     let credential = throttles.credential(public_key);
@@ -239,9 +239,8 @@ async fn verify_key(
     let key = state
         .subjects()
         .api_key_by_public_key(state.store(), public_key)
-        .await
-        .map_err(|error| Arc::try_unwrap(error).unwrap_or_else(|error| error.for_each_caller()))?;
-    let Some(key) = key.as_deref().cloned() else {
+        .await?;
+    let Some(key) = key else {
         // Same work as for a known key: one keyed hash and a constant-time comparison.
         let dummy = CredentialHash([0u8; 32]);
         let _ = state

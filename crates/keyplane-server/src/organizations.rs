@@ -114,7 +114,7 @@ pub async fn update(
     fields: OrganizationFields,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
-    let mut organization = fresh(state, organization).await?;
+    let mut organization = fresh(state, organization.id).await?;
     organizations::update(&mut organization, fields)?;
     let updated = event(context, actor, organization.id, "organization.updated");
     if !state
@@ -136,7 +136,7 @@ pub async fn enable_env(
     env: Env,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
-    let mut organization = fresh(state, organization).await?;
+    let mut organization = fresh(state, organization.id).await?;
     if organization.envs.contains(&env) {
         return Ok(organization);
     }
@@ -156,13 +156,10 @@ pub async fn enable_env(
 
 /// The organization as stored now: what the visibility check returned may be up to
 /// [`access::SUBJECT_STATE_TTL`] old, and a change must not write back a stale copy.
-async fn fresh(
-    state: &AppState,
-    organization: Organization,
-) -> Result<Organization, OrganizationError> {
+async fn fresh(state: &AppState, id: OrganizationId) -> Result<Organization, OrganizationError> {
     state
         .store()
-        .organization(organization.id)
+        .organization(id)
         .await?
         .ok_or(OrganizationError::NotFound)
 }

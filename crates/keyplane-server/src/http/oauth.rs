@@ -4,6 +4,7 @@
 //! form body. Errors use RFC 6749 §5.2's shape, not the management API's.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -248,7 +249,7 @@ async fn authenticated_client(
     headers: &HeaderMap,
     form: &Form,
     context: &RequestContext,
-) -> Result<ApiKey, OAuthError> {
+) -> Result<Arc<ApiKey>, OAuthError> {
     let (id, secret) = client_credentials(headers, form)?.ok_or_else(OAuthError::invalid_client)?;
     auth::verify_client(state, &id, &secret, context)
         .await
@@ -311,7 +312,7 @@ pub async fn token(
                 ),
                 None => None,
             };
-            auth::refresh(&state, refresh_token, client.as_ref(), &context)
+            auth::refresh(&state, refresh_token, client.as_deref(), &context)
                 .await
                 .map_err(OAuthError::from_auth)?
         }
