@@ -169,6 +169,22 @@ impl PlainCredential {
         Self(URL_SAFE_NO_PAD.encode(bytes))
     }
 
+    /// A credential that names its own record: `<selector>.<256 random bits>`. The selector (a
+    /// time-ordered record id) finds the row without an index on random hashes, so inserts
+    /// append; the keyed hash of the whole credential is what is stored and compared.
+    pub fn with_selector(selector: &str) -> Self {
+        Self(format!("{selector}.{}", Self::generate().0))
+    }
+
+    /// The selector of a credential made by [`PlainCredential::with_selector`]; `None` for
+    /// anything else.
+    pub fn selector_of(presented: &str) -> Option<&str> {
+        presented
+            .split_once('.')
+            .map(|(selector, _)| selector)
+            .filter(|selector| !selector.is_empty())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

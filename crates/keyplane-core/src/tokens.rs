@@ -8,7 +8,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::secrets::ServerSecrets;
@@ -205,10 +205,16 @@ pub enum TokenRejected {
 }
 
 /// Signs with the current key and verifies against every published one.
+///
+/// Verification is jsonwebtoken's. Signing is the JWS compact serialization (RFC 7515 §7.1)
+/// over a key pair parsed once: `jsonwebtoken::encode` parses the PKCS#8 document, deriving the
+/// public key, on every call, which doubled the cost of each token.
 pub struct TokenKeys {
     issuer: String,
     current_kid: String,
-    encoding: EncodingKey,
+    signer: Ed25519KeyPair,
+    /// The current key's protected header, base64url-encoded, followed by the `.` separator.
+    encoded_header: String,
     decoding: HashMap<String, DecodingKey>,
     published: Vec<Jwk>,
 }
@@ -244,10 +250,16 @@ impl TokenKeys {
             decoding.insert(key.kid.clone(), decoding_key);
             published.push(jwk);
         }
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(current.kid.clone());
+        let mut encoded_header =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("a header serializes"));
+        encoded_header.push('.');
         Some(Self {
             issuer,
             current_kid: current.kid.clone(),
-            encoding: EncodingKey::from_ed_der(&current.pkcs8),
+            signer: Ed25519KeyPair::from_pkcs8(&current.pkcs8).ok()?,
+            encoded_header,
             decoding,
             published,
         })
@@ -271,9 +283,15 @@ impl TokenKeys {
     }
 
     pub fn sign(&self, claims: &AccessClaims) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.current_kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("Ed25519 signing cannot fail")
+        let claims = serde_json::to_vec(claims).expect("claims serialize");
+        let mut token =
+            String::with_capacity(self.encoded_header.len() + claims.len() * 4 / 3 + 90);
+        token.push_str(&self.encoded_header);
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let signature = self.signer.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        token
     }
 
     /// Verifies signature, algorithm (EdDSA only: `none` and HMAC confusion are impossible),
@@ -332,6 +350,28 @@ mod tests {
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(keys.current_kid()));
         assert_eq!(keys.verify(&token).unwrap(), claims_with(&token));
+    }
+
+    #[test]
+    fn tokens_verify_against_the_published_jwk_alone() {
+        let keys = TokenKeys::new(
+            "https://keyplane.test".into(),
+            &[SigningKey::generate(1)],
+            now(),
+            300,
+        )
+        .unwrap();
+        let signed = claims(now());
+        let token = keys.sign(&signed);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.typ.as_deref(), Some("JWT"));
+        let jwk = &keys.jwks()[0];
+        let decoding = DecodingKey::from_ed_components(&jwk.x).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&["https://keyplane.test"]);
+        let decoded = jsonwebtoken::decode::<AccessClaims>(&token, &decoding, &validation).unwrap();
+        assert_eq!(decoded.claims, signed);
     }
 
     fn claims_with(token: &str) -> AccessClaims {

@@ -7,6 +7,7 @@
 //! here: they are written in the change's own transaction.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyplane_core::records::AuditEvent;
 use keyplane_store::Store;
@@ -15,7 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 /// Events waiting to be written, at most.
 const QUEUE: usize = 10_000;
 /// Events written per transaction, at most.
-const BATCH: usize = 256;
+const BATCH: usize = 1_024;
+/// How long the writer gathers more events after the first one of a batch (unless a flush is
+/// waiting): the difference between a transaction per handful of events under load, each a
+/// disk flush and several hand-offs to the database thread, and a few per second.
+const LINGER: Duration = Duration::from_millis(50);
 
 enum Message {
     Event(AuditEvent),
@@ -54,6 +59,15 @@ impl AuditQueue {
 async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>) {
     let mut messages = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut messages, BATCH).await > 0 {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while messages.len() < BATCH && !messages.iter().any(|m| matches!(m, Message::Flush(_))) {
+            let room = BATCH - messages.len();
+            let more = receiver.recv_many(&mut messages, room);
+            match tokio::time::timeout_at(deadline, more).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
         let mut events = Vec::with_capacity(messages.len());
         let mut flushes = Vec::new();
         for message in messages.drain(..) {

@@ -398,10 +398,7 @@ pub async fn refresh(
     context: &RequestContext,
 ) -> Result<IssuedTokens, AuthError> {
     let now = now_unix();
-    let hash = state
-        .secrets()
-        .hash_credential(CredentialKind::RefreshToken, presented);
-    let Some(token) = state.store().refresh_token_by_hash(&hash).await? else {
+    let Some(token) = find_refresh_token(state, presented).await? else {
         return Err(AuthError::InvalidCredentials);
     };
     if token.revoked_at.is_some() || token.expires_at <= now {
@@ -463,7 +460,7 @@ pub async fn refresh(
         Some(issued) => Ok(issued),
         None => {
             // Spent concurrently: within the grace window that is a retry, otherwise reuse.
-            let spent = state.store().refresh_token_by_hash(&hash).await?;
+            let spent = state.store().refresh_token(&token.id).await?;
             if spent.and_then(|t| t.used_at).is_some_and(within_grace) {
                 issue(state, subject(), Some(successor(false)), refreshed()).await
             } else {
@@ -474,15 +471,26 @@ pub async fn refresh(
     }
 }
 
-/// A stored refresh token by its plain value.
+/// A stored refresh token by its plain value: looked up by the selector it starts with (its
+/// id), then accepted only when the keyed hash of the whole value matches, compared in constant
+/// time. A value without a well-formed selector costs no lookup.
 pub async fn find_refresh_token(
     state: &AppState,
     presented: &str,
 ) -> Result<Option<RefreshToken>, StoreError> {
-    let hash = state
-        .secrets()
-        .hash_credential(CredentialKind::RefreshToken, presented);
-    state.store().refresh_token_by_hash(&hash).await
+    let Some(id) = PlainCredential::selector_of(presented)
+        .and_then(|selector| uuid::Uuid::try_parse(selector).ok())
+    else {
+        return Ok(None);
+    };
+    let token = state.store().refresh_token(&id.to_string()).await?;
+    Ok(token.filter(|token| {
+        state.secrets().verify_credential(
+            CredentialKind::RefreshToken,
+            presented,
+            &token.token_hash,
+        )
+    }))
 }
 
 /// Whether a refresh token could be exchanged now (unspent, unrevoked, unexpired, and its
@@ -614,13 +622,14 @@ async fn try_issue(
     let access_token = keys.sign(&claims);
     let refresh_token = match refresh {
         Some(spec) => {
-            let plain = PlainCredential::generate();
+            let id = uuid::Uuid::now_v7();
+            let plain = PlainCredential::with_selector(&id.simple().to_string());
             let mut expires_at = now + state.token_settings().refresh_ttl;
             if let Some(end) = spec.family_expires_at {
                 expires_at = expires_at.min(end);
             }
             let record = RefreshToken {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: id.to_string(),
                 family_id: spec.family_id,
                 token_hash: state
                     .secrets()

@@ -48,6 +48,24 @@ impl RefreshTokenWriter {
 async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<(RefreshIssue, Reply)>) {
     let mut pending = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut pending, BATCH).await > 0 {
+        // Let every request that is ready to run reach this queue before committing: under
+        // load a commit then carries most of the requests in flight instead of the few that
+        // arrived during the previous flush, and each commit costs several hand-offs to the
+        // database thread besides the flush. An idle server yields to nobody and commits at
+        // once.
+        while pending.len() < BATCH {
+            tokio::task::yield_now().await;
+            let before = pending.len();
+            while pending.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(item) => pending.push(item),
+                    Err(_) => break,
+                }
+            }
+            if pending.len() == before {
+                break;
+            }
+        }
         let (batch, replies): (Vec<RefreshIssue>, Vec<Reply>) = pending.drain(..).unzip();
         match store.issue_refresh_tokens(&batch).await {
             Ok(stored) => {

@@ -285,10 +285,8 @@ pub trait Store: Send + Sync + 'static {
         Ok(stored.first().copied().unwrap_or(false))
     }
 
-    async fn refresh_token_by_hash(
-        &self,
-        hash: &CredentialHash,
-    ) -> Result<Option<RefreshToken>, StoreError>;
+    /// A refresh token by its id, the selector its plain value starts with.
+    async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError>;
 
     /// Revokes every token of a family (reuse detected, logout), with its audit events.
     async fn revoke_refresh_family(

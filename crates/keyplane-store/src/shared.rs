@@ -1541,12 +1541,9 @@ macro_rules! impl_store {
                 Ok(stored)
             }
 
-            async fn refresh_token_by_hash(
-                &self,
-                hash: &CredentialHash,
-            ) -> Result<Option<RefreshToken>, StoreError> {
-                sqlx::query("SELECT * FROM refresh_tokens WHERE token_hash = $1")
-                    .bind(hash.as_bytes())
+            async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError> {
+                sqlx::query("SELECT * FROM refresh_tokens WHERE id = $1")
+                    .bind(id)
                     .fetch_optional(&self.reader)
                     .await?
                     .map(|row| refresh_token_from_row(&row))

@@ -28,13 +28,17 @@ impl SqliteStore {
             // Other processes (e.g. `keyplane bootstrap` beside a running server) may hold the
             // write lock briefly.
             .busy_timeout(Duration::from_secs(5));
+        // A connection to a local file cannot go stale, so it is not pinged before each use:
+        // sqlx's default test costs every query a second round trip to the connection's thread.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         Ok(Self { writer, reader })

@@ -187,6 +187,27 @@ async fn refresh_tokens_are_single_use_and_reuse_revokes_the_family(backend: Bac
         .unwrap();
     assert_eq!(refresh(fresh["refresh_token"].clone()).await.status(), 200);
     assert_error(refresh(json!("never-issued")).await, 401, "E_UNAUTHORIZED").await;
+
+    // A live token's selector (its id) with any other verifier is refused and spends nothing.
+    let live: Value = login(&app, &boot.api_key, &boot.api_secret)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let live = live["refresh_token"].as_str().unwrap();
+    let (selector, verifier) = live.split_once('.').unwrap();
+    let hyphenated = uuid::Uuid::try_parse(selector).unwrap().to_string();
+    for forged in [
+        format!("{selector}.{}", "A".repeat(verifier.len())),
+        format!("{selector}."),
+        selector.to_owned(),
+        format!("{live}A"),
+        format!("{hyphenated}.{verifier}"),
+        format!(".{verifier}"),
+    ] {
+        assert_error(refresh(json!(forged)).await, 401, "E_UNAUTHORIZED").await;
+    }
+    assert_eq!(refresh(json!(live)).await.status(), 200);
 }
 
 async fn rejects_malformed_and_incomplete_auth_requests(backend: Backend) {
@@ -678,10 +699,9 @@ async fn one_batch_spends_each_parent_once(backend: Backend) {
         store.issue_refresh_tokens(&batch).await.unwrap(),
         [true, false, true]
     );
-    let hashes = [1, 2, 3, 4].map(|byte| CredentialHash([byte; 32]));
     let mut stored = Vec::new();
-    for hash in &hashes {
-        stored.push(store.refresh_token_by_hash(hash).await.unwrap());
+    for id in ["parent", "first", "second", "other"] {
+        stored.push(store.refresh_token(id).await.unwrap());
     }
     assert_eq!(stored[0].as_ref().unwrap().used_at, Some(1));
     assert!(stored[1].is_some());
