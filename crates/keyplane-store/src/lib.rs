@@ -2,6 +2,7 @@
 //! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in
 //! [`shared`]; only connection setup and migrations differ.
 
+mod connections;
 mod error;
 mod postgres;
 mod shared;

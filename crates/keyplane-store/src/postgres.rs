@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
@@ -35,6 +36,19 @@ impl PostgresStore {
             writer: pool.clone(),
             reader: pool,
         })
+    }
+
+    async fn read(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.reader.acquire().await?)
+    }
+
+    async fn write(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.writer.acquire().await?)
+    }
+
+    async fn close_connections(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
     }
 }
 

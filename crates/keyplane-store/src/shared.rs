@@ -120,7 +120,7 @@ pub(crate) fn organization_filters(query: &OrganizationQuery) -> (String, Vec<St
     (sql, binds)
 }
 
-/// Expands `Store` for `$store`, whose `reader` and `writer` fields are `sqlx::Pool<$db>`.
+/// Expands `Store` for `$store`, whose `read()` and `write()` lend a connection to `$db`.
 macro_rules! impl_store {
     ($store:ty, $db:ty, $row:ty, $engine:literal) => {
         use async_trait::async_trait;
@@ -506,7 +506,7 @@ macro_rules! impl_store {
         /// Ends a transaction whose change may have found nothing to change: with `changed`, its
         /// audit events are added and it commits; without, it rolls back (on drop).
         async fn commit_if(
-            mut tx: sqlx::Transaction<'static, $db>,
+            mut tx: sqlx::Transaction<'_, $db>,
             changed: bool,
             events: &[AuditEvent],
         ) -> Result<bool, StoreError> {
@@ -583,12 +583,13 @@ macro_rules! impl_store {
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1").execute(&self.reader).await?;
+                sqlx::query("SELECT 1").execute(&mut *self.read().await?).await?;
                 Ok(())
             }
 
             async fn bootstrap(&self, b: &Bootstrap) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let organizations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -623,7 +624,7 @@ macro_rules! impl_store {
             ) -> Result<Option<Organization>, StoreError> {
                 sqlx::query("SELECT * FROM organizations WHERE id = $1")
                     .bind(id.to_string())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| organization_from_row(&row))
                     .transpose()
@@ -632,7 +633,7 @@ macro_rules! impl_store {
             async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
                 sqlx::query("SELECT * FROM users WHERE id = $1")
                     .bind(id.to_string())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| user_from_row(&row))
                     .transpose()
@@ -646,7 +647,7 @@ macro_rules! impl_store {
                     "SELECT * FROM memberships WHERE user_id = $1 ORDER BY organization_id",
                 )
                 .bind(user_id.to_string())
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await?
                 .iter()
                 .map(membership_from_row)
@@ -659,7 +660,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<Invitation>, StoreError> {
                 sqlx::query("SELECT * FROM invitations WHERE organization_id = $1 ORDER BY id")
                     .bind(organization_id.to_string())
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.read().await?)
                     .await?
                     .iter()
                     .map(invitation_from_row)
@@ -672,7 +673,7 @@ macro_rules! impl_store {
             ) -> Result<Option<ApiKey>, StoreError> {
                 sqlx::query("SELECT * FROM api_keys WHERE public_key = $1")
                     .bind(public_key)
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| api_key_from_row(&row))
                     .transpose()
@@ -686,7 +687,7 @@ macro_rules! impl_store {
                     "SELECT * FROM audit_events WHERE organization_id = $1 ORDER BY id DESC",
                 )
                 .bind(organization_id.to_string())
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await?
                 .iter()
                 .map(audit_event_from_row)
@@ -742,19 +743,19 @@ macro_rules! impl_store {
                 let events = select
                     .bind(i64::from(query.limit))
                     .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.read().await?)
                     .await?
                     .iter()
                     .map(audit_event_from_row)
                     .collect::<Result<Vec<_>, _>>()?;
-                let total = counting.fetch_one(&self.reader).await?;
+                let total = counting.fetch_one(&mut *self.read().await?).await?;
                 Ok((events, u64::try_from(total).unwrap_or(0)))
             }
 
             async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
                 sqlx::query("SELECT * FROM api_keys WHERE id = $1")
                     .bind(id.to_string())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| api_key_from_row(&row))
                     .transpose()
@@ -762,7 +763,7 @@ macro_rules! impl_store {
 
             async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
                 sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.read().await?)
                     .await?
                     .iter()
                     .map(signing_key_from_row)
@@ -779,7 +780,7 @@ macro_rules! impl_store {
                 .bind(&key.public_key)
                 .bind(key.created_at)
                 .bind(key.retired_at)
-                .execute(&self.writer)
+                .execute(&mut *self.write().await?)
                 .await?;
                 Ok(())
             }
@@ -790,7 +791,8 @@ macro_rules! impl_store {
                 retire_at: i64,
                 expected_newest: Option<&str>,
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let newest: Option<String> = sqlx::query_scalar(
                     "SELECT kid FROM signing_keys ORDER BY created_at DESC, kid DESC LIMIT 1",
                 )
@@ -825,7 +827,7 @@ macro_rules! impl_store {
             async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
                 sqlx::query("SELECT * FROM users WHERE lower(email) = lower($1)")
                     .bind(email)
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| user_from_row(&row))
                     .transpose()
@@ -841,7 +843,7 @@ macro_rules! impl_store {
                 )
                 .bind(organization_id.to_string())
                 .bind(user_id.to_string())
-                .fetch_optional(&self.reader)
+                .fetch_optional(&mut *self.read().await?)
                 .await?
                 .map(|row| membership_from_row(&row))
                 .transpose()
@@ -890,7 +892,7 @@ macro_rules! impl_store {
                 let rows = select
                     .bind(i64::from(query.limit))
                     .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.read().await?)
                     .await?;
                 let mut people = Vec::with_capacity(rows.len());
                 for row in &rows {
@@ -904,7 +906,7 @@ macro_rules! impl_store {
                     };
                     people.push((user, membership_from_row(row)?));
                 }
-                let total = counting.fetch_one(&self.reader).await?;
+                let total = counting.fetch_one(&mut *self.read().await?).await?;
                 Ok((people, u64::try_from(total).unwrap_or(0)))
             }
 
@@ -915,7 +917,8 @@ macro_rules! impl_store {
                 invitation: &Invitation,
                 events: &[AuditEvent],
             ) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 if let Some(user) = new_user {
                     insert_user(&mut tx, user).await?;
                 }
@@ -931,7 +934,8 @@ macro_rules! impl_store {
                 membership: &Membership,
                 events: &[AuditEvent],
             ) -> Result<MembershipOutcome, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 if !lock_organization(&mut tx, membership.organization_id).await? {
                     return Ok(MembershipOutcome::NotFound);
                 }
@@ -974,7 +978,8 @@ macro_rules! impl_store {
                 user_id: UserId,
                 events: &[AuditEvent],
             ) -> Result<MembershipOutcome, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 if !lock_organization(&mut tx, organization_id).await? {
                     return Ok(MembershipOutcome::NotFound);
                 }
@@ -1024,7 +1029,7 @@ macro_rules! impl_store {
                 )
                 .bind(organization_id.to_string())
                 .bind(now)
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await?
                 .iter()
                 .map(|row| {
@@ -1040,7 +1045,7 @@ macro_rules! impl_store {
             async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {
                 sqlx::query("SELECT * FROM invitations WHERE id = $1")
                     .bind(id.to_string())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| invitation_from_row(&row))
                     .transpose()
@@ -1052,7 +1057,7 @@ macro_rules! impl_store {
             ) -> Result<Option<Invitation>, StoreError> {
                 sqlx::query("SELECT * FROM invitations WHERE token_hash = $1")
                     .bind(hash.as_bytes())
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| invitation_from_row(&row))
                     .transpose()
@@ -1063,7 +1068,8 @@ macro_rules! impl_store {
                 invitation: &Invitation,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let renewed = sqlx::query(
                     "UPDATE invitations SET token_hash = $1, expires_at = $2 \
                      WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL",
@@ -1084,7 +1090,8 @@ macro_rules! impl_store {
                 now: i64,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let revoked = sqlx::query(
                     "UPDATE invitations SET revoked_at = $1 \
                      WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
@@ -1105,7 +1112,8 @@ macro_rules! impl_store {
                 now: i64,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let accepted = sqlx::query(
                     "UPDATE invitations SET accepted_at = $1 WHERE id = $2 \
                      AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
@@ -1153,7 +1161,7 @@ macro_rules! impl_store {
                 sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(password_hash)
                     .bind(user_id.to_string())
-                    .execute(&self.writer)
+                    .execute(&mut *self.write().await?)
                     .await?;
                 Ok(())
             }
@@ -1163,7 +1171,8 @@ macro_rules! impl_store {
                 membership: &Membership,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let updated = sqlx::query(
                     "UPDATE memberships SET role = $1, status = $2 \
                      WHERE organization_id = $3 AND user_id = $4",
@@ -1185,7 +1194,8 @@ macro_rules! impl_store {
                 changes: &ApiKeyChanges,
                 events: &[AuditEvent],
             ) -> Result<Option<ApiKey>, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let Some((organization_id, kind, status)) = api_key_class(&mut tx, id).await? else {
                     return Ok(None);
                 };
@@ -1257,7 +1267,8 @@ macro_rules! impl_store {
                 id: ApiKeyId,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let Some((organization_id, kind, status)) = api_key_class(&mut tx, id).await?
                 else {
                     return Ok(false);
@@ -1281,7 +1292,8 @@ macro_rules! impl_store {
                 organization: &Organization,
                 events: &[AuditEvent],
             ) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 insert_organization(&mut tx, organization).await?;
                 insert_audit_events(&mut tx, events).await?;
                 tx.commit().await?;
@@ -1293,7 +1305,8 @@ macro_rules! impl_store {
                 o: &Organization,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let updated = sqlx::query(
                     "UPDATE organizations SET name = $1, display_name = $2, address_line1 = $3, \
                      address_line2 = $4, zip = $5, town = $6, state = $7, country_code = $8, \
@@ -1356,7 +1369,7 @@ macro_rules! impl_store {
                 let organizations = select
                     .bind(i64::from(query.limit))
                     .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.read().await?)
                     .await?
                     .iter()
                     .map(organization_from_row)
@@ -1369,7 +1382,7 @@ macro_rules! impl_store {
                 for bind in &binds {
                     count = count.bind(bind);
                 }
-                let total = count.fetch_one(&self.reader).await?;
+                let total = count.fetch_one(&mut *self.read().await?).await?;
                 Ok((organizations, u64::try_from(total).unwrap_or(0)))
             }
 
@@ -1378,7 +1391,8 @@ macro_rules! impl_store {
                 id: OrganizationId,
                 events: &[AuditEvent],
             ) -> Result<OrganizationDeletion, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 let id_text = id.to_string();
                 // Locks the row (PostgreSQL) so that no child is created meanwhile unseen.
                 let exists = sqlx::query("UPDATE organizations SET name = name WHERE id = $1")
@@ -1427,7 +1441,8 @@ macro_rules! impl_store {
                 key: &ApiKey,
                 events: &[AuditEvent],
             ) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 insert_api_key(&mut tx, key).await?;
                 insert_audit_events(&mut tx, events).await?;
                 tx.commit().await?;
@@ -1442,7 +1457,7 @@ macro_rules! impl_store {
                 sqlx::query("SELECT * FROM api_keys WHERE organization_id = $1 AND name = $2")
                     .bind(organization_id.to_string())
                     .bind(name)
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| api_key_from_row(&row))
                     .transpose()
@@ -1464,7 +1479,7 @@ macro_rules! impl_store {
                 let keys = select
                     .bind(i64::from(query.limit))
                     .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-                    .fetch_all(&self.reader)
+                    .fetch_all(&mut *self.read().await?)
                     .await?
                     .iter()
                     .map(api_key_from_row)
@@ -1473,7 +1488,7 @@ macro_rules! impl_store {
                     "SELECT kind, status, n FROM api_key_counts WHERE organization_id = $1",
                 )
                 .bind(organization_id.to_string())
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *self.read().await?)
                 .await?;
                 let mut total = 0u64;
                 for row in counts {
@@ -1490,7 +1505,8 @@ macro_rules! impl_store {
             }
 
             async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 for (id, at) in used {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $1 \
@@ -1510,7 +1526,8 @@ macro_rules! impl_store {
                 &self,
                 batch: &[RefreshIssue],
             ) -> Result<Vec<bool>, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 // Spending a parent and storing its successor commit together: whoever sees the
                 // parent spent also sees the successor, and a family revocation reaches it.
                 // Parents are spent in id order, so batches of two nodes cannot deadlock.
@@ -1544,7 +1561,7 @@ macro_rules! impl_store {
             async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError> {
                 sqlx::query("SELECT * FROM refresh_tokens WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&self.reader)
+                    .fetch_optional(&mut *self.read().await?)
                     .await?
                     .map(|row| refresh_token_from_row(&row))
                     .transpose()
@@ -1556,7 +1573,8 @@ macro_rules! impl_store {
                 now: i64,
                 events: &[AuditEvent],
             ) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $1 \
                      WHERE family_id = $2 AND revoked_at IS NULL",
@@ -1571,15 +1589,15 @@ macro_rules! impl_store {
             }
 
             async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 insert_audit_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn close(&self) {
-                self.writer.close().await;
-                self.reader.close().await;
+                self.close_connections().await;
             }
         }
     };

@@ -2,18 +2,21 @@
 //! `synchronous=FULL`, so an acknowledged write survives a crash of the process or the machine.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-/// SQLite allows one writer at a time; writes go through a one-connection pool so they queue in
-/// the process instead of failing with `SQLITE_BUSY`, while reads use several connections (WAL
-/// lets readers proceed during a write).
+use crate::connections::{Connections, Lent};
+
+/// SQLite allows one writer at a time; writes go through one connection so they queue in the
+/// process instead of failing with `SQLITE_BUSY`, while reads use several connections (WAL lets
+/// readers proceed during a write). Both are [`Connections`], not sqlx pools.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Arc<Connections>,
+    reader: Arc<Connections>,
 }
 
 impl SqliteStore {
@@ -28,20 +31,28 @@ impl SqliteStore {
             // Other processes (e.g. `keyplane bootstrap` beside a running server) may hold the
             // write lock briefly.
             .busy_timeout(Duration::from_secs(5));
-        // A connection to a local file cannot go stale, so it is not pinged before each use:
-        // sqlx's default test costs every query a second round trip to the connection's thread.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(options.clone())
+        let writer = Connections::open(&options, 1).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut *writer.get().await?)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(8)
-            .test_before_acquire(false)
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Self { writer, reader })
+        let reader = Connections::open(&options.read_only(true), 8).await?;
+        Ok(Self {
+            writer: Arc::new(writer),
+            reader: Arc::new(reader),
+        })
+    }
+
+    async fn read(&self) -> Result<Lent<'_>, StoreError> {
+        self.reader.get().await
+    }
+
+    async fn write(&self) -> Result<Lent<'_>, StoreError> {
+        self.writer.get().await
+    }
+
+    async fn close_connections(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
     }
 }
 
