@@ -60,12 +60,14 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Messa
     let mut messages = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut messages, BATCH).await > 0 {
         let deadline = tokio::time::Instant::now() + LINGER;
-        while messages.len() < BATCH && !messages.iter().any(|m| matches!(m, Message::Flush(_))) {
-            let room = BATCH - messages.len();
+        let is_flush = |message: &Message| matches!(message, Message::Flush(_));
+        let mut flush_waiting = messages.iter().any(is_flush);
+        while messages.len() < BATCH && !flush_waiting {
+            let (before, room) = (messages.len(), BATCH - messages.len());
             let more = receiver.recv_many(&mut messages, room);
             match tokio::time::timeout_at(deadline, more).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => flush_waiting = messages[before..].iter().any(is_flush),
             }
         }
         let mut events = Vec::with_capacity(messages.len());

@@ -53,16 +53,15 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<(Refr
         // arrived during the previous flush, and each commit costs several hand-offs to the
         // database thread besides the flush. An idle server yields to nobody and commits at
         // once.
-        while pending.len() < BATCH {
+        loop {
             tokio::task::yield_now().await;
             let before = pending.len();
-            while pending.len() < BATCH {
-                match receiver.try_recv() {
-                    Ok(item) => pending.push(item),
-                    Err(_) => break,
-                }
+            while pending.len() < BATCH
+                && let Ok(item) = receiver.try_recv()
+            {
+                pending.push(item);
             }
-            if pending.len() == before {
+            if pending.len() == before || pending.len() == BATCH {
                 break;
             }
         }
