@@ -77,3 +77,20 @@ impl From<sqlx::Error> for StoreError {
         }
     }
 }
+
+/// Errors of the point reads SQLite runs in place ([`crate::in_place`]), classified like
+/// sqlx's: busy or locked past the busy timeout is unavailable, anything else internal.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        let busy = matches!(
+            error.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        let wrapped = sqlx::Error::Protocol(format!("sqlite: {error}"));
+        if busy {
+            StoreError::Unavailable(wrapped)
+        } else {
+            StoreError::Internal(wrapped)
+        }
+    }
+}

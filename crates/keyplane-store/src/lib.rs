@@ -4,6 +4,7 @@
 
 mod connections;
 mod error;
+mod in_place;
 mod postgres;
 mod shared;
 mod sqlite;

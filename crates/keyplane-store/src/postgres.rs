@@ -42,6 +42,28 @@ impl PostgresStore {
         Ok(self.reader.acquire().await?)
     }
 
+    /// One row by a unique key.
+    async fn read_optional<T>(
+        &self,
+        sql: &str,
+        binds: &[Bind<'_>],
+        map: impl FnOnce(&sqlx::postgres::PgRow) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = match *bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Bytes(bytes) => query.bind(bytes),
+            };
+        }
+        query
+            .fetch_optional(&mut *self.read().await?)
+            .await?
+            .as_ref()
+            .map(map)
+            .transpose()
+    }
+
     async fn write(&self) -> Result<PoolConnection<Postgres>, StoreError> {
         Ok(self.writer.acquire().await?)
     }
@@ -52,4 +74,4 @@ impl PostgresStore {
     }
 }
 
-crate::shared::impl_store!(PostgresStore, Postgres, sqlx::postgres::PgRow, "postgres");
+crate::shared::impl_store!(PostgresStore, Postgres, "postgres");

@@ -4,10 +4,76 @@
 
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::organizations::OrganizationQuery;
-use keyplane_core::records::{ActorType, Metadata};
+use keyplane_core::records::{
+    ActorType, ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, RefreshToken,
+    User,
+};
+use keyplane_core::secrets::CredentialHash;
+use keyplane_core::tokens::{StoredSigningKey, SubjectType};
 use keyplane_core::values::Env;
+use sqlx::{Postgres, Sqlite};
 
 use crate::StoreError;
+
+/// A value a column can be read as, by either engine's sqlx rows and by rusqlite (the point
+/// reads SQLite runs in place, see [`crate::in_place`]).
+pub(crate) trait Column:
+    for<'r> sqlx::Decode<'r, Sqlite>
+    + sqlx::Type<Sqlite>
+    + for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
+    + rusqlite::types::FromSql
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+        + rusqlite::types::FromSql
+{
+}
+
+/// A result row, read by column name: what the `*_from_row` functions below need, so each
+/// record is mapped from its columns once for every kind of row.
+pub(crate) trait Columns {
+    fn get<T: Column>(&self, column: &str) -> Result<T, StoreError>;
+}
+
+impl Columns for sqlx::sqlite::SqliteRow {
+    fn get<T: Column>(&self, column: &str) -> Result<T, StoreError> {
+        Ok(sqlx::Row::try_get(self, column)?)
+    }
+}
+
+impl Columns for sqlx::postgres::PgRow {
+    fn get<T: Column>(&self, column: &str) -> Result<T, StoreError> {
+        Ok(sqlx::Row::try_get(self, column)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn get<T: Column>(&self, column: &str) -> Result<T, StoreError> {
+        Ok(rusqlite::Row::get(self, column)?)
+    }
+}
+
+/// A value bound to a placeholder of a point read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Bind<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl rusqlite::ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Bind::Text(text) => text.to_sql(),
+            Bind::Bytes(bytes) => bytes.to_sql(),
+        }
+    }
+}
 
 pub(crate) fn envs_to_text(envs: &[Env]) -> String {
     envs.iter().map(Env::as_str).collect::<Vec<_>>().join(",")
@@ -120,16 +186,159 @@ pub(crate) fn organization_filters(query: &OrganizationQuery) -> (String, Vec<St
     (sql, binds)
 }
 
-/// Expands `Store` for `$store`, whose `read()` and `write()` lend a connection to `$db`.
+pub(crate) fn hash_from_bytes(column: &str, bytes: Vec<u8>) -> Result<CredentialHash, StoreError> {
+    CredentialHash::from_slice(&bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
+}
+
+pub(crate) fn organization_from_row(row: &impl Columns) -> Result<Organization, StoreError> {
+    let managed_by: Option<String> = row.get("managed_by")?;
+    let created_by_user: Option<String> = row.get("created_by_user")?;
+    Ok(Organization {
+        id: parse_column("id", &row.get::<String>("id")?)?,
+        name: row.get("name")?,
+        display_name: row.get("display_name")?,
+        address_line1: row.get("address_line1")?,
+        address_line2: row.get("address_line2")?,
+        zip: row.get("zip")?,
+        town: row.get("town")?,
+        state: row.get("state")?,
+        country_code: row.get("country_code")?,
+        vat_id: row.get("vat_id")?,
+        tax_number: row.get("tax_number")?,
+        economy_id: row.get("economy_id")?,
+        contact_person_id: row.get("contact_person_id")?,
+        billing_address_id: row.get("billing_address_id")?,
+        metadata: metadata_from_text(&row.get::<String>("metadata")?)?,
+        managed_by: managed_by
+            .map(|id| parse_column("managed_by", &id))
+            .transpose()?,
+        envs: envs_from_text(&row.get::<String>("envs")?)?,
+        created_at: row.get("created_at")?,
+        created_by_user: created_by_user
+            .map(|id| parse_column("created_by_user", &id))
+            .transpose()?,
+    })
+}
+
+pub(crate) fn user_from_row(row: &impl Columns) -> Result<User, StoreError> {
+    Ok(User {
+        id: parse_column("id", &row.get::<String>("id")?)?,
+        email: row.get("email")?,
+        first_name: row.get("first_name")?,
+        last_name: row.get("last_name")?,
+        password_hash: row.get("password_hash")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+pub(crate) fn membership_from_row(row: &impl Columns) -> Result<Membership, StoreError> {
+    Ok(Membership {
+        user_id: parse_column("user_id", &row.get::<String>("user_id")?)?,
+        organization_id: parse_column("organization_id", &row.get::<String>("organization_id")?)?,
+        role: parse_column("role", &row.get::<String>("role")?)?,
+        status: parse_column("status", &row.get::<String>("status")?)?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+pub(crate) fn invitation_from_row(row: &impl Columns) -> Result<Invitation, StoreError> {
+    let invited_by: Option<String> = row.get("invited_by")?;
+    Ok(Invitation {
+        id: parse_column("id", &row.get::<String>("id")?)?,
+        organization_id: parse_column("organization_id", &row.get::<String>("organization_id")?)?,
+        user_id: parse_column("user_id", &row.get::<String>("user_id")?)?,
+        token_hash: hash_from_bytes("token_hash", row.get("token_hash")?)?,
+        invited_by: invited_by
+            .map(|id| parse_column("invited_by", &id))
+            .transpose()?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        accepted_at: row.get("accepted_at")?,
+        revoked_at: row.get("revoked_at")?,
+    })
+}
+
+pub(crate) fn api_key_from_row(row: &impl Columns) -> Result<ApiKey, StoreError> {
+    let previous: Option<Vec<u8>> = row.get("previous_secret_hash")?;
+    let created_by_user: Option<String> = row.get("created_by_user")?;
+    Ok(ApiKey {
+        id: parse_column("id", &row.get::<String>("id")?)?,
+        organization_id: parse_column("organization_id", &row.get::<String>("organization_id")?)?,
+        name: row.get("name")?,
+        kind: parse_column("kind", &row.get::<String>("kind")?)?,
+        status: parse_column("status", &row.get::<String>("status")?)?,
+        public_key: row.get("public_key")?,
+        secret_hash: hash_from_bytes("secret_hash", row.get("secret_hash")?)?,
+        previous_secret_hash: previous
+            .map(|bytes| hash_from_bytes("previous_secret_hash", bytes))
+            .transpose()?,
+        previous_secret_expires_at: row.get("previous_secret_expires_at")?,
+        metadata: metadata_from_text(&row.get::<String>("metadata")?)?,
+        created_at: row.get("created_at")?,
+        created_by_user: created_by_user
+            .map(|id| parse_column("created_by_user", &id))
+            .transpose()?,
+        last_used_at: row.get("last_used_at")?,
+        expires_at: row.get("expires_at")?,
+    })
+}
+
+pub(crate) fn audit_event_from_row(row: &impl Columns) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        id: parse_column("id", &row.get::<String>("id")?)?,
+        organization_id: parse_column("organization_id", &row.get::<String>("organization_id")?)?,
+        action: row.get("action")?,
+        actor_type: parse_actor_type(&row.get::<String>("actor_type")?)?,
+        actor_id: row.get("actor_id")?,
+        target_type: row.get("target_type")?,
+        target_id: row.get("target_id")?,
+        request_id: row.get("request_id")?,
+        ip: row.get("ip")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+pub(crate) fn signing_key_from_row(row: &impl Columns) -> Result<StoredSigningKey, StoreError> {
+    Ok(StoredSigningKey {
+        kid: row.get("kid")?,
+        encrypted_private_key: row.get("encrypted_private_key")?,
+        public_key: row.get("public_key")?,
+        created_at: row.get("created_at")?,
+        retired_at: row.get("retired_at")?,
+    })
+}
+
+pub(crate) fn refresh_token_from_row(row: &impl Columns) -> Result<RefreshToken, StoreError> {
+    let subject_type: String = row.get("subject_type")?;
+    Ok(RefreshToken {
+        id: row.get("id")?,
+        family_id: row.get("family_id")?,
+        token_hash: hash_from_bytes("token_hash", row.get("token_hash")?)?,
+        subject_type: SubjectType::parse(&subject_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("subject_type: {subject_type:?}")))?,
+        subject_id: row.get("subject_id")?,
+        organization_id: parse_column("organization_id", &row.get::<String>("organization_id")?)?,
+        env: parse_column("env", &row.get::<String>("env")?)?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        used_at: row.get("used_at")?,
+        revoked_at: row.get("revoked_at")?,
+        family_expires_at: row.get("family_expires_at")?,
+    })
+}
+
+/// Expands `Store` for `$store`, whose `read()` and `write()` lend a connection to `$db` and
+/// whose `read_optional()` runs a point read (one row by a unique key; in place on SQLite).
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $row:ty, $engine:literal) => {
+    ($store:ty, $db:ty, $engine:literal) => {
         use async_trait::async_trait;
         use keyplane_core::records::{
             ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, MembershipOutcome, PendingInvitation, UserQuery, Membership, Organization, RefreshIssue, RefreshToken,
             User,
         };
         use keyplane_core::secrets::CredentialHash;
-        use keyplane_core::tokens::{StoredSigningKey, SubjectType};
+        use keyplane_core::tokens::StoredSigningKey;
         use keyplane_core::api_keys::ApiKeyQuery;
         use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Role, UserStatus};
         use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
@@ -139,167 +348,14 @@ macro_rules! impl_store {
 
         use crate::OrganizationDeletion;
         use crate::shared::{
-            Placeholders, organization_filters,
-            envs_from_text, envs_to_text, metadata_from_text, metadata_to_text, parse_actor_type,
-            parse_column,
+            Bind, Placeholders, organization_filters, api_key_from_row, audit_event_from_row,
+            invitation_from_row, membership_from_row, organization_from_row, refresh_token_from_row,
+            signing_key_from_row, user_from_row,
+            envs_to_text, metadata_to_text, parse_column,
         };
         use crate::{Bootstrap, Store, StoreError};
 
         type Connection = <$db as sqlx::Database>::Connection;
-
-        fn hash_from_bytes(column: &str, bytes: Vec<u8>) -> Result<CredentialHash, StoreError> {
-            CredentialHash::from_slice(&bytes)
-                .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
-        }
-
-        fn organization_from_row(row: &$row) -> Result<Organization, StoreError> {
-            let managed_by: Option<String> = row.try_get("managed_by")?;
-            let created_by_user: Option<String> = row.try_get("created_by_user")?;
-            Ok(Organization {
-                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
-                name: row.try_get("name")?,
-                display_name: row.try_get("display_name")?,
-                address_line1: row.try_get("address_line1")?,
-                address_line2: row.try_get("address_line2")?,
-                zip: row.try_get("zip")?,
-                town: row.try_get("town")?,
-                state: row.try_get("state")?,
-                country_code: row.try_get("country_code")?,
-                vat_id: row.try_get("vat_id")?,
-                tax_number: row.try_get("tax_number")?,
-                economy_id: row.try_get("economy_id")?,
-                contact_person_id: row.try_get("contact_person_id")?,
-                billing_address_id: row.try_get("billing_address_id")?,
-                metadata: metadata_from_text(row.try_get("metadata")?)?,
-                managed_by: managed_by.map(|id| parse_column("managed_by", &id)).transpose()?,
-                envs: envs_from_text(row.try_get("envs")?)?,
-                created_at: row.try_get("created_at")?,
-                created_by_user: created_by_user
-                    .map(|id| parse_column("created_by_user", &id))
-                    .transpose()?,
-            })
-        }
-
-        fn user_from_row(row: &$row) -> Result<User, StoreError> {
-            Ok(User {
-                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
-                email: row.try_get("email")?,
-                first_name: row.try_get("first_name")?,
-                last_name: row.try_get("last_name")?,
-                password_hash: row.try_get("password_hash")?,
-                created_at: row.try_get("created_at")?,
-            })
-        }
-
-        fn membership_from_row(row: &$row) -> Result<Membership, StoreError> {
-            Ok(Membership {
-                user_id: parse_column("user_id", row.try_get::<&str, _>("user_id")?)?,
-                organization_id: parse_column(
-                    "organization_id",
-                    row.try_get::<&str, _>("organization_id")?,
-                )?,
-                role: parse_column("role", row.try_get::<&str, _>("role")?)?,
-                status: parse_column("status", row.try_get::<&str, _>("status")?)?,
-                created_at: row.try_get("created_at")?,
-            })
-        }
-
-        fn invitation_from_row(row: &$row) -> Result<Invitation, StoreError> {
-            let invited_by: Option<String> = row.try_get("invited_by")?;
-            Ok(Invitation {
-                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
-                organization_id: parse_column(
-                    "organization_id",
-                    row.try_get::<&str, _>("organization_id")?,
-                )?,
-                user_id: parse_column("user_id", row.try_get::<&str, _>("user_id")?)?,
-                token_hash: hash_from_bytes("token_hash", row.try_get("token_hash")?)?,
-                invited_by: invited_by.map(|id| parse_column("invited_by", &id)).transpose()?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-                accepted_at: row.try_get("accepted_at")?,
-                revoked_at: row.try_get("revoked_at")?,
-            })
-        }
-
-        fn api_key_from_row(row: &$row) -> Result<ApiKey, StoreError> {
-            let previous: Option<Vec<u8>> = row.try_get("previous_secret_hash")?;
-            let created_by_user: Option<String> = row.try_get("created_by_user")?;
-            Ok(ApiKey {
-                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
-                organization_id: parse_column(
-                    "organization_id",
-                    row.try_get::<&str, _>("organization_id")?,
-                )?,
-                name: row.try_get("name")?,
-                kind: parse_column("kind", row.try_get::<&str, _>("kind")?)?,
-                status: parse_column("status", row.try_get::<&str, _>("status")?)?,
-                public_key: row.try_get("public_key")?,
-                secret_hash: hash_from_bytes("secret_hash", row.try_get("secret_hash")?)?,
-                previous_secret_hash: previous
-                    .map(|bytes| hash_from_bytes("previous_secret_hash", bytes))
-                    .transpose()?,
-                previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
-                metadata: metadata_from_text(row.try_get("metadata")?)?,
-                created_at: row.try_get("created_at")?,
-                created_by_user: created_by_user
-                    .map(|id| parse_column("created_by_user", &id))
-                    .transpose()?,
-                last_used_at: row.try_get("last_used_at")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        }
-
-        fn audit_event_from_row(row: &$row) -> Result<AuditEvent, StoreError> {
-            Ok(AuditEvent {
-                id: parse_column("id", row.try_get::<&str, _>("id")?)?,
-                organization_id: parse_column(
-                    "organization_id",
-                    row.try_get::<&str, _>("organization_id")?,
-                )?,
-                action: row.try_get("action")?,
-                actor_type: parse_actor_type(row.try_get("actor_type")?)?,
-                actor_id: row.try_get("actor_id")?,
-                target_type: row.try_get("target_type")?,
-                target_id: row.try_get("target_id")?,
-                request_id: row.try_get("request_id")?,
-                ip: row.try_get("ip")?,
-                created_at: row.try_get("created_at")?,
-            })
-        }
-
-        fn signing_key_from_row(row: &$row) -> Result<StoredSigningKey, StoreError> {
-            Ok(StoredSigningKey {
-                kid: row.try_get("kid")?,
-                encrypted_private_key: row.try_get("encrypted_private_key")?,
-                public_key: row.try_get("public_key")?,
-                created_at: row.try_get("created_at")?,
-                retired_at: row.try_get("retired_at")?,
-            })
-        }
-
-        fn refresh_token_from_row(row: &$row) -> Result<RefreshToken, StoreError> {
-            let subject_type: &str = row.try_get("subject_type")?;
-            Ok(RefreshToken {
-                id: row.try_get("id")?,
-                family_id: row.try_get("family_id")?,
-                token_hash: hash_from_bytes("token_hash", row.try_get("token_hash")?)?,
-                subject_type: SubjectType::parse(subject_type).ok_or_else(|| {
-                    StoreError::Corrupt(format!("subject_type: {subject_type:?}"))
-                })?,
-                subject_id: row.try_get("subject_id")?,
-                organization_id: parse_column(
-                    "organization_id",
-                    row.try_get::<&str, _>("organization_id")?,
-                )?,
-                env: parse_column("env", row.try_get::<&str, _>("env")?)?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-                used_at: row.try_get("used_at")?,
-                revoked_at: row.try_get("revoked_at")?,
-                family_expires_at: row.try_get("family_expires_at")?,
-            })
-        }
 
         async fn insert_organization(
             conn: &mut Connection,
@@ -622,21 +678,21 @@ macro_rules! impl_store {
                 &self,
                 id: OrganizationId,
             ) -> Result<Option<Organization>, StoreError> {
-                sqlx::query("SELECT * FROM organizations WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| organization_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM organizations WHERE id = $1",
+                    &[Bind::Text(&id.to_string())],
+                    |row| organization_from_row(row),
+                )
+                .await
             }
 
             async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-                sqlx::query("SELECT * FROM users WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| user_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM users WHERE id = $1",
+                    &[Bind::Text(&id.to_string())],
+                    |row| user_from_row(row),
+                )
+                .await
             }
 
             async fn memberships_of_user(
@@ -671,12 +727,12 @@ macro_rules! impl_store {
                 &self,
                 public_key: &str,
             ) -> Result<Option<ApiKey>, StoreError> {
-                sqlx::query("SELECT * FROM api_keys WHERE public_key = $1")
-                    .bind(public_key)
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| api_key_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM api_keys WHERE public_key = $1",
+                    &[Bind::Text(public_key)],
+                    |row| api_key_from_row(row),
+                )
+                .await
             }
 
             async fn audit_events(
@@ -753,12 +809,12 @@ macro_rules! impl_store {
             }
 
             async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
-                sqlx::query("SELECT * FROM api_keys WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| api_key_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM api_keys WHERE id = $1",
+                    &[Bind::Text(&id.to_string())],
+                    |row| api_key_from_row(row),
+                )
+                .await
             }
 
             async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
@@ -825,12 +881,12 @@ macro_rules! impl_store {
             }
 
             async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-                sqlx::query("SELECT * FROM users WHERE lower(email) = lower($1)")
-                    .bind(email)
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| user_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM users WHERE lower(email) = lower($1)",
+                    &[Bind::Text(email)],
+                    |row| user_from_row(row),
+                )
+                .await
             }
 
             async fn membership(
@@ -838,15 +894,12 @@ macro_rules! impl_store {
                 organization_id: OrganizationId,
                 user_id: UserId,
             ) -> Result<Option<Membership>, StoreError> {
-                sqlx::query(
+                self.read_optional(
                     "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
+                    &[Bind::Text(&organization_id.to_string()), Bind::Text(&user_id.to_string())],
+                    |row| membership_from_row(row),
                 )
-                .bind(organization_id.to_string())
-                .bind(user_id.to_string())
-                .fetch_optional(&mut *self.read().await?)
-                .await?
-                .map(|row| membership_from_row(&row))
-                .transpose()
+                .await
             }
 
             async fn list_users(
@@ -1043,24 +1096,24 @@ macro_rules! impl_store {
             }
 
             async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {
-                sqlx::query("SELECT * FROM invitations WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| invitation_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM invitations WHERE id = $1",
+                    &[Bind::Text(&id.to_string())],
+                    |row| invitation_from_row(row),
+                )
+                .await
             }
 
             async fn invitation_by_hash(
                 &self,
                 hash: &CredentialHash,
             ) -> Result<Option<Invitation>, StoreError> {
-                sqlx::query("SELECT * FROM invitations WHERE token_hash = $1")
-                    .bind(hash.as_bytes())
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| invitation_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM invitations WHERE token_hash = $1",
+                    &[Bind::Bytes(hash.as_bytes())],
+                    |row| invitation_from_row(row),
+                )
+                .await
             }
 
             async fn renew_invitation(
@@ -1454,13 +1507,12 @@ macro_rules! impl_store {
                 organization_id: OrganizationId,
                 name: &str,
             ) -> Result<Option<ApiKey>, StoreError> {
-                sqlx::query("SELECT * FROM api_keys WHERE organization_id = $1 AND name = $2")
-                    .bind(organization_id.to_string())
-                    .bind(name)
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| api_key_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM api_keys WHERE organization_id = $1 AND name = $2",
+                    &[Bind::Text(&organization_id.to_string()), Bind::Text(name)],
+                    |row| api_key_from_row(row),
+                )
+                .await
             }
 
             async fn list_api_keys(
@@ -1559,12 +1611,12 @@ macro_rules! impl_store {
             }
 
             async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError> {
-                sqlx::query("SELECT * FROM refresh_tokens WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *self.read().await?)
-                    .await?
-                    .map(|row| refresh_token_from_row(&row))
-                    .transpose()
+                self.read_optional(
+                    "SELECT * FROM refresh_tokens WHERE id = $1",
+                    &[Bind::Text(id)],
+                    |row| refresh_token_from_row(row),
+                )
+                .await
             }
 
             async fn revoke_refresh_family(

@@ -9,14 +9,20 @@ use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use crate::connections::{Connections, Lent};
+use crate::in_place::InPlace;
+
+/// How long a statement waits for a lock another connection or process holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite allows one writer at a time; writes go through one connection so they queue in the
 /// process instead of failing with `SQLITE_BUSY`, while reads use several connections (WAL lets
-/// readers proceed during a write). Both are [`Connections`], not sqlx pools.
+/// readers proceed during a write). Both are [`Connections`], not sqlx pools. Reads of one row
+/// by a unique key run in place ([`InPlace`]).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     writer: Arc<Connections>,
     reader: Arc<Connections>,
+    in_place: Arc<InPlace>,
 }
 
 impl SqliteStore {
@@ -30,16 +36,28 @@ impl SqliteStore {
             .foreign_keys(true)
             // Other processes (e.g. `keyplane bootstrap` beside a running server) may hold the
             // write lock briefly.
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(BUSY_TIMEOUT);
         let writer = Connections::open(&options, 1).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut *writer.get().await?)
             .await?;
         let reader = Connections::open(&options.read_only(true), 8).await?;
+        let in_place = InPlace::open(path, 8, BUSY_TIMEOUT)?;
         Ok(Self {
             writer: Arc::new(writer),
             reader: Arc::new(reader),
+            in_place: Arc::new(in_place),
         })
+    }
+
+    /// One row by a unique key, read in place.
+    async fn read_optional<T>(
+        &self,
+        sql: &str,
+        binds: &[Bind<'_>],
+        map: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.in_place.fetch_optional(sql, binds, map)
     }
 
     async fn read(&self) -> Result<Lent<'_>, StoreError> {
@@ -53,7 +71,8 @@ impl SqliteStore {
     async fn close_connections(&self) {
         self.writer.close().await;
         self.reader.close().await;
+        self.in_place.close();
     }
 }
 
-crate::shared::impl_store!(SqliteStore, Sqlite, sqlx::sqlite::SqliteRow, "sqlite");
+crate::shared::impl_store!(SqliteStore, Sqlite, "sqlite");
