@@ -1,5 +1,8 @@
 //! Logging: `tracing` to standard error, as text or JSON lines. Initialised once per process;
-//! tests stay silent unless `KEYPLANE_TEST_LOG` is set.
+//! tests stay silent unless `KEYPLANE_TEST_LOG` is set. Text is coloured only on a terminal:
+//! a log file or a collector gets plain lines.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,7 +13,8 @@ pub fn init(filter: &str, format: LogFormat) {
         EnvFilter::try_new(with_quiet_tls(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second call (tests, embedders) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

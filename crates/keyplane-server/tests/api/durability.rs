@@ -33,9 +33,18 @@ impl Drop for ServerProcess {
 }
 
 /// Starts `keyplane serve` on an ephemeral port and returns it with the port it announced; its
-/// log lines go to `log` when given.
+/// log lines (JSON, or text with `text`) go to `log` when given.
 fn spawn_server(
     data_dir: &std::path::Path,
+    log_level: &str,
+    log: Option<Arc<Mutex<String>>>,
+) -> (ServerProcess, u16, std::thread::JoinHandle<()>) {
+    spawn_server_logging(data_dir, "json", log_level, log)
+}
+
+fn spawn_server_logging(
+    data_dir: &std::path::Path,
+    log_format: &str,
     log_level: &str,
     log: Option<Arc<Mutex<String>>>,
 ) -> (ServerProcess, u16, std::thread::JoinHandle<()>) {
@@ -45,7 +54,7 @@ fn spawn_server(
             "--listen",
             "127.0.0.1:0",
             "--log-format",
-            "json",
+            log_format,
             "--log",
             log_level,
             "--data-dir",
@@ -63,13 +72,18 @@ fn spawn_server(
         if let Some(log) = &log {
             log.lock().unwrap().push_str(&line);
         }
-        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-            continue;
+        let address = match serde_json::from_str::<Value>(&line) {
+            Ok(entry) if entry["message"] == "listening for HTTPS" => {
+                entry["address"].as_str().unwrap().to_owned()
+            }
+            Err(_) if line.contains("listening for HTTPS") => {
+                let (_, rest) = line.split_once("address=").expect("the address is logged");
+                rest.split_whitespace().next().unwrap().to_owned()
+            }
+            _ => continue,
         };
-        if entry["message"] == "listening for HTTPS" {
-            let address: std::net::SocketAddr = entry["address"].as_str().unwrap().parse().unwrap();
-            break address.port();
-        }
+        let address: std::net::SocketAddr = address.parse().unwrap();
+        break address.port();
     };
     // Keep draining the log so the server never blocks on a full pipe.
     let drain = std::thread::spawn(move || {
@@ -142,6 +156,25 @@ async fn an_acknowledged_refresh_token_survives_kill_9() {
     );
     restarted.kill().unwrap();
     restarted.wait().unwrap();
+}
+
+/// Colour codes belong on a terminal only: a log file or a collector gets plain text.
+#[tokio::test]
+async fn text_log_lines_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::TempDir::new().unwrap();
+    bootstrap(dir.path());
+    let log = Arc::new(Mutex::new(String::new()));
+    let (mut server, _, drain) =
+        spawn_server_logging(dir.path(), "text", "info", Some(log.clone()));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    drain.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("listening for HTTPS address=127.0.0.1:"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log}");
 }
 
 /// The whole token flow with every log line the server writes at `trace`: none of the issued
