@@ -9,7 +9,9 @@
 //! and must not hold up the runtime.
 //!
 //! The connections are read-only and, in WAL mode, never wait for the writer; each statement
-//! reads the latest committed state, so a read after a write on this node sees that write.
+//! reads the latest committed state, so a read after a write on this node sees that write. Only
+//! a database that is locked outright (recovery after a crash, another process holding an
+//! exclusive lock) makes a read wait, up to the busy timeout, on the calling thread.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
