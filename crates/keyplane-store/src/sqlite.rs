@@ -41,8 +41,11 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut *writer.get().await?)
             .await?;
-        let reader = Connections::open(&options.read_only(true), 8).await?;
-        let in_place = InPlace::open(path, 8, BUSY_TIMEOUT)?;
+        // SQLite reads run on the CPU (the pages are cached), so more readers than cores buy
+        // nothing but memory: each connection keeps its own page cache (up to 2 MiB).
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let reader = Connections::open(&options.read_only(true), readers).await?;
+        let in_place = InPlace::open(path, readers, BUSY_TIMEOUT)?;
         Ok(Self {
             writer: Arc::new(writer),
             reader: Arc::new(reader),
