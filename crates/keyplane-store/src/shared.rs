@@ -186,7 +186,7 @@ pub(crate) fn organization_filters(query: &OrganizationQuery) -> (String, Vec<St
     (sql, binds)
 }
 
-pub(crate) fn hash_from_bytes(column: &str, bytes: Vec<u8>) -> Result<CredentialHash, StoreError> {
+fn hash_from_bytes(column: &str, bytes: Vec<u8>) -> Result<CredentialHash, StoreError> {
     CredentialHash::from_slice(&bytes)
         .ok_or_else(|| StoreError::Corrupt(format!("{column}: not 32 bytes")))
 }
