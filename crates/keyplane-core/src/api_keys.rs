@@ -3,7 +3,7 @@
 use crate::ids::{ApiKeyId, OrganizationId, UserId};
 use crate::records::{ApiKey, Metadata, SecretChange};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
-use crate::values::{ApiKeyKind, ApiKeyStatus, KeyName, ValidationError};
+use crate::values::{ApiKeyKind, ApiKeyStatus, KeyName, Role, ValidationError};
 
 pub const MAX_METADATA_KEYS: usize = 20;
 pub const MAX_METADATA_KEY_LENGTH: usize = 40;
@@ -93,6 +93,7 @@ pub struct NewApiKey {
     pub name: KeyName,
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
+    pub role: Role,
     pub metadata: Metadata,
     pub expires_at: Option<i64>,
     pub created_by_user: Option<UserId>,
@@ -108,6 +109,7 @@ pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, Pla
         name: new.name.to_string(),
         kind: new.kind,
         status: new.status,
+        role: new.role,
         secret_hash: secrets.hash_credential(CredentialKind::ApiSecret, secret.expose()),
         previous_secret_hash: None,
         previous_secret_expires_at: None,
@@ -116,6 +118,8 @@ pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, Pla
         created_by_user: new.created_by_user,
         last_used_at: None,
         expires_at: new.expires_at,
+        secret_generation: 0,
+        suspensions: 0,
     };
     (key, secret)
 }
@@ -138,6 +142,20 @@ pub fn rotate(
         old_families_end_at: now + grace_seconds,
     };
     (change, secret)
+}
+
+/// How long a refresh-token family of `key` obtained with the secret of `generation` may go on,
+/// judged from the key as it is now: `Some(None)` without a limit (the current secret),
+/// `Some(Some(end))` until the grace period of the rotation that replaced that secret ends,
+/// `None` when it has ended (a secret two or more rotations old, or one replaced without grace).
+pub fn family_end(key: &ApiKey, generation: i64) -> Option<Option<i64>> {
+    if generation == key.secret_generation {
+        Some(None)
+    } else if generation + 1 == key.secret_generation {
+        key.previous_secret_expires_at.map(Some)
+    } else {
+        None
+    }
 }
 
 /// Sort orders of a key list.
@@ -213,6 +231,7 @@ mod tests {
             name: KeyName::parse("pos-1").unwrap(),
             kind: ApiKeyKind::Test,
             status: ApiKeyStatus::Enabled,
+            role: Role::Admin,
             metadata: Metadata::new(),
             expires_at: None,
             created_by_user: None,
@@ -236,6 +255,32 @@ mod tests {
         assert!(verify(&change.secret_hash, &third));
         assert_eq!(change.previous_secret_hash, None);
         assert_eq!(change.old_families_end_at, 300);
+    }
+
+    #[test]
+    fn a_family_ends_with_the_grace_of_the_rotation_that_replaced_its_secret() {
+        let secrets = MasterKey::generate().derive();
+        let new = NewApiKey {
+            organization_id: OrganizationId::new(),
+            name: KeyName::parse("pos-1").unwrap(),
+            kind: ApiKeyKind::Test,
+            status: ApiKeyStatus::Enabled,
+            role: Role::Admin,
+            metadata: Metadata::new(),
+            expires_at: None,
+            created_by_user: None,
+        };
+        let (mut key, _) = create(new, &secrets, 100);
+        assert_eq!(family_end(&key, 0), Some(None));
+        key.secret_generation = 1;
+        key.previous_secret_expires_at = Some(160);
+        assert_eq!(family_end(&key, 1), Some(None));
+        assert_eq!(family_end(&key, 0), Some(Some(160)));
+        key.previous_secret_expires_at = None;
+        assert_eq!(family_end(&key, 0), None, "rotated without grace");
+        key.secret_generation = 2;
+        key.previous_secret_expires_at = Some(300);
+        assert_eq!(family_end(&key, 0), None, "two rotations old");
     }
 
     #[test]

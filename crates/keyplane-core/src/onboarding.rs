@@ -1,9 +1,9 @@
 //! What `keyplane bootstrap` creates, assembled from validated input: the first organization, its
 //! owner (invited, with no password yet), the owner's invitation and a first `test` API key.
 
-use crate::ids::{ApiKeyId, InvitationId, UserId};
+use crate::ids::{InvitationId, UserId};
 use crate::records::{ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, User};
-use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
+use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets};
 use crate::values::{
     ApiKeyKind, ApiKeyStatus, Email, Env, KeyName, OrganizationName, Role, UserStatus,
 };
@@ -53,6 +53,9 @@ pub fn plan_bootstrap(
         role: Role::Owner,
         status: UserStatus::Invited,
         created_at: now,
+        suspensions: 0,
+        invited_first_name: None,
+        invited_last_name: None,
     };
     let invitation_token = PlainCredential::generate();
     let invitation = Invitation {
@@ -67,25 +70,21 @@ pub fn plan_bootstrap(
         accepted_at: None,
         revoked_at: None,
     };
-    let name = KeyName::parse(FIRST_API_KEY_NAME).expect("the first key's name is valid");
-    let api_secret = PlainCredential::generate();
-    let api_key = ApiKey {
-        id: ApiKeyId::new(),
-        organization_id: organization.id,
-        public_key: generate_public_key(ApiKeyKind::Test, &name),
-        name: name.to_string(),
-        kind: ApiKeyKind::Test,
-        status: ApiKeyStatus::Enabled,
-        secret_hash: secrets.hash_credential(CredentialKind::ApiSecret, api_secret.expose()),
-        previous_secret_hash: None,
-        previous_secret_expires_at: None,
-        metadata: Metadata::new(),
-        created_at: now,
-        // The owner is the person the first key is made for.
-        created_by_user: Some(user.id),
-        last_used_at: None,
-        expires_at: None,
-    };
+    let (api_key, api_secret) = crate::api_keys::create(
+        crate::api_keys::NewApiKey {
+            organization_id: organization.id,
+            name: KeyName::parse(FIRST_API_KEY_NAME).expect("the first key's name is valid"),
+            kind: ApiKeyKind::Test,
+            status: ApiKeyStatus::Enabled,
+            role: Role::Admin,
+            metadata: Metadata::new(),
+            expires_at: None,
+            // The owner is the person the first key is made for.
+            created_by_user: Some(user.id),
+        },
+        secrets,
+        now,
+    );
     let events = vec![
         AuditEvent::system(
             organization.id,

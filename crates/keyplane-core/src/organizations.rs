@@ -4,6 +4,10 @@ use crate::ids::{OrganizationId, UserId};
 use crate::records::{Metadata, Organization};
 use crate::values::{Env, ValidationError, check_text};
 
+/// The most organizations one management chain holds, root included: a deeper one is refused
+/// at creation, so every organization in a manager's list can be reached through it.
+pub const MAX_MANAGEMENT_LEVELS: usize = 64;
+
 /// The fields a create or update carries. On create `None` means "not given"; on update the
 /// outer `Option` of an optional field is "not given" and the inner one "clear it".
 #[derive(Clone, Debug, Default)]

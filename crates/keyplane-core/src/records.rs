@@ -79,6 +79,13 @@ pub struct Membership {
     pub role: Role,
     pub status: UserStatus,
     pub created_at: i64,
+    /// How often it was disabled: tokens issued under an older count stay dead when the
+    /// membership is enabled again.
+    pub suspensions: i64,
+    /// The names the inviter gave, shown instead of the person's own while the invitation is
+    /// pending: an invitation must not reveal whether or as whom an address exists elsewhere.
+    pub invited_first_name: Option<String>,
+    pub invited_last_name: Option<String>,
 }
 
 /// An invitation to join an organization; the token itself is only ever mailed, never stored.
@@ -104,6 +111,10 @@ pub struct ApiKeyChanges {
     /// `Some(None)` clears the expiry.
     pub expires_at: Option<Option<i64>>,
     pub secret: Option<SecretChange>,
+    pub role: Option<Role>,
+    /// Applies the change only while the key still has this role (the one the caller's right
+    /// to change it was checked against); otherwise nothing changes and the key reads as gone.
+    pub only_if_role: Option<Role>,
 }
 
 /// A new secret, the previous one's grace period, and when the refresh-token families obtained
@@ -125,6 +136,8 @@ pub struct ApiKey {
     pub name: String,
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
+    /// What its tokens may do: `admin`, `developer` or `viewer` (never `owner`).
+    pub role: Role,
     pub public_key: String,
     pub secret_hash: CredentialHash,
     pub previous_secret_hash: Option<CredentialHash>,
@@ -134,6 +147,11 @@ pub struct ApiKey {
     pub created_by_user: Option<UserId>,
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
+    /// Counts the rotations of its secret.
+    pub secret_generation: i64,
+    /// How often it was disabled: tokens issued under an older count stay dead when the key is
+    /// enabled again.
+    pub suspensions: i64,
 }
 
 /// A refresh token as stored: only its keyed hash. Tokens of one login form a family; reuse of a
@@ -153,6 +171,10 @@ pub struct RefreshToken {
     pub revoked_at: Option<i64>,
     /// When the whole family ends, however often it is refreshed (set by secret rotation).
     pub family_expires_at: Option<i64>,
+    /// For an API key: the generation of the secret the family was obtained with.
+    pub key_generation: Option<i64>,
+    /// The subject's suspension count when the family began.
+    pub subject_suspensions: i64,
 }
 
 /// A refresh token to store, with the audit events of the login or refresh that issued it and,
@@ -226,6 +248,8 @@ pub enum MembershipOutcome {
     /// It would leave the organization without an active owner; nothing changed.
     LastOwner,
     NotFound,
+    /// Its role or status changed since the caller read it; nothing changed.
+    Stale,
 }
 
 /// One page of an organization's audit log, newest first.

@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::secrets::ServerSecrets;
-use crate::values::Env;
+use crate::values::{Env, Role};
 
 /// Whom a token speaks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,6 +54,18 @@ pub struct AccessClaims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// The role the subject held when the token was issued (an API key's role, a person's role
+    /// in the organization). Authorization reads the current role; this tells the holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The subject's suspension count at issue: a token from before a disable stays dead after
+    /// the subject is enabled again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suspensions: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl AccessClaims {
@@ -335,6 +347,8 @@ mod tests {
             nbf: now,
             exp: now + 300,
             jti: "j".into(),
+            role: None,
+            suspensions: 0,
         }
     }
 

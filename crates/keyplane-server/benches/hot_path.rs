@@ -39,6 +39,8 @@ fn claims(issuer: &str, sub: String, organization: String, env: Env) -> AccessCl
         nbf: now,
         exp: now + BENCH_TOKEN_TTL,
         jti: uuid::Uuid::now_v7().simple().to_string(),
+        role: None,
+        suspensions: 0,
     }
 }
 

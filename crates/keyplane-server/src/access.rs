@@ -39,9 +39,17 @@ pub struct Actor {
     pub subject_id: String,
     pub organization_id: OrganizationId,
     pub env: Env,
-    /// API keys act as admins of their organization.
+    /// A person's role in the organization, or an API key's own role.
     pub role: Role,
     pub claims: AccessClaims,
+}
+
+/// What a subject may do now: its role, and how often it has been disabled (tokens issued
+/// under another count are dead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub role: Role,
+    pub suspensions: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +67,7 @@ type SubjectKey = (SubjectType, String, OrganizationId);
 /// its secret against) and organizations, each kept [`SUBJECT_STATE_TTL`] and dropped at once
 /// by the node that changes them; and the access tokens this node has verified.
 pub struct Subjects {
-    cache: Cache<SubjectKey, Option<Role>>,
+    cache: Cache<SubjectKey, Option<Standing>>,
     /// Unknown keys are cached too (as `None`), so an unknown key costs what a known one does.
     api_keys: Cache<String, Option<Arc<ApiKey>>>,
     /// Claims of access tokens whose signature, algorithm and issuer this node has checked, by
@@ -78,6 +86,7 @@ impl Default for Subjects {
             cache: Cache::builder()
                 .max_capacity(SUBJECT_CACHE_CAPACITY)
                 .time_to_live(SUBJECT_STATE_TTL)
+                .support_invalidation_closures()
                 .build(),
             api_keys: Cache::builder()
                 .max_capacity(SUBJECT_CACHE_CAPACITY)
@@ -153,8 +162,16 @@ impl Subjects {
         }
     }
 
-    /// Drops every cached API key of a deleted organization.
+    /// Drops every cached API key and subject of a deleted organization, so that their tokens
+    /// stop at once on this node.
     pub fn forget_keys_of(&self, organization_id: OrganizationId) {
+        let of_organization = move |(_, _, organization): &SubjectKey, _: &Option<Standing>| {
+            *organization == organization_id
+        };
+        if let Err(error) = self.cache.invalidate_entries_if(of_organization) {
+            tracing::error!(%error, "could not drop the cached subjects of a deleted organization");
+            self.cache.invalidate_all();
+        }
         let predicate = move |_: &String, key: &Option<Arc<ApiKey>>| {
             key.as_ref()
                 .is_some_and(|key| key.organization_id == organization_id)
@@ -186,23 +203,24 @@ pub fn key_is_usable(key: &ApiKey, now: i64) -> bool {
     key.status == ApiKeyStatus::Enabled && key.expires_at.is_none_or(|at| at > now)
 }
 
-/// The role a subject holds in `organization_id` now, straight from the store; `None` when it
+/// The standing of a subject in `organization_id` now, straight from the store; `None` when it
 /// may not act there (any more).
-pub async fn current_role(
+pub async fn current_standing(
     store: &dyn Store,
     subject_type: SubjectType,
     subject_id: &str,
     organization_id: OrganizationId,
-) -> Result<Option<Role>, StoreError> {
+) -> Result<Option<Standing>, StoreError> {
     match subject_type {
         SubjectType::ApiKey => {
             let Ok(id) = subject_id.parse() else {
                 return Ok(None);
             };
-            Ok(store.api_key(id).await?.and_then(|key| {
-                (key.organization_id == organization_id && key_is_usable(&key, now_unix()))
-                    .then_some(Role::Admin)
-            }))
+            Ok(store
+                .api_key(id)
+                .await?
+                .filter(|key| key.organization_id == organization_id)
+                .and_then(|key| key_standing(&key, now_unix())))
         }
         SubjectType::User => {
             let Ok(id) = subject_id.parse() else {
@@ -211,9 +229,21 @@ pub async fn current_role(
             Ok(store
                 .membership(organization_id, id)
                 .await?
-                .and_then(|m| (m.status == UserStatus::Active).then_some(m.role)))
+                .filter(|m| m.status == UserStatus::Active)
+                .map(|m| Standing {
+                    role: m.role,
+                    suspensions: m.suspensions,
+                }))
         }
     }
+}
+
+/// A key's standing, when it may act at `now`.
+pub fn key_standing(key: &ApiKey, now: i64) -> Option<Standing> {
+    key_is_usable(key, now).then_some(Standing {
+        role: key.role,
+        suspensions: key.suspensions,
+    })
 }
 
 /// Verifies an access token and resolves its caller.
@@ -235,21 +265,26 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Actor,
         .map_err(|_| AccessError::Invalid("organization"))?;
     let key: SubjectKey = (claims.subject_type, claims.sub.clone(), organization_id);
     let store = state.store();
-    let role = state
+    let standing = state
         .subjects()
         .cache
         .try_get_with(key, async {
-            current_role(store, claims.subject_type, &claims.sub, organization_id).await
+            current_standing(store, claims.subject_type, &claims.sub, organization_id).await
         })
         .await
         .map_err(AccessError::Store)?
         .ok_or(AccessError::Invalid("subject disabled or gone"))?;
+    if standing.suspensions != claims.suspensions {
+        return Err(AccessError::Invalid(
+            "issued before the subject was disabled",
+        ));
+    }
     Ok(Actor {
         subject_type: claims.subject_type,
         subject_id: claims.sub.clone(),
         organization_id,
         env: claims.env,
-        role,
+        role: standing.role,
         claims,
     })
 }
@@ -290,8 +325,7 @@ pub async fn visible_organization(
     actor_organization: OrganizationId,
     organization_id: OrganizationId,
 ) -> Result<Option<Organization>, StoreError> {
-    /// Deeper hierarchies than this are refused rather than walked.
-    const MAX_DEPTH: usize = 64;
+    const MAX_DEPTH: usize = keyplane_core::organizations::MAX_MANAGEMENT_LEVELS;
     let (subjects, store) = (state.subjects(), state.store());
     let Some(target) = subjects.organization(store, organization_id).await? else {
         return Ok(None);
@@ -307,6 +341,27 @@ pub async fn visible_organization(
             Some(organization) => organization.managed_by,
             None => return Ok(None),
         };
+    }
+    Ok(None)
+}
+
+/// How many organizations the management chain of `organization_id` holds, itself included (a
+/// root organization is 1); `None` when it is gone or the chain is longer than
+/// [`keyplane_core::organizations::MAX_MANAGEMENT_LEVELS`].
+pub async fn management_levels(
+    state: &AppState,
+    organization_id: OrganizationId,
+) -> Result<Option<usize>, StoreError> {
+    let (subjects, store) = (state.subjects(), state.store());
+    let mut next = Some(organization_id);
+    for level in 0..=keyplane_core::organizations::MAX_MANAGEMENT_LEVELS {
+        let Some(id) = next else {
+            return Ok(Some(level));
+        };
+        let Some(organization) = subjects.organization(store, id).await? else {
+            return Ok(None);
+        };
+        next = organization.managed_by;
     }
     Ok(None)
 }

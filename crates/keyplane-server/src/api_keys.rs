@@ -3,12 +3,12 @@
 //! the audit events, and telling the bearer cache about changes.
 
 use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
-use keyplane_core::policy::{self, Action};
+use keyplane_core::policy::{self, Action, KeyRoleRefusal};
 use keyplane_core::records::{ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
-use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName};
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
 use keyplane_core::{ApiKeyId, ValidationError};
 use keyplane_store::StoreError;
 
@@ -27,10 +27,14 @@ pub enum ApiKeyError {
     NotFound,
     #[error("the role does not allow this")]
     Forbidden,
+    #[error("the key's role is above the caller's")]
+    AboveCallerRole,
     #[error("the organization does not have the LIVE env")]
     EnvNotEnabled,
     #[error("the name is taken")]
     NameTaken,
+    #[error("the key changed concurrently")]
+    Concurrent,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,12 +60,30 @@ pub async fn organization(
         })
 }
 
-fn may_manage_keys(actor: &Actor) -> Result<(), ApiKeyError> {
-    if policy::allows(actor.role, Action::ManageApiKeys) {
-        Ok(())
-    } else {
-        Err(ApiKeyError::Forbidden)
+/// Whether the caller may manage a key of this role: its role allows managing keys, and the
+/// key's role is not above its own. The env of the caller's token does not matter: it names
+/// the platform environment the token's holder calls, while the management plane is one for
+/// both (a key that must not manage keys gets the `viewer` role).
+fn may_manage(actor: &Actor, role: Role) -> Result<(), ApiKeyError> {
+    if !policy::allows(actor.role, Action::ManageApiKeys) {
+        return Err(ApiKeyError::Forbidden);
     }
+    if !policy::may_touch_key(actor.role, role) {
+        return Err(ApiKeyError::AboveCallerRole);
+    }
+    Ok(())
+}
+
+/// The role a key gets from this caller: see [`policy::key_role`].
+fn granted_role(actor: &Actor, requested: Option<Role>) -> Result<Role, ApiKeyError> {
+    policy::key_role(actor.role, requested).map_err(|refusal| match refusal {
+        KeyRoleRefusal::NotAKeyRole => ValidationError::new(
+            "role",
+            "must be admin, developer or viewer (owner is a person's role)",
+        )
+        .into(),
+        KeyRoleRefusal::AboveCaller => ApiKeyError::AboveCallerRole,
+    })
 }
 
 pub async fn find(
@@ -95,6 +117,7 @@ pub struct CreateRequest {
     pub name: String,
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
+    pub role: Option<Role>,
     pub metadata: Option<Metadata>,
     pub expires_at: Option<i64>,
 }
@@ -106,7 +129,8 @@ pub async fn create(
     organization: &Organization,
     request: CreateRequest,
 ) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
-    may_manage_keys(actor)?;
+    let role = granted_role(actor, request.role)?;
+    may_manage(actor, role)?;
     let now = now_unix();
     let name = KeyName::parse(request.name)?;
     let metadata = request.metadata.unwrap_or_default();
@@ -127,6 +151,7 @@ pub async fn create(
             name,
             kind: request.kind,
             status: request.status,
+            role,
             metadata,
             expires_at: request.expires_at,
             created_by_user,
@@ -145,9 +170,49 @@ pub async fn create(
 /// A partial update: only what is `Some` changes.
 pub struct UpdateRequest {
     pub status: Option<ApiKeyStatus>,
+    pub role: Option<Role>,
     pub metadata: Option<Metadata>,
     /// `Some(None)` clears the expiry.
     pub expires_at: Option<Option<i64>>,
+}
+
+/// How often a write is tried against a key whose role changed between the check and the write.
+const ATTEMPTS: usize = 3;
+
+/// The key as it is now, after a write found its role changed.
+async fn reread(state: &AppState, key: &ApiKey) -> Result<ApiKey, ApiKeyError> {
+    state
+        .store()
+        .api_key(key.id)
+        .await?
+        .filter(|found| found.organization_id == key.organization_id)
+        .ok_or(ApiKeyError::NotFound)
+}
+
+/// Writes `changes` (built from the key as last read) only while the key still has the role the
+/// caller's right was checked against: a role raised concurrently sends the check round again,
+/// so nobody changes, rotates or deletes a key above their role by racing a promotion.
+async fn checked_update(
+    state: &AppState,
+    actor: &Actor,
+    mut key: ApiKey,
+    change: impl Fn(&ApiKey) -> (ApiKeyChanges, AuditEvent),
+) -> Result<ApiKey, ApiKeyError> {
+    for _ in 0..ATTEMPTS {
+        may_manage(actor, key.role)?;
+        let (mut changes, event) = change(&key);
+        changes.only_if_role = Some(key.role);
+        if let Some(updated) = state
+            .store()
+            .update_api_key(key.id, &changes, &[event])
+            .await?
+        {
+            forget(state, &updated).await;
+            return Ok(updated);
+        }
+        key = reread(state, &key).await?;
+    }
+    Err(ApiKeyError::Concurrent)
 }
 
 pub async fn update(
@@ -157,36 +222,37 @@ pub async fn update(
     key: ApiKey,
     request: UpdateRequest,
 ) -> Result<ApiKey, ApiKeyError> {
-    may_manage_keys(actor)?;
+    may_manage(actor, key.role)?;
+    if let Some(role) = request.role {
+        granted_role(actor, Some(role))?;
+    }
     if let Some(metadata) = &request.metadata {
         api_keys::validate_metadata(metadata)?;
     }
     if let Some(Some(at)) = request.expires_at {
         api_keys::validate_expires_at(at, now_unix())?;
     }
-    let action = match request.status {
-        Some(status) if status != key.status => match status {
-            ApiKeyStatus::Enabled => "api_key.enabled",
-            ApiKeyStatus::Disabled => "api_key.disabled",
-        },
-        _ => "api_key.updated",
-    };
-    let changes = ApiKeyChanges {
-        status: request.status,
-        metadata: request.metadata,
-        expires_at: request.expires_at,
-        secret: None,
-    };
-    let updated = event(context, actor, &key, action);
-    let key = state
-        .store()
-        .update_api_key(key.id, &changes, &[updated])
-        .await?
-        .ok_or(ApiKeyError::NotFound)?;
-    forget(state, &key).await;
-    Ok(key)
+    checked_update(state, actor, key, |key| {
+        let action = match request.status {
+            Some(status) if status != key.status => match status {
+                ApiKeyStatus::Enabled => "api_key.enabled",
+                ApiKeyStatus::Disabled => "api_key.disabled",
+            },
+            _ => "api_key.updated",
+        };
+        let changes = ApiKeyChanges {
+            status: request.status,
+            metadata: request.metadata.clone(),
+            expires_at: request.expires_at,
+            role: request.role,
+            ..Default::default()
+        };
+        (changes, event(context, actor, key, action))
+    })
+    .await
 }
 
+/// A new secret for the key, shown once; the old one works for the grace period.
 pub async fn rotate(
     state: &AppState,
     actor: &Actor,
@@ -194,21 +260,24 @@ pub async fn rotate(
     key: ApiKey,
     grace_period_seconds: i64,
 ) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
-    may_manage_keys(actor)?;
+    may_manage(actor, key.role)?;
     api_keys::validate_grace_period(grace_period_seconds)?;
-    let (change, secret) =
-        api_keys::rotate(&key, grace_period_seconds, state.secrets(), now_unix());
-    let changes = ApiKeyChanges {
-        secret: Some(change),
-        ..Default::default()
-    };
-    let rotated = event(context, actor, &key, "api_key.rotated");
-    let key = state
-        .store()
-        .update_api_key(key.id, &changes, &[rotated])
-        .await?
-        .ok_or(ApiKeyError::NotFound)?;
-    forget(state, &key).await;
+    let secret = std::sync::Mutex::new(None);
+    let key = checked_update(state, actor, key, |key| {
+        let (change, plain) =
+            api_keys::rotate(key, grace_period_seconds, state.secrets(), now_unix());
+        *secret.lock().expect("not poisoned") = Some(plain);
+        let changes = ApiKeyChanges {
+            secret: Some(change),
+            ..Default::default()
+        };
+        (changes, event(context, actor, key, "api_key.rotated"))
+    })
+    .await?;
+    let secret = secret
+        .into_inner()
+        .expect("not poisoned")
+        .expect("a stored rotation made a secret");
     Ok((key, secret))
 }
 
@@ -216,15 +285,22 @@ pub async fn delete(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    key: ApiKey,
+    mut key: ApiKey,
 ) -> Result<(), ApiKeyError> {
-    may_manage_keys(actor)?;
-    let deleted = event(context, actor, &key, "api_key.deleted");
-    if !state.store().delete_api_key(key.id, &[deleted]).await? {
-        return Err(ApiKeyError::NotFound);
+    for _ in 0..ATTEMPTS {
+        may_manage(actor, key.role)?;
+        let deleted = event(context, actor, &key, "api_key.deleted");
+        if state
+            .store()
+            .delete_api_key(key.id, Some(key.role), &[deleted])
+            .await?
+        {
+            forget(state, &key).await;
+            return Ok(());
+        }
+        key = reread(state, &key).await?;
     }
-    forget(state, &key).await;
-    Ok(())
+    Err(ApiKeyError::Concurrent)
 }
 
 pub async fn list(

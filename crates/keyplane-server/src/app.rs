@@ -17,7 +17,7 @@ use crate::access::Subjects;
 use crate::audit::AuditQueue;
 use crate::auth::Throttles;
 use crate::config::{ServeConfig, StoreConfig};
-use crate::files::{ensure_private_dir, write_private_file};
+use crate::files::{ensure_private_database, ensure_private_dir, write_private_file};
 use crate::group_commit::RefreshTokenWriter;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -70,6 +70,7 @@ struct StateInner {
     mailer: Mailer,
     public_url: String,
     invitation_ttl: i64,
+    metrics_allow: Vec<ipnet::IpNet>,
 }
 
 /// Token lifetimes and rules, in seconds.
@@ -123,6 +124,7 @@ impl AppState {
             mailer,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             invitation_ttl: config.invitation_ttl,
+            metrics_allow: config.metrics_allow.clone(),
         })))
     }
 
@@ -225,6 +227,11 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
+
+    /// Whether a client at `ip` may read `/metrics`.
+    pub fn may_read_metrics(&self, ip: std::net::IpAddr) -> bool {
+        self.0.metrics_allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// Opens the configured store and derives the server secrets.
@@ -250,7 +257,14 @@ pub async fn open_store(
             })
             .await?,
         ),
-        None => Arc::new(SqliteStore::open(&data_dir.join("keyplane.db")).await?),
+        None => {
+            let database = data_dir.join("keyplane.db");
+            ensure_private_database(&database).map_err(|source| StartupError::DataDir {
+                path: database.clone(),
+                source,
+            })?;
+            Arc::new(SqliteStore::open(&database).await?)
+        }
     };
     Ok((store, master_key.derive()))
 }

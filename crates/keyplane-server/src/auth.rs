@@ -23,11 +23,11 @@ use keyplane_core::records::{ActorType, ApiKey, AuditEvent, RefreshIssue, Refres
 use keyplane_core::secrets::{CredentialHash, CredentialKind, PlainCredential};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, SubjectType};
-use keyplane_core::values::{Env, UserStatus};
+use keyplane_core::values::{Env, Role, UserStatus};
 use keyplane_core::{AuditEventId, OrganizationId};
 use keyplane_store::StoreError;
 
-use crate::access::{current_role, key_is_usable};
+use crate::access::{Standing, current_standing, key_is_usable, key_standing};
 use crate::app::AppState;
 use crate::throttle::{Throttle, ThrottlePolicy, Verdict};
 
@@ -280,6 +280,11 @@ pub async fn authenticate_api_key(
         (ActorType::ApiKey, &key_id),
         ("api_key", &key_id),
     );
+    // The generation of the secret that was presented: the previous one's during a grace.
+    let generation = match family_expires_at {
+        Some(_) => key.secret_generation - 1,
+        None => key.secret_generation,
+    };
     issue(
         state,
         Subject {
@@ -287,6 +292,9 @@ pub async fn authenticate_api_key(
             id: key_id.clone(),
             organization_id: key.organization_id,
             env: key.kind.env(),
+            role: key.role,
+            suspensions: key.suspensions,
+            key_generation: Some(generation),
         },
         with_refresh.then(|| RefreshSpec::new_family(family_expires_at)),
         vec![succeeded],
@@ -320,7 +328,7 @@ pub async fn authenticate_password(
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     let matches = state
         .passwords()
-        .verify(password.to_owned(), hash)
+        .verify(password.to_owned(), hash, context.ip.map(client_unit))
         .await
         .map_err(|_| AuthError::Busy)?;
     let membership = match (&user, matches) {
@@ -379,6 +387,9 @@ pub async fn authenticate_password(
             id: user_id.clone(),
             organization_id: membership.organization_id,
             env: Env::Test,
+            role: membership.role,
+            suspensions: membership.suspensions,
+            key_generation: None,
         },
         Some(RefreshSpec::new_family(None)),
         vec![succeeded],
@@ -410,6 +421,10 @@ pub async fn refresh(
     if token.family_expires_at.is_some_and(|end| end <= now) {
         return Err(AuthError::InvalidCredentials);
     }
+    // Judged from the subject as it is now, whatever was cached or raced when the family began.
+    let Some((standing, family_expires_at)) = family_standing(state, &token, now).await? else {
+        return Err(AuthError::InvalidCredentials);
+    };
     // Measured against the clock now: a concurrent spend may be stamped later than `now`.
     let within_grace = |used_at: i64| {
         let grace = state.token_settings().reuse_grace;
@@ -425,22 +440,14 @@ pub async fn refresh(
         }
         None => false,
     };
-    if current_role(
-        state.store(),
-        token.subject_type,
-        &token.subject_id,
-        token.organization_id,
-    )
-    .await?
-    .is_none()
-    {
-        return Err(AuthError::InvalidCredentials);
-    }
     let subject = || Subject {
         subject_type: token.subject_type,
         id: token.subject_id.clone(),
         organization_id: token.organization_id,
         env: token.env,
+        role: standing.role,
+        suspensions: standing.suspensions,
+        key_generation: token.key_generation,
     };
     let refreshed = || {
         vec![context.event(
@@ -454,7 +461,7 @@ pub async fn refresh(
         family_id: token.family_id.clone(),
         // The successor is stored in the same transaction that spends this token.
         spend_parent: spend.then(|| token.id.clone()),
-        family_expires_at: token.family_expires_at,
+        family_expires_at,
     };
     match try_issue(state, subject(), Some(successor(!retry)), refreshed()).await? {
         Some(issued) => Ok(issued),
@@ -493,23 +500,73 @@ pub async fn find_refresh_token(
     }))
 }
 
-/// Whether a refresh token could be exchanged now (unspent, unrevoked, unexpired, and its
-/// subject still active).
+/// Whether a refresh token could be exchanged now (unspent, unrevoked, unexpired, its family
+/// not ended, and its subject still active).
 pub async fn refresh_token_is_active(
     state: &AppState,
     token: &RefreshToken,
 ) -> Result<bool, StoreError> {
     let now = now_unix();
     let live = token.revoked_at.is_none() && token.used_at.is_none() && token.expires_at > now;
-    Ok(live
-        && current_role(
-            state.store(),
-            token.subject_type,
-            &token.subject_id,
-            token.organization_id,
-        )
-        .await?
-        .is_some())
+    Ok(live && family_standing(state, token, now).await?.is_some())
+}
+
+/// Whether a refresh token's family may go on at `now`, judged from its subject as it is in the
+/// store: the subject's standing, and the family's end — its own, or sooner when the API key's
+/// secret it was obtained with has been rotated since (the rotation's grace, or at once). A
+/// family begun under a count of disables other than the subject's current one is over.
+/// `None` when the family may not go on.
+async fn family_standing(
+    state: &AppState,
+    token: &RefreshToken,
+    now: i64,
+) -> Result<Option<(Standing, Option<i64>)>, StoreError> {
+    let (standing, rotation_end) = match (token.subject_type, token.key_generation) {
+        (SubjectType::ApiKey, Some(generation)) => {
+            let Ok(id) = token.subject_id.parse() else {
+                return Ok(None);
+            };
+            let Some(key) = state
+                .store()
+                .api_key(id)
+                .await?
+                .filter(|key| key.organization_id == token.organization_id)
+            else {
+                return Ok(None);
+            };
+            let (Some(standing), Some(end)) = (
+                key_standing(&key, now),
+                keyplane_core::api_keys::family_end(&key, generation),
+            ) else {
+                return Ok(None);
+            };
+            (standing, end)
+        }
+        _ => {
+            let standing = current_standing(
+                state.store(),
+                token.subject_type,
+                &token.subject_id,
+                token.organization_id,
+            )
+            .await?;
+            let Some(standing) = standing else {
+                return Ok(None);
+            };
+            (standing, None)
+        }
+    };
+    if standing.suspensions != token.subject_suspensions {
+        return Ok(None);
+    }
+    let end = match (token.family_expires_at, rotation_end) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if end.is_some_and(|end| end <= now) {
+        return Ok(None);
+    }
+    Ok(Some((standing, end)))
 }
 
 /// Revokes a refresh token's whole family (RFC 7009), recording `token.revoked`.
@@ -583,6 +640,10 @@ struct Subject {
     id: String,
     organization_id: OrganizationId,
     env: Env,
+    role: Role,
+    suspensions: i64,
+    /// For an API key: the generation of the secret presented.
+    key_generation: Option<i64>,
 }
 
 /// Mints the access token and, with a family, stores a new refresh token with `events`.
@@ -618,6 +679,8 @@ async fn try_issue(
         nbf: now,
         exp: now + state.token_settings().access_ttl,
         jti: uuid::Uuid::now_v7().simple().to_string(),
+        role: Some(subject.role),
+        suspensions: subject.suspensions,
     };
     let access_token = keys.sign(&claims);
     let refresh_token = match refresh {
@@ -643,6 +706,8 @@ async fn try_issue(
                 used_at: None,
                 revoked_at: None,
                 family_expires_at: spec.family_expires_at,
+                key_generation: subject.key_generation,
+                subject_suspensions: subject.suspensions,
             };
             let issue = RefreshIssue {
                 token: record,

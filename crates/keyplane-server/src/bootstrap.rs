@@ -77,3 +77,90 @@ pub fn invitation_url(public_url: &str, token: &keyplane_core::secrets::PlainCre
         token.expose()
     )
 }
+
+/// What `keyplane admin recover-owner` prints: the new owner invitation's link, once.
+#[derive(Debug, Serialize)]
+pub struct RecoveryOutput {
+    pub organization_id: String,
+    pub user_id: String,
+    pub invitation_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("no organization has this id")]
+    OrganizationNotFound,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The operator's way back into an organization nobody can sign in to (its owners gone,
+/// disabled, or their invitations revoked): a new owner invitation for `email`, made on the
+/// server's host with the store settings. The person becomes an owner when they accept; one
+/// who already was an active member stays active and gets a new password by accepting.
+pub async fn recover_owner(
+    store: &dyn Store,
+    secrets: &ServerSecrets,
+    organization_id: &str,
+    email: &str,
+    public_url: &str,
+) -> Result<RecoveryOutput, RecoveryError> {
+    use keyplane_core::records::{AuditEvent, Invitation, User};
+    use keyplane_core::secrets::{CredentialKind, PlainCredential};
+    use keyplane_core::{InvitationId, OrganizationId, UserId};
+
+    let organization_id: OrganizationId = organization_id
+        .parse()
+        .map_err(|_| ValidationError::new("organization", "must be an organization id (UUID)"))?;
+    let email = Email::parse(email)?;
+    if store.organization(organization_id).await?.is_none() {
+        return Err(RecoveryError::OrganizationNotFound);
+    }
+    let now = now_unix();
+    let existing = store.user_by_email(email.as_str()).await?;
+    let new_user = existing.is_none().then(|| User {
+        id: UserId::from(uuid::Uuid::new_v4()),
+        email: email.to_string(),
+        first_name: None,
+        last_name: None,
+        password_hash: None,
+        created_at: now,
+    });
+    let user_id = existing
+        .as_ref()
+        .or(new_user.as_ref())
+        .map(|user| user.id)
+        .expect("one of them exists");
+    let token = PlainCredential::generate();
+    let invitation = Invitation {
+        id: InvitationId::new(),
+        organization_id,
+        user_id,
+        token_hash: secrets.hash_credential(CredentialKind::InvitationToken, token.expose()),
+        invited_by: None,
+        created_at: now,
+        expires_at: now + DEFAULT_INVITATION_TTL_SECONDS,
+        accepted_at: None,
+        revoked_at: None,
+    };
+    let event = AuditEvent::system(
+        organization_id,
+        "owner.recovered",
+        "user",
+        user_id.to_string(),
+        now,
+    );
+    if !store
+        .grant_owner_invitation(new_user.as_ref(), &invitation, &[event])
+        .await?
+    {
+        return Err(RecoveryError::OrganizationNotFound);
+    }
+    Ok(RecoveryOutput {
+        organization_id: organization_id.to_string(),
+        user_id: user_id.to_string(),
+        invitation_url: invitation_url(public_url, &token),
+    })
+}

@@ -135,6 +135,18 @@ pub struct ServeConfig {
     )]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// Who may read `/metrics` (CIDR, repeatable); anyone else gets 404. Loopback by default,
+    /// so a scraper on the host (or behind a trusted proxy that names it) reads them and the
+    /// internet does not.
+    #[arg(
+        long = "metrics-allow",
+        env = "KEYPLANE_METRICS_ALLOW",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        default_values = ["127.0.0.0/8", "::1/128"]
+    )]
+    pub metrics_allow: Vec<IpNet>,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "KEYPLANE_ACCESS_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(i64).range(10..=86_400))]
     pub access_token_ttl: i64,
@@ -230,6 +242,10 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             trusted_proxies: Vec::new(),
+            metrics_allow: vec![
+                "127.0.0.0/8".parse().expect("valid network"),
+                "::1/128".parse().expect("valid network"),
+            ],
             access_token_ttl: 300,
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,

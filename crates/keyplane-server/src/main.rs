@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyplane_core::secrets::MasterKey;
 use keyplane_core::tokens::KEY_PROPAGATION_SECONDS;
-use keyplane_server::bootstrap::{BootstrapError, bootstrap};
+use keyplane_server::bootstrap::{BootstrapError, RecoveryError, bootstrap, recover_owner};
 use keyplane_server::config::{LogFormat, ServeConfig, StoreConfig, file_settings_as_flags};
 use keyplane_server::{Application, app, signing, telemetry};
 
@@ -36,6 +36,39 @@ enum Command {
     /// Manage server keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Operator commands, on the server's host with the store settings.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Invite a new owner into an organization nobody can sign in to any more; prints the
+    /// invitation link once.
+    RecoverOwner(Box<RecoverOwnerArgs>),
+}
+
+#[derive(Args)]
+struct RecoverOwnerArgs {
+    #[command(flatten)]
+    store: StoreConfig,
+    /// The organization's id.
+    #[arg(long, value_name = "ID")]
+    organization: String,
+    /// E-mail address of the person to make owner.
+    #[arg(long, value_name = "EMAIL")]
+    email: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The URL clients reach the server at, for the invitation link.
+    #[arg(
+        long,
+        env = "KEYPLANE_PUBLIC_URL",
+        default_value = "https://localhost:8443",
+        value_name = "URL"
+    )]
+    public_url: String,
 }
 
 #[derive(Args)]
@@ -174,6 +207,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                     Ok(ExitCode::FAILURE)
                 }
+            }
+        }
+        Command::Admin(AdminCommand::RecoverOwner(args)) => {
+            telemetry::init("warn", LogFormat::Text);
+            let (store, secrets) = app::open_store(&args.store).await?;
+            let outcome = recover_owner(
+                store.as_ref(),
+                &secrets,
+                &args.organization,
+                &args.email,
+                &args.public_url,
+            )
+            .await;
+            store.close().await;
+            match outcome {
+                Ok(output) if args.json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&output).context("rendering JSON")?
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(output) => {
+                    println!("Organization  {}", output.organization_id);
+                    println!("Owner         {} (invited)", output.user_id);
+                    println!("Invitation    {}", output.invitation_url);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error @ (RecoveryError::Invalid(_) | RecoveryError::OrganizationNotFound)) => {
+                    eprintln!("keyplane admin recover-owner: {error}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(RecoveryError::Store(error)) => Err(error).context("recover-owner failed"),
             }
         }
         Command::Keys(KeysCommand::GenerateMasterKey) => {

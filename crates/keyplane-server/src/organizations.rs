@@ -25,6 +25,8 @@ pub enum OrganizationError {
     DeleteOwn,
     #[error("the organization still manages organizations")]
     ManagesOthers,
+    #[error("a managed organization's LIVE env is enabled by its manager")]
+    LiveNeedsManager,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,17 +95,36 @@ pub async fn create(
                 .id
         }
     };
+    match access::management_levels(state, manager).await? {
+        Some(levels) if levels < organizations::MAX_MANAGEMENT_LEVELS => {}
+        Some(_) => {
+            return Err(ValidationError::new(
+                "managed_by_organization_id",
+                format!(
+                    "management chains hold at most {} organizations",
+                    organizations::MAX_MANAGEMENT_LEVELS
+                ),
+            )
+            .into());
+        }
+        None => return Err(OrganizationError::NotFound),
+    }
     let created_by_user = match actor.subject_type {
         SubjectType::User => actor.subject_id.parse().ok(),
         SubjectType::ApiKey => None,
     };
     let organization = organizations::create(fields, manager, created_by_user, now_unix())?;
     let created = event(context, actor, organization.id, "organization.created");
-    state
+    match state
         .store()
         .create_organization(&organization, &[created])
-        .await?;
-    Ok(organization)
+        .await
+    {
+        Ok(()) => Ok(organization),
+        // The manager was deleted while this request ran.
+        Err(StoreError::ReferenceGone(_)) => Err(OrganizationError::NotFound),
+        Err(error) => Err(error.into()),
+    }
 }
 
 pub async fn update(
@@ -136,6 +157,13 @@ pub async fn enable_env(
     env: Env,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
+    if env == Env::Live {
+        // LIVE means real money or real data: a managed organization gets it from the
+        // organization that manages it (which answers for it), not from itself.
+        if organization.id == actor.organization_id && organization.managed_by.is_some() {
+            return Err(OrganizationError::LiveNeedsManager);
+        }
+    }
     let mut organization = fresh(state, organization.id).await?;
     if organization.envs.contains(&env) {
         return Ok(organization);

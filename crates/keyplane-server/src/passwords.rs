@@ -2,12 +2,20 @@
 //! logins queues here instead of starving the token path of threads and cores.
 //!
 //! At most half the cores hash at once; beyond [`MAX_WAITING`] queued requests, callers are told
-//! to come back later instead of queueing without bound. An unknown account is checked against a
-//! dummy hash, so it costs what a wrong password costs.
+//! to come back later instead of queueing without bound, and one client (address, or IPv6 /64)
+//! has at most [`MAX_PER_CLIENT`] checks queued or running, so a few clients cannot fill the
+//! queue for everyone.
+//!
+//! An unknown account (or one without a password yet) takes no hashing slot at all: it waits as
+//! long as a real check takes (measured) and fails. So a flood of made-up addresses costs the
+//! server timers, not Argon2 capacity, and a real person signing in meanwhile is not queued
+//! behind it; and the answer still takes as long for an unknown address as for a wrong password.
 
-use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -17,6 +25,9 @@ use tokio::sync::Semaphore;
 /// Requests allowed to wait for a hashing slot.
 pub const MAX_WAITING: usize = 64;
 
+/// Checks one client may have queued or running at once.
+pub const MAX_PER_CLIENT: usize = 4;
+
 /// Too many password checks are queued; the caller should answer 429 or 503.
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing is saturated")]
@@ -25,15 +36,16 @@ pub struct Saturated;
 pub struct Passwords {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// Checks queued or running per client; an entry lives only while its count is above 0.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// How long one verification takes, in microseconds (a moving average; 0 before the first).
+    typical_micros: Arc<AtomicU64>,
 }
 
 impl Default for Passwords {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self {
-            slots: Arc::new(Semaphore::new((cores / 2).max(1))),
-            waiting: AtomicUsize::new(0),
-        }
+        Self::with_slots((cores / 2).max(1))
     }
 }
 
@@ -73,6 +85,24 @@ fn verify_now(password: &str, phc: Option<&str>) -> bool {
         && known
 }
 
+/// A client's share of the queue, given back however the check ends.
+struct ClientShare<'a> {
+    passwords: &'a Passwords,
+    client: IpAddr,
+}
+
+impl Drop for ClientShare<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.passwords.per_client.lock().expect("not poisoned");
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
+}
+
 struct WaitingGuard<'a>(&'a AtomicUsize);
 
 impl Drop for WaitingGuard<'_> {
@@ -82,6 +112,32 @@ impl Drop for WaitingGuard<'_> {
 }
 
 impl Passwords {
+    fn with_slots(slots: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots)),
+            waiting: AtomicUsize::new(0),
+            per_client: Mutex::default(),
+            typical_micros: Arc::default(),
+        }
+    }
+
+    /// Takes one of `client`'s shares of the queue, or refuses when it holds them all.
+    fn admit(&self, client: Option<IpAddr>) -> Result<Option<ClientShare<'_>>, Saturated> {
+        let Some(client) = client else {
+            return Ok(None);
+        };
+        let mut counts = self.per_client.lock().expect("not poisoned");
+        let count = counts.entry(client).or_insert(0);
+        if *count >= MAX_PER_CLIENT {
+            return Err(Saturated);
+        }
+        *count += 1;
+        Ok(Some(ClientShare {
+            passwords: self,
+            client,
+        }))
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -110,10 +166,37 @@ impl Passwords {
         self.run(move || hash_now(&password)).await
     }
 
-    /// Whether `password` matches `phc`; `None` (no such account) costs the same and fails.
-    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, Saturated> {
-        self.run(move || verify_now(&password, phc.as_deref()))
-            .await
+    /// Whether `password` matches `phc`, for a request from `client` (its throttling unit).
+    /// `None` (no such account) fails after as long as a check takes, without hashing once a
+    /// check has been timed.
+    pub async fn verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+        client: Option<IpAddr>,
+    ) -> Result<bool, Saturated> {
+        let typical = self.typical_micros.load(Ordering::Acquire);
+        if phc.is_none() && typical > 0 {
+            tokio::time::sleep(Duration::from_micros(typical)).await;
+            return Ok(false);
+        }
+        let _share = self.admit(client)?;
+        let typical = self.typical_micros.clone();
+        self.run(move || {
+            let started = Instant::now();
+            let matches = verify_now(&password, phc.as_deref());
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            // A moving average over about the last eight checks.
+            let _ = typical.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some(if old == 0 {
+                    took
+                } else {
+                    old - old / 8 + took / 8
+                })
+            });
+            matches
+        })
+        .await
     }
 }
 
@@ -128,25 +211,25 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
             passwords
-                .verify("correct horse".into(), Some(phc.clone()))
+                .verify("correct horse".into(), Some(phc.clone()), None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("wrong horse".into(), Some(phc))
+                .verify("wrong horse".into(), Some(phc), None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("correct horse".into(), None)
+                .verify("correct horse".into(), None, None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("x".into(), Some("not a phc".into()))
+                .verify("x".into(), Some("not a phc".into()), None)
                 .await
                 .unwrap()
         );
@@ -154,11 +237,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_wait_leaves_the_queue() {
-        let passwords = Passwords {
-            slots: Arc::new(Semaphore::new(0)),
-            waiting: AtomicUsize::new(0),
-        };
-        let waiting = passwords.verify("x".into(), None);
+        let passwords = Passwords::with_slots(0);
+        let waiting = passwords.verify("x".into(), None, None);
         // Polled once it queues (no slot is free), then dropped: a client that went away.
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(10), waiting)
@@ -170,11 +250,62 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_beyond_the_queue_bound() {
-        let passwords = Passwords {
-            slots: Arc::new(Semaphore::new(0)),
-            waiting: AtomicUsize::new(MAX_WAITING),
-        };
-        assert!(passwords.verify("x".into(), None).await.is_err());
+        let passwords = Passwords::with_slots(0);
+        passwords.waiting.store(MAX_WAITING, Ordering::Release);
+        assert!(passwords.verify("x".into(), None, None).await.is_err());
         assert_eq!(passwords.waiting.load(Ordering::Acquire), MAX_WAITING);
+    }
+
+    #[tokio::test]
+    async fn one_client_holds_at_most_its_share_of_the_queue() {
+        let passwords = Passwords::with_slots(0);
+        let (crowd, other): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let phc = || Some(hash_now("correct horse"));
+        let mut queued = Vec::new();
+        for _ in 0..MAX_PER_CLIENT {
+            let mut check = Box::pin(passwords.verify("x".into(), phc(), Some(crowd)));
+            // Polled once: it takes its share and queues (no slot is free).
+            assert!(futures_poll_once(&mut check).await.is_none());
+            queued.push(check);
+        }
+        assert!(
+            passwords
+                .verify("x".into(), phc(), Some(crowd))
+                .await
+                .is_err()
+        );
+        let mut elsewhere = Box::pin(passwords.verify("x".into(), phc(), Some(other)));
+        assert!(
+            futures_poll_once(&mut elsewhere).await.is_none(),
+            "queued, not refused"
+        );
+        drop(queued);
+        drop(elsewhere);
+        assert!(passwords.per_client.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_accounts_take_no_hashing_slot_once_a_check_was_timed() {
+        let passwords = Passwords::with_slots(1);
+        let phc = hash_now("correct horse");
+        assert!(!passwords.verify("x".into(), Some(phc), None).await.unwrap());
+        assert!(passwords.typical_micros.load(Ordering::Acquire) > 0);
+        // With every slot taken, an unknown account still gets its answer.
+        let _taken = passwords.slots.clone().acquire_owned().await.unwrap();
+        assert!(!passwords.verify("x".into(), None, None).await.unwrap());
+    }
+
+    /// Polls a future once: `Some` with its output when it is ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(
+        future: &mut F,
+    ) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(cx) {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

@@ -39,6 +39,8 @@ pub enum UserError {
     InvalidInvitation,
     #[error("busy")]
     Busy,
+    #[error("the membership changed concurrently")]
+    Concurrent,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -115,10 +117,11 @@ pub async fn invite(
     let existing = state.store().user_by_email(email.as_str()).await?;
     let new_user = existing.is_none();
     let user = existing.unwrap_or_else(|| User {
-        id: UserId::new(),
+        // Random, not time-ordered: an id must not tell when its person first appeared.
+        id: UserId::from(uuid::Uuid::new_v4()),
         email: email.to_string(),
-        first_name,
-        last_name,
+        first_name: first_name.clone(),
+        last_name: last_name.clone(),
         password_hash: None,
         created_at: now,
     });
@@ -128,6 +131,9 @@ pub async fn invite(
         role,
         status: UserStatus::Invited,
         created_at: now,
+        suspensions: 0,
+        invited_first_name: first_name,
+        invited_last_name: last_name,
     };
     let token = PlainCredential::generate();
     let invitation = Invitation {
@@ -193,83 +199,113 @@ async fn mail_invitation(
     }
 }
 
-/// Changes a person's role or status in `organization`.
+/// How often a change is tried against a membership that changed between the check and the
+/// write.
+const ATTEMPTS: usize = 3;
+
+/// The membership as it is now, after a write found it changed.
+async fn reread(state: &AppState, membership: &Membership) -> Result<Membership, UserError> {
+    state
+        .store()
+        .membership(membership.organization_id, membership.user_id)
+        .await?
+        .ok_or(UserError::NotFound)
+}
+
+/// Who may change or remove a membership as it is: the user-management right, and for an
+/// owner's membership (or making someone an owner) the owners-only right.
+fn may_change(
+    actor: &Actor,
+    current: &Membership,
+    new_role: Option<Role>,
+) -> Result<(), UserError> {
+    require(actor, Action::ManageUsers)?;
+    if current.role == Role::Owner || new_role == Some(Role::Owner) {
+        require(actor, Action::ManageOwners)?;
+    }
+    Ok(())
+}
+
+/// Changes a person's role or status in `organization`. The right to do so is checked against
+/// the membership as the store holds it when the change is written (a concurrent change sends
+/// the check round again), so an admin cannot slip a change past a promotion to owner.
 pub async fn update(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    mut membership: Membership,
+    mut current: Membership,
     role: Option<Role>,
     status: Option<UserStatus>,
 ) -> Result<Membership, UserError> {
-    require(actor, Action::ManageUsers)?;
-    if membership.role == Role::Owner || role == Some(Role::Owner) {
-        require(actor, Action::ManageOwners)?;
-    }
-    if let Some(status) = status {
-        match (membership.status, status) {
-            (_, UserStatus::Invited) => {
-                return Err(ValidationError::new("status", "cannot be set to invited").into());
+    for _ in 0..ATTEMPTS {
+        may_change(actor, &current, role)?;
+        let mut changed = current.clone();
+        if let Some(status) = status {
+            match (current.status, status) {
+                (_, UserStatus::Invited) => {
+                    return Err(ValidationError::new("status", "cannot be set to invited").into());
+                }
+                (UserStatus::Invited, UserStatus::Active) => {
+                    return Err(ValidationError::new(
+                        "status",
+                        "becomes active when the invitation is accepted",
+                    )
+                    .into());
+                }
+                _ => changed.status = status,
             }
-            (UserStatus::Invited, UserStatus::Active) => {
-                return Err(ValidationError::new(
-                    "status",
-                    "becomes active when the invitation is accepted",
-                )
-                .into());
+        }
+        if let Some(role) = role {
+            changed.role = role;
+        }
+        let event = context.event_by(
+            actor,
+            current.organization_id,
+            "user.updated",
+            ("user", &current.user_id.to_string()),
+        );
+        match state
+            .store()
+            .change_membership(&current, &changed, &[event])
+            .await?
+        {
+            MembershipOutcome::Done => {
+                forget(state, &changed).await;
+                return reread(state, &changed).await;
             }
-            _ => membership.status = status,
+            MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
+            MembershipOutcome::NotFound => return Err(UserError::NotFound),
+            MembershipOutcome::Stale => current = reread(state, &current).await?,
         }
     }
-    if let Some(role) = role {
-        membership.role = role;
-    }
-    let changed = context.event_by(
-        actor,
-        membership.organization_id,
-        "user.updated",
-        ("user", &membership.user_id.to_string()),
-    );
-    match state
-        .store()
-        .change_membership(&membership, &[changed])
-        .await?
-    {
-        MembershipOutcome::Done => {}
-        MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
-        MembershipOutcome::NotFound => return Err(UserError::NotFound),
-    }
-    forget(state, &membership).await;
-    Ok(membership)
+    Err(UserError::Concurrent)
 }
 
 pub async fn remove(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    membership: Membership,
+    mut current: Membership,
 ) -> Result<(), UserError> {
-    require(actor, Action::ManageUsers)?;
-    if membership.role == Role::Owner {
-        require(actor, Action::ManageOwners)?;
+    for _ in 0..ATTEMPTS {
+        may_change(actor, &current, None)?;
+        let event = context.event_by(
+            actor,
+            current.organization_id,
+            "user.removed",
+            ("user", &current.user_id.to_string()),
+        );
+        match state.store().remove_membership(&current, &[event]).await? {
+            MembershipOutcome::Done => {
+                forget(state, &current).await;
+                return Ok(());
+            }
+            MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
+            MembershipOutcome::NotFound => return Err(UserError::NotFound),
+            MembershipOutcome::Stale => current = reread(state, &current).await?,
+        }
     }
-    let removed = context.event_by(
-        actor,
-        membership.organization_id,
-        "user.removed",
-        ("user", &membership.user_id.to_string()),
-    );
-    match state
-        .store()
-        .remove_membership(membership.organization_id, membership.user_id, &[removed])
-        .await?
-    {
-        MembershipOutcome::Done => {}
-        MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
-        MembershipOutcome::NotFound => return Err(UserError::NotFound),
-    }
-    forget(state, &membership).await;
-    Ok(())
+    Err(UserError::Concurrent)
 }
 
 /// The pending invitations of an organization.
@@ -302,6 +338,26 @@ pub async fn find_invitation(
     Ok((invitation, organization))
 }
 
+/// Invitations follow the rule of the membership they offer: an owner's invitation is the
+/// owners' to resend or revoke (revoking the first owner's invitation would leave the
+/// organization with nobody who can ever sign in).
+async fn may_manage_invitation(
+    state: &AppState,
+    actor: &Actor,
+    invitation: &Invitation,
+) -> Result<(), UserError> {
+    require(actor, Action::ManageUsers)?;
+    let offered = state
+        .store()
+        .membership(invitation.organization_id, invitation.user_id)
+        .await?
+        .ok_or(UserError::InvitationNotFound)?;
+    if offered.role == Role::Owner {
+        require(actor, Action::ManageOwners)?;
+    }
+    Ok(())
+}
+
 /// Mails a pending invitation again, with a new token (the old link stops working) and a new
 /// expiry.
 pub async fn resend(
@@ -311,7 +367,7 @@ pub async fn resend(
     mut invitation: Invitation,
     organization: &Organization,
 ) -> Result<PendingInvitation, UserError> {
-    require(actor, Action::ManageUsers)?;
+    may_manage_invitation(state, actor, &invitation).await?;
     let token = PlainCredential::generate();
     invitation.token_hash = state
         .secrets()
@@ -355,7 +411,7 @@ pub async fn revoke(
     context: &RequestContext,
     invitation: Invitation,
 ) -> Result<(), UserError> {
-    require(actor, Action::ManageUsers)?;
+    may_manage_invitation(state, actor, &invitation).await?;
     let revoked = context.event_by(
         actor,
         invitation.organization_id,

@@ -9,6 +9,10 @@ pub enum StoreError {
     /// A uniqueness rule was violated (e.g. a key name taken within its organization).
     #[error("conflicts with an existing record")]
     Conflict(#[source] sqlx::Error),
+    /// A record this write refers to is gone (a foreign key found nothing), e.g. an
+    /// organization deleted while a request for it ran: the caller should answer 404.
+    #[error("a record it refers to no longer exists")]
+    ReferenceGone(#[source] sqlx::Error),
     /// `keyplane bootstrap` ran before, or the store already holds an organization.
     #[error("the store already has an organization")]
     AlreadyBootstrapped,
@@ -36,6 +40,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable(error) => StoreError::Unavailable(copy(error)),
             StoreError::Conflict(error) => StoreError::Conflict(copy(error)),
+            StoreError::ReferenceGone(error) => StoreError::ReferenceGone(copy(error)),
             StoreError::Internal(error) => StoreError::Internal(copy(error)),
             StoreError::AlreadyBootstrapped => StoreError::AlreadyBootstrapped,
             StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
@@ -57,6 +62,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => {
                 if db.is_unique_violation() {
                     return StoreError::Conflict(error);
+                }
+                if db.is_foreign_key_violation() {
+                    return StoreError::ReferenceGone(error);
                 }
                 match db.code().as_deref() {
                     // PostgreSQL: connection exceptions (08xxx), the server shutting down (57P0x),

@@ -18,6 +18,7 @@ use keyplane_core::records::{
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
+use keyplane_core::values::Role;
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 pub use error::StoreError;
@@ -135,20 +136,35 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<(), StoreError>;
 
-    /// Changes a membership's role and status, refusing to leave the organization without an
-    /// active owner. Owner changes of one organization are serialized.
+    /// The operator's way back into an organization nobody can sign in to: makes the person
+    /// (`new_user` when they have no account yet) an owner of the invitation's organization —
+    /// invited, or still active when they already were — and stores the invitation, in one
+    /// transaction. False when the organization is gone.
+    async fn grant_owner_invitation(
+        &self,
+        new_user: Option<&User>,
+        invitation: &Invitation,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Changes a membership from `expected` (the role and status the caller's right was checked
+    /// against) to `changed`'s role and status, in one transaction that holds the organization's
+    /// lock: `Stale` when the membership no longer has the expected role and status (nothing
+    /// changes; check again), `LastOwner` when it would leave the organization without an active
+    /// owner. A disable counts up the membership's suspensions.
     async fn change_membership(
         &self,
-        membership: &Membership,
+        expected: &Membership,
+        changed: &Membership,
         events: &[AuditEvent],
     ) -> Result<MembershipOutcome, StoreError>;
 
     /// Removes a person from an organization (membership, invitations, refresh tokens there),
-    /// refusing to remove its last active owner.
+    /// while it still has `expected`'s role and status (else `Stale`), refusing to remove its
+    /// last active owner.
     async fn remove_membership(
         &self,
-        organization_id: OrganizationId,
-        user_id: UserId,
+        expected: &Membership,
         events: &[AuditEvent],
     ) -> Result<MembershipOutcome, StoreError>;
 
@@ -268,9 +284,14 @@ pub trait Store: Send + Sync + 'static {
     /// Records when keys last obtained a token (batched; never moves a time backwards).
     async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;
 
-    /// Deletes an API key and its refresh tokens, with its audit events. False when it was gone.
-    async fn delete_api_key(&self, id: ApiKeyId, events: &[AuditEvent])
-    -> Result<bool, StoreError>;
+    /// Deletes an API key and its refresh tokens, with its audit events. False when it was gone
+    /// (or, with `only_if_role`, holds another role now).
+    async fn delete_api_key(
+        &self,
+        id: ApiKeyId,
+        only_if_role: Option<Role>,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
 
     /// Stores new refresh tokens, each with the audit events of the login or refresh that
     /// issued it, in one transaction (a group commit: one disk flush for many logins). Where an

@@ -239,6 +239,9 @@ pub(crate) fn membership_from_row(row: &impl Columns) -> Result<Membership, Stor
         role: parse_column("role", &row.get::<String>("role")?)?,
         status: parse_column("status", &row.get::<String>("status")?)?,
         created_at: row.get("created_at")?,
+        suspensions: row.get("suspensions")?,
+        invited_first_name: row.get("invited_first_name")?,
+        invited_last_name: row.get("invited_last_name")?,
     })
 }
 
@@ -268,6 +271,7 @@ pub(crate) fn api_key_from_row(row: &impl Columns) -> Result<ApiKey, StoreError>
         name: row.get("name")?,
         kind: parse_column("kind", &row.get::<String>("kind")?)?,
         status: parse_column("status", &row.get::<String>("status")?)?,
+        role: parse_column("role", &row.get::<String>("role")?)?,
         public_key: row.get("public_key")?,
         secret_hash: hash_from_bytes("secret_hash", row.get("secret_hash")?)?,
         previous_secret_hash: previous
@@ -281,6 +285,8 @@ pub(crate) fn api_key_from_row(row: &impl Columns) -> Result<ApiKey, StoreError>
             .transpose()?,
         last_used_at: row.get("last_used_at")?,
         expires_at: row.get("expires_at")?,
+        secret_generation: row.get("secret_generation")?,
+        suspensions: row.get("suspensions")?,
     })
 }
 
@@ -325,6 +331,8 @@ pub(crate) fn refresh_token_from_row(row: &impl Columns) -> Result<RefreshToken,
         used_at: row.get("used_at")?,
         revoked_at: row.get("revoked_at")?,
         family_expires_at: row.get("family_expires_at")?,
+        key_generation: row.get("key_generation")?,
+        subject_suspensions: row.get("subject_suspensions")?,
     })
 }
 
@@ -414,14 +422,18 @@ macro_rules! impl_store {
             membership: &Membership,
         ) -> Result<(), StoreError> {
             sqlx::query(
-                "INSERT INTO memberships (organization_id, user_id, role, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO memberships (organization_id, user_id, role, status, created_at, \
+                 suspensions, invited_first_name, invited_last_name) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(membership.organization_id.to_string())
             .bind(membership.user_id.to_string())
             .bind(membership.role.as_str())
             .bind(membership.status.as_str())
             .bind(membership.created_at)
+            .bind(membership.suspensions)
+            .bind(&membership.invited_first_name)
+            .bind(&membership.invited_last_name)
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -454,8 +466,10 @@ macro_rules! impl_store {
             sqlx::query(
                 "INSERT INTO api_keys (id, organization_id, name, kind, status, public_key, \
                  secret_hash, previous_secret_hash, previous_secret_expires_at, metadata, \
-                 created_at, created_by_user, last_used_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 created_at, created_by_user, last_used_at, expires_at, role, \
+                 secret_generation, suspensions) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17)",
             )
             .bind(key.id.to_string())
             .bind(key.organization_id.to_string())
@@ -471,6 +485,9 @@ macro_rules! impl_store {
             .bind(key.created_by_user.map(|id| id.to_string()))
             .bind(key.last_used_at)
             .bind(key.expires_at)
+            .bind(key.role.as_str())
+            .bind(key.secret_generation)
+            .bind(key.suspensions)
             .execute(&mut *conn)
             .await?;
             count_api_key(conn, key.organization_id, key.kind, key.status, 1).await
@@ -502,15 +519,18 @@ macro_rules! impl_store {
         /// The organization, kind and status a key has now, read with a write that locks its row
         /// until the transaction ends (on PostgreSQL; SQLite has one writer), so that concurrent
         /// changes of one key queue instead of each working from a stale read.
+        /// With `only_if_role`, a key whose role is another reads as absent.
         async fn api_key_class(
             conn: &mut Connection,
             id: ApiKeyId,
+            only_if_role: Option<Role>,
         ) -> Result<Option<(OrganizationId, ApiKeyKind, ApiKeyStatus)>, StoreError> {
             let Some(row) = sqlx::query(
                 "UPDATE api_keys SET status = status WHERE id = $1 \
-                 RETURNING organization_id, kind, status",
+                 AND ($2 IS NULL OR role = $2) RETURNING organization_id, kind, status",
             )
             .bind(id.to_string())
+            .bind(only_if_role.map(|role| role.as_str()))
             .fetch_optional(&mut *conn)
             .await?
             else {
@@ -557,6 +577,53 @@ macro_rules! impl_store {
             .bind(UserStatus::Disabled.as_str())
             .fetch_one(&mut *conn)
             .await?)
+        }
+
+        /// The membership as it is, under its organization's lock: `Err(NotFound)` when it or the
+        /// organization is gone, `Err(Stale)` when its role or status is no longer `expected`'s.
+        async fn locked_membership(
+            conn: &mut Connection,
+            expected: &Membership,
+        ) -> Result<Result<Membership, MembershipOutcome>, StoreError> {
+            if !lock_organization(conn, expected.organization_id).await? {
+                return Ok(Err(MembershipOutcome::NotFound));
+            }
+            let Some(current) = sqlx::query(
+                "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
+            )
+            .bind(expected.organization_id.to_string())
+            .bind(expected.user_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            else {
+                return Ok(Err(MembershipOutcome::NotFound));
+            };
+            let current = membership_from_row(&current)?;
+            if (current.role, current.status) != (expected.role, expected.status) {
+                return Ok(Err(MembershipOutcome::Stale));
+            }
+            Ok(Ok(current))
+        }
+
+        /// Writes a membership's role and status; a disable counts up its suspensions. True
+        /// when the membership exists.
+        async fn set_membership(
+            conn: &mut Connection,
+            membership: &Membership,
+        ) -> Result<bool, StoreError> {
+            Ok(sqlx::query(
+                "UPDATE memberships SET role = $1, status = $2, suspensions = suspensions + \
+                 CASE WHEN $2 = 'disabled' AND status <> 'disabled' THEN 1 ELSE 0 END \
+                 WHERE organization_id = $3 AND user_id = $4",
+            )
+            .bind(membership.role.as_str())
+            .bind(membership.status.as_str())
+            .bind(membership.organization_id.to_string())
+            .bind(membership.user_id.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1)
         }
 
         /// Ends a transaction whose change may have found nothing to change: with `changed`, its
@@ -611,7 +678,7 @@ macro_rules! impl_store {
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO refresh_tokens (id, family_id, token_hash, subject_type, \
                      subject_id, organization_id, env, created_at, expires_at, used_at, \
-                     revoked_at, family_expires_at) ",
+                     revoked_at, family_expires_at, key_generation, subject_suspensions) ",
                 );
                 insert.push_values(chunk, |mut row, token| {
                     row.push_bind(token.id.clone())
@@ -625,7 +692,9 @@ macro_rules! impl_store {
                         .push_bind(token.expires_at)
                         .push_bind(token.used_at)
                         .push_bind(token.revoked_at)
-                        .push_bind(token.family_expires_at);
+                        .push_bind(token.family_expires_at)
+                        .push_bind(token.key_generation)
+                        .push_bind(token.subject_suspensions);
                 });
                 insert.build().execute(&mut *conn).await?;
             }
@@ -924,7 +993,8 @@ macro_rules! impl_store {
                 let page = format!(
                     "SELECT u.id AS u_id, u.email, u.first_name, u.last_name, u.password_hash, \
                      u.created_at AS u_created_at, m.organization_id, m.user_id, m.role, m.status, \
-                     m.created_at FROM memberships m JOIN users u ON u.id = m.user_id \
+                     m.created_at, m.suspensions, m.invited_first_name, m.invited_last_name \
+                     FROM memberships m JOIN users u ON u.id = m.user_id \
                      WHERE m.organization_id = $1{filters} \
                      ORDER BY {column} {direction}, u.id {direction} LIMIT {limit} OFFSET {offset}"
                 );
@@ -982,44 +1052,60 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn grant_owner_invitation(
+                &self,
+                new_user: Option<&User>,
+                invitation: &Invitation,
+                events: &[AuditEvent],
+            ) -> Result<bool, StoreError> {
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                if !lock_organization(&mut tx, invitation.organization_id).await? {
+                    return Ok(false);
+                }
+                if let Some(user) = new_user {
+                    insert_user(&mut tx, user).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO memberships (organization_id, user_id, role, status, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role, \
+                     status = CASE WHEN memberships.status = $6 THEN memberships.status \
+                     ELSE excluded.status END",
+                )
+                .bind(invitation.organization_id.to_string())
+                .bind(invitation.user_id.to_string())
+                .bind(Role::Owner.as_str())
+                .bind(UserStatus::Invited.as_str())
+                .bind(invitation.created_at)
+                .bind(UserStatus::Active.as_str())
+                .execute(&mut *tx)
+                .await?;
+                insert_invitation(&mut tx, invitation).await?;
+                insert_audit_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn change_membership(
                 &self,
-                membership: &Membership,
+                expected: &Membership,
+                changed: &Membership,
                 events: &[AuditEvent],
             ) -> Result<MembershipOutcome, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                if !lock_organization(&mut tx, membership.organization_id).await? {
-                    return Ok(MembershipOutcome::NotFound);
-                }
-                let Some(current) = sqlx::query(
-                    "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
-                )
-                .bind(membership.organization_id.to_string())
-                .bind(membership.user_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                else {
-                    return Ok(MembershipOutcome::NotFound);
+                let current = match locked_membership(&mut tx, expected).await? {
+                    Ok(current) => current,
+                    Err(outcome) => return Ok(outcome),
                 };
-                let current = membership_from_row(&current)?;
-                let stays_owner = is_active_owner(membership);
                 if is_active_owner(&current)
-                    && !stays_owner
+                    && !is_active_owner(changed)
                     && other_active_owners(&mut tx, &current).await? == 0
                 {
                     return Ok(MembershipOutcome::LastOwner);
                 }
-                sqlx::query(
-                    "UPDATE memberships SET role = $1, status = $2 \
-                     WHERE organization_id = $3 AND user_id = $4",
-                )
-                .bind(membership.role.as_str())
-                .bind(membership.status.as_str())
-                .bind(membership.organization_id.to_string())
-                .bind(membership.user_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+                set_membership(&mut tx, changed).await?;
                 insert_audit_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(MembershipOutcome::Done)
@@ -1027,26 +1113,15 @@ macro_rules! impl_store {
 
             async fn remove_membership(
                 &self,
-                organization_id: OrganizationId,
-                user_id: UserId,
+                expected: &Membership,
                 events: &[AuditEvent],
             ) -> Result<MembershipOutcome, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                if !lock_organization(&mut tx, organization_id).await? {
-                    return Ok(MembershipOutcome::NotFound);
-                }
-                let Some(current) = sqlx::query(
-                    "SELECT * FROM memberships WHERE organization_id = $1 AND user_id = $2",
-                )
-                .bind(organization_id.to_string())
-                .bind(user_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                else {
-                    return Ok(MembershipOutcome::NotFound);
+                let current = match locked_membership(&mut tx, expected).await? {
+                    Ok(current) => current,
+                    Err(outcome) => return Ok(outcome),
                 };
-                let current = membership_from_row(&current)?;
                 if is_active_owner(&current) && other_active_owners(&mut tx, &current).await? == 0 {
                     return Ok(MembershipOutcome::LastOwner);
                 }
@@ -1056,8 +1131,8 @@ macro_rules! impl_store {
                     "DELETE FROM memberships WHERE organization_id = $1 AND user_id = $2",
                 ] {
                     sqlx::query(statement)
-                        .bind(organization_id.to_string())
-                        .bind(user_id.to_string())
+                        .bind(current.organization_id.to_string())
+                        .bind(current.user_id.to_string())
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -1226,18 +1301,7 @@ macro_rules! impl_store {
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let updated = sqlx::query(
-                    "UPDATE memberships SET role = $1, status = $2 \
-                     WHERE organization_id = $3 AND user_id = $4",
-                )
-                .bind(membership.role.as_str())
-                .bind(membership.status.as_str())
-                .bind(membership.organization_id.to_string())
-                .bind(membership.user_id.to_string())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
+                let updated = set_membership(&mut tx, membership).await?;
                 commit_if(tx, updated, events).await
             }
 
@@ -1249,18 +1313,26 @@ macro_rules! impl_store {
             ) -> Result<Option<ApiKey>, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let Some((organization_id, kind, status)) = api_key_class(&mut tx, id).await? else {
+                let Some((organization_id, kind, status)) =
+                    api_key_class(&mut tx, id, changes.only_if_role).await?
+                else {
                     return Ok(None);
                 };
                 let id_text = id.to_string();
                 if let Some(new_status) = changes.status
                     && new_status != status
                 {
-                    sqlx::query("UPDATE api_keys SET status = $1 WHERE id = $2")
-                        .bind(new_status.as_str())
-                        .bind(&id_text)
-                        .execute(&mut *tx)
-                        .await?;
+                    // A disable counts: tokens issued before it stay dead after an enable.
+                    let suspended = i64::from(new_status == ApiKeyStatus::Disabled);
+                    sqlx::query(
+                        "UPDATE api_keys SET status = $1, suspensions = suspensions + $2 \
+                         WHERE id = $3",
+                    )
+                    .bind(new_status.as_str())
+                    .bind(suspended)
+                    .bind(&id_text)
+                    .execute(&mut *tx)
+                    .await?;
                     count_api_key(&mut tx, organization_id, kind, status, -1).await?;
                     count_api_key(&mut tx, organization_id, kind, new_status, 1).await?;
                 }
@@ -1278,10 +1350,18 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                if let Some(role) = changes.role {
+                    sqlx::query("UPDATE api_keys SET role = $1 WHERE id = $2")
+                        .bind(role.as_str())
+                        .bind(&id_text)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some(secret) = &changes.secret {
                     sqlx::query(
                         "UPDATE api_keys SET secret_hash = $1, previous_secret_hash = $2, \
-                         previous_secret_expires_at = $3 WHERE id = $4",
+                         previous_secret_expires_at = $3, \
+                         secret_generation = secret_generation + 1 WHERE id = $4",
                     )
                     .bind(secret.secret_hash.as_bytes())
                     .bind(secret.previous_secret_hash.as_ref().map(|h| h.as_bytes()))
@@ -1318,11 +1398,13 @@ macro_rules! impl_store {
             async fn delete_api_key(
                 &self,
                 id: ApiKeyId,
+                only_if_role: Option<Role>,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let Some((organization_id, kind, status)) = api_key_class(&mut tx, id).await?
+                let Some((organization_id, kind, status)) =
+                    api_key_class(&mut tx, id, only_if_role).await?
                 else {
                     return Ok(false);
                 };

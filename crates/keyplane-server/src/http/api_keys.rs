@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::records::{ApiKey, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
-use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env};
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -58,6 +58,9 @@ impl From<ApiKeyError> for ApiError {
             ApiKeyError::Forbidden => {
                 ApiError::forbidden("Your role does not allow managing API keys.")
             }
+            ApiKeyError::AboveCallerRole => ApiError::forbidden(
+                "role: a key's role cannot be above your own, and keys above your role cannot be changed, rotated or deleted by you.",
+            ),
             ApiKeyError::EnvNotEnabled => ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "E_ENV_NOT_ENABLED",
@@ -65,6 +68,9 @@ impl From<ApiKeyError> for ApiError {
             ),
             ApiKeyError::NameTaken => {
                 ApiError::conflict("name: an API key with this name exists in the organization")
+            }
+            ApiKeyError::Concurrent => {
+                ApiError::conflict("The API key changed while this request ran; try again.")
             }
             ApiKeyError::Store(error) => error.into(),
         }
@@ -83,6 +89,8 @@ pub struct ApiKeyResource {
     pub name: String,
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
+    /// What its tokens may do: `admin` (default), `developer` or `viewer`.
+    pub role: Role,
     #[schema(value_type = Object)]
     pub metadata: Metadata,
     /// `""` when the organization is not managed (fiskaly clients expect a string).
@@ -116,6 +124,7 @@ fn resource(
         name: key.name,
         kind: key.kind,
         status: key.status,
+        role: key.role,
         metadata: key.metadata,
         managed_by_organization_id: organization
             .managed_by
@@ -202,6 +211,9 @@ async fn list(
 pub struct PutApiKey {
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
+    /// `admin`, `developer` or `viewer`, at most the caller's own role; default the caller's
+    /// role (at most `admin`).
+    pub role: Option<Role>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     pub expires_at: Option<i64>,
@@ -215,6 +227,9 @@ pub struct PostApiKey {
     pub status: ApiKeyStatus,
     /// Default `test`.
     pub kind: Option<ApiKeyKind>,
+    /// `admin`, `developer` or `viewer`, at most the caller's own role; default the caller's
+    /// role (at most `admin`).
+    pub role: Option<Role>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     /// If given, must be the organization's manager (or empty).
@@ -226,6 +241,8 @@ pub struct PostApiKey {
 #[serde(deny_unknown_fields)]
 pub struct PatchApiKey {
     pub status: Option<ApiKeyStatus>,
+    /// At most the caller's own role.
+    pub role: Option<Role>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
     pub expires_at: Option<i64>,
@@ -333,6 +350,7 @@ both_styles!(
     |state, actor, context, organization, key, body| {
         let request = UpdateRequest {
             status: body.status,
+            role: body.role,
             metadata: body.metadata,
             expires_at: body.expires_at.map(Some),
         };
@@ -430,6 +448,7 @@ pub async fn create_own(
         name: key_name,
         kind: body.kind,
         status: body.status,
+        role: body.role,
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
@@ -474,6 +493,7 @@ pub async fn create_in(
         name: body.name,
         kind: body.kind.unwrap_or(ApiKeyKind::Test),
         status: body.status,
+        role: body.role,
         metadata: body.metadata,
         expires_at: body.expires_at,
     };

@@ -212,6 +212,10 @@ impl From<&StoreError> for ApiError {
             StoreError::Conflict(_) | StoreError::AlreadyBootstrapped => {
                 Self::conflict("The resource conflicts with an existing one.")
             }
+            StoreError::ReferenceGone(_) => Self::not_found(
+                "E_NOT_FOUND",
+                "A resource this request refers to no longer exists.",
+            ),
             other => Self::internal(format!("{other}: {:?}", std::error::Error::source(other))),
         }
     }

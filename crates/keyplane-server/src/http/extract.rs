@@ -55,6 +55,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "The request body must be a JSON object.",
         ));
     }
+    if let Some(path) = nul_escape_path(bytes) {
+        return Err(ApiError::validation(
+            &path,
+            "NUL characters are not allowed",
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -74,6 +80,53 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// Where a JSON document holds a NUL character, if it does: JSON can carry one only as the
+/// escape `\u0000` (raw control characters are invalid in strings), which no store accepts
+/// (PostgreSQL refuses NUL in text) and no legitimate value needs. The bytes are scanned for the
+/// escape first, so documents without one cost a scan; the path is found only for those with.
+fn nul_escape_path(bytes: &[u8]) -> Option<String> {
+    let escaped = bytes.windows(6).enumerate().any(|(at, window)| {
+        window == br"\u0000"
+            && bytes[..at]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count()
+                % 2
+                == 0
+    });
+    if !escaped {
+        return None;
+    }
+    fn find(value: &serde_json::Value, path: &str) -> Option<String> {
+        let join = |name: &str| {
+            if path.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            }
+        };
+        match value {
+            serde_json::Value::String(text) if text.contains('\0') => Some(path.to_owned()),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| find(item, &join(&i.to_string()))),
+            serde_json::Value::Object(fields) => fields.iter().find_map(|(name, field)| {
+                if name.contains('\0') {
+                    Some(join("(field name)"))
+                } else {
+                    find(field, &join(name))
+                }
+            }),
+            _ => None,
+        }
+    }
+    // A document that does not parse is reported as such by the caller.
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    find(&value, "").map(|path| if path.is_empty() { ".".into() } else { path })
 }
 
 /// serde_json's message without its `at line 1 column 9` suffix, which means nothing to callers.
@@ -125,6 +178,15 @@ mod tests {
             format!("{error:?}").contains("missing field `kind`"),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn nul_characters_are_refused_naming_the_field() {
+        let error = parse_json::<Sample>(br#"{"kind": "a\u0000b", "limit": 1}"#).unwrap_err();
+        assert!(format!("{error:?}").contains("kind: NUL"), "{error:?}");
+        // An escaped backslash before `u0000` is text, not a NUL.
+        let sample = parse_json::<Sample>(br#"{"kind": "a\\u0000b", "limit": 1}"#).unwrap();
+        assert_eq!(sample.kind, r"a\u0000b");
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! Liveness, readiness and metrics for operators and load balancers.
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::http::JsonResponse;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::http::{ClientInfo, JsonResponse};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,10 +45,21 @@ pub async fn readyz(State(state): State<AppState>) -> Result<JsonResponse<Health
     Ok(JsonResponse(HealthStatus { status: "ready" }))
 }
 
-/// Prometheus metrics (OpenMetrics text): request counts and latencies by route and status.
+/// Prometheus metrics (OpenMetrics text): request counts and latencies by method, route
+/// template and status. Only for clients in `--metrics-allow` (loopback by default); anyone
+/// else gets 404.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
+        (status = 404, description = "The client is not allowed to read metrics", body = ErrorBody),
+    ))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
+) -> Response {
+    if !client.is_some_and(|Extension(client)| state.may_read_metrics(client.ip)) {
+        return ApiError::from_status(StatusCode::NOT_FOUND).into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

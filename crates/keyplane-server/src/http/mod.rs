@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(remember_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(refuse_oversized_bodies))
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(middleware::from_fn(request_id::assign_request_id))
@@ -131,6 +132,23 @@ async fn remember_route(request: Request, next: Next) -> Response {
         response.extensions_mut().insert(RouteTemplate(path));
     }
     response
+}
+
+/// A percent-encoded NUL in the path or query is a 400 before any handler sees it: no
+/// identifier, name or filter holds one, and PostgreSQL refuses NUL in text.
+async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    let has_nul = |text: &str| {
+        text.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    };
+    let uri = request.uri();
+    for (part, text) in [("path", uri.path()), ("query", uri.query().unwrap_or(""))] {
+        if has_nul(text) {
+            return ApiError::validation(part, "NUL characters are not allowed").into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Answers 413 from the declared length, before anything reads the body.
@@ -160,10 +178,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let status = response.status().as_u16();
     state
         .metrics()
-        .observe_request(method.as_str(), route, status, elapsed);
+        .observe_request(&method, route, status, elapsed);
     tracing::info!(
         request_id = %request_id::current(),
-        method = %method,
+        method = crate::metrics::method_label(&method),
         route,
         status,
         micros = elapsed.as_micros() as u64,

@@ -167,6 +167,16 @@ impl Form {
         }
         let mut parameters = HashMap::new();
         for (name, value) in form_urlencoded::parse(body) {
+            if name.contains('\0') || value.contains('\0') {
+                return Err(OAuthError::invalid_request(format!(
+                    "{}: NUL characters are not allowed",
+                    if name.contains('\0') {
+                        "parameter name"
+                    } else {
+                        &name
+                    }
+                )));
+            }
             if parameters
                 .insert(name.clone().into_owned(), value.into_owned())
                 .is_some()
@@ -215,7 +225,16 @@ fn client_credentials(
     let posted = match (form.get("client_id")?, form.get("client_secret")?) {
         (Some(id), Some(secret)) => Some((id.to_owned(), secret.to_owned())),
         (None, None) => None,
-        (Some(_), None) if basic.is_some() => None,
+        // A client may name itself in the body beside Basic, but only as itself.
+        (Some(id), None) => match &basic {
+            Some((basic_id, _)) if basic_id == id => None,
+            Some(_) => {
+                return Err(OAuthError::invalid_request(
+                    "client_id: differs from the client authenticated by HTTP Basic",
+                ));
+            }
+            None => return Err(OAuthError::invalid_client()),
+        },
         _ => return Err(OAuthError::invalid_client()),
     };
     match (basic, posted) {
@@ -473,7 +492,14 @@ pub async fn revoke(
         }
         return Ok(json_body(&serde_json::json!({})));
     }
-    if state.signing_keys().current().verify(presented).is_ok() {
+    // An access token of an organization the caller cannot see is answered like an unknown
+    // token: the answer must not tell whether it is valid.
+    let verified = state.signing_keys().current().verify(presented).ok();
+    let own = match verified.and_then(|claims| claims.organization.parse().ok()) {
+        Some(organization) => visible(&state, &caller, organization).await?,
+        None => false,
+    };
+    if own {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_token_type",

@@ -46,6 +46,9 @@ impl From<OrganizationError> for ApiError {
             OrganizationError::ManagesOthers => ApiError::conflict(
                 "The organization still manages organizations; delete those first.",
             ),
+            OrganizationError::LiveNeedsManager => ApiError::forbidden(
+                "env: a managed organization's LIVE env is enabled by the organization that manages it.",
+            ),
             OrganizationError::Store(error) => error.into(),
         }
     }

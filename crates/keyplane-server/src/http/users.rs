@@ -70,6 +70,9 @@ impl From<UserError> for ApiError {
                 "the invitation is invalid, already used, revoked or expired",
             ),
             UserError::Busy => ApiError::rate_limited(1),
+            UserError::Concurrent => {
+                ApiError::conflict("The person changed while this request ran; try again.")
+            }
             UserError::Store(error) => error.into(),
         }
     }
@@ -92,17 +95,30 @@ pub struct UserResource {
     pub created_at: i64,
 }
 
+/// A person as one organization sees them. While their invitation is pending, the organization
+/// sees only what it was told (the email and the names given in the invitation) and when it
+/// invited them: nothing of the person's account elsewhere, if any.
 fn user_resource(user: User, membership: &Membership, organization_envs: &[Env]) -> UserResource {
+    let pending = membership.status == UserStatus::Invited;
+    let (first_name, last_name, created_at) = if pending {
+        (
+            membership.invited_first_name.clone(),
+            membership.invited_last_name.clone(),
+            membership.created_at,
+        )
+    } else {
+        (user.first_name, user.last_name, user.created_at)
+    };
     UserResource {
         _id: user.id.to_string(),
         _type: "USER",
         _envs: organization_envs.to_vec(),
         email: user.email,
-        first_name: user.first_name,
-        last_name: user.last_name,
+        first_name,
+        last_name,
         role: membership.role,
         status: membership.status,
-        created_at: user.created_at,
+        created_at,
     }
 }
 

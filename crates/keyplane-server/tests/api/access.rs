@@ -81,6 +81,8 @@ fn sign(app: &TestApp, change: impl FnOnce(&mut AccessClaims)) -> String {
         nbf: now,
         exp: now + 300,
         jti: "test".into(),
+        role: None,
+        suspensions: 0,
     };
     change(&mut claims);
     keys.sign(&claims)
@@ -300,7 +302,13 @@ async fn a_disabled_or_deleted_key_loses_its_tokens(backend: Backend) {
     forget(&app, &key).await;
     let token = app.access_token(&boot.api_key, &boot.api_secret).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 200);
-    assert!(app.state.store().delete_api_key(key.id, &[]).await.unwrap());
+    assert!(
+        app.state
+            .store()
+            .delete_api_key(key.id, None, &[])
+            .await
+            .unwrap()
+    );
     forget(&app, &key).await;
     assert_eq!(app.get_as(&token, &path).await.status(), 401);
     assert_eq!(app.post_json("/api/v0/auth", &login).await.status(), 401);
@@ -395,6 +403,8 @@ async fn rotation_keeps_live_tokens_and_publishes_the_new_key_first(backend: Bac
         nbf: now,
         exp: now + 300,
         jti: "rotated".into(),
+        role: None,
+        suspensions: 0,
     });
     assert_eq!(app.get_as(&new_token, &path).await.status(), 200);
 

@@ -62,6 +62,7 @@ pub async fn another_client(
             name: keyplane_core::values::KeyName::parse("main").unwrap(),
             kind: keyplane_core::values::ApiKeyKind::Test,
             status: keyplane_core::values::ApiKeyStatus::Enabled,
+            role: keyplane_core::values::Role::Admin,
             metadata: Default::default(),
             expires_at: None,
             created_by_user: None,

@@ -305,7 +305,8 @@ async fn every_role_against_every_mutating_endpoint(backend: Backend) {
             .client
             .put(app.url(&format!("/api/v0/api-keys/{key_name}")))
             .bearer_auth(&admin_key)
-            .json(&json!({"kind": "test", "status": "enabled"}))
+            // A developer's key: a developer manages keys up to their own role.
+            .json(&json!({"kind": "test", "status": "enabled", "role": "developer"}))
             .send()
             .await
             .unwrap()

@@ -5,6 +5,7 @@ mod helpers;
 
 mod access;
 mod api_keys;
+mod attacks;
 mod audit;
 mod durability;
 mod foundation;

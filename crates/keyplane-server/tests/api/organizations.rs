@@ -410,6 +410,7 @@ async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
                 name: keyplane_core::values::KeyName::parse("b-key").unwrap(),
                 kind: keyplane_core::values::ApiKeyKind::Test,
                 status: keyplane_core::values::ApiKeyStatus::Enabled,
+                role: keyplane_core::values::Role::Admin,
                 metadata: Default::default(),
                 expires_at: None,
                 created_by_user: None,
