@@ -384,6 +384,8 @@ impl Application {
             router: crate::http::router(self.state.clone()),
             trusted_proxies: self.config.trusted_proxies.clone().into(),
             shutdown_timeout: Duration::from_secs(self.config.shutdown_timeout),
+            max_connections: crate::server::connection_limit(self.config.max_connections),
+            idle_timeout: Duration::from_secs(self.config.idle_timeout),
         };
         let maintenance = tokio::spawn(self.state.clone().maintain_signing_keys());
         let usage = tokio::spawn(self.state.0.usage.clone().run(self.state.0.store.clone()));

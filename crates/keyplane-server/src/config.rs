@@ -147,6 +147,17 @@ pub struct ServeConfig {
     )]
     pub metrics_allow: Vec<IpNet>,
 
+    /// Most connections served at once; further ones wait in the kernel's queue until one
+    /// closes. 0: as many as the open-file limit allows, less a reserve for the database and
+    /// files.
+    #[arg(long, env = "KEYPLANE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Seconds a connection may stay open with nothing to do (no request in flight, no byte
+    /// sent or received) before it is closed; this also bounds the wait for a first request.
+    #[arg(long, env = "KEYPLANE_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub idle_timeout: u64,
+
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "KEYPLANE_ACCESS_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(i64).range(10..=86_400))]
     pub access_token_ttl: i64,
@@ -246,6 +257,8 @@ impl ServeConfig {
                 "127.0.0.0/8".parse().expect("valid network"),
                 "::1/128".parse().expect("valid network"),
             ],
+            max_connections: 0,
+            idle_timeout: 60,
             access_token_ttl: 300,
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,

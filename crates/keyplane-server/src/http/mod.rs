@@ -105,6 +105,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(remember_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            crate::server::BODY_TIMEOUT,
+        ))
         .layer(middleware::from_fn(refuse_oversized_bodies))
         .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -10,7 +10,7 @@ use crate::helpers::client_trusting;
 
 /// A spawned server, killed when dropped: a failing test must not leave it running (it would
 /// hold the test harness's output open and hang the run).
-struct ServerProcess(Child);
+pub struct ServerProcess(Child);
 
 impl std::ops::Deref for ServerProcess {
     type Target = Child;
@@ -48,7 +48,33 @@ fn spawn_server_logging(
     log_level: &str,
     log: Option<Arc<Mutex<String>>>,
 ) -> (ServerProcess, u16, std::thread::JoinHandle<()>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyplane"))
+    spawn_server_with(data_dir, log_format, log_level, &[], None, log)
+}
+
+/// [`spawn_server_logging`] with more flags and, with `open_files`, that limit on open file
+/// descriptors (`ulimit -n`) for the server alone.
+pub fn spawn_server_with(
+    data_dir: &std::path::Path,
+    log_format: &str,
+    log_level: &str,
+    flags: &[&str],
+    open_files: Option<u32>,
+    log: Option<Arc<Mutex<String>>>,
+) -> (ServerProcess, u16, std::thread::JoinHandle<()>) {
+    let binary = env!("CARGO_BIN_EXE_keyplane");
+    let mut command = match open_files {
+        Some(limit) => {
+            let mut shell = Command::new("bash");
+            shell.args([
+                "-c",
+                &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                binary,
+            ]);
+            shell
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args([
             "serve",
             "--listen",
@@ -57,8 +83,9 @@ fn spawn_server_logging(
             log_format,
             "--log",
             log_level,
-            "--data-dir",
         ])
+        .args(flags)
+        .arg("--data-dir")
         .arg(data_dir)
         .env_remove("KEYPLANE_DATABASE_URL")
         .stdout(Stdio::null())

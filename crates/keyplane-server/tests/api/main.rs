@@ -7,6 +7,7 @@ mod access;
 mod api_keys;
 mod attacks;
 mod audit;
+mod connections;
 mod durability;
 mod foundation;
 mod isolation;
