@@ -40,6 +40,9 @@ pub struct Passwords {
     per_client: Mutex<HashMap<IpAddr, usize>>,
     /// How long one verification takes, in microseconds (a moving average; 0 before the first).
     typical_micros: Arc<AtomicU64>,
+    /// One timed hash, made the first time an unknown account needs a duration before any real
+    /// check was timed: shared by every such request, and outside the hashing slots.
+    calibration: tokio::sync::OnceCell<u64>,
 }
 
 impl Default for Passwords {
@@ -118,7 +121,30 @@ impl Passwords {
             waiting: AtomicUsize::new(0),
             per_client: Mutex::default(),
             typical_micros: Arc::default(),
+            calibration: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// How long a check takes: measured on real checks, or timed once on a dummy hash.
+    async fn typical(&self) -> Duration {
+        let measured = self.typical_micros.load(Ordering::Acquire);
+        let micros = if measured > 0 {
+            measured
+        } else {
+            *self
+                .calibration
+                .get_or_init(|| async {
+                    tokio::task::spawn_blocking(|| {
+                        let started = Instant::now();
+                        let _ = verify_now("calibration", Some(dummy_hash()));
+                        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+                    })
+                    .await
+                    .expect("password hashing does not panic")
+                })
+                .await
+        };
+        Duration::from_micros(micros)
     }
 
     /// Takes one of `client`'s shares of the queue, or refuses when it holds them all.
@@ -167,17 +193,15 @@ impl Passwords {
     }
 
     /// Whether `password` matches `phc`, for a request from `client` (its throttling unit).
-    /// `None` (no such account) fails after as long as a check takes, without hashing once a
-    /// check has been timed.
+    /// `None` (no such account) fails after as long as a check takes, without taking a slot.
     pub async fn verify(
         &self,
         password: String,
         phc: Option<String>,
         client: Option<IpAddr>,
     ) -> Result<bool, Saturated> {
-        let typical = self.typical_micros.load(Ordering::Acquire);
-        if phc.is_none() && typical > 0 {
-            tokio::time::sleep(Duration::from_micros(typical)).await;
+        if phc.is_none() {
+            tokio::time::sleep(self.typical().await).await;
             return Ok(false);
         }
         let _share = self.admit(client)?;
@@ -286,14 +310,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_accounts_take_no_hashing_slot_once_a_check_was_timed() {
+    async fn unknown_accounts_take_no_hashing_slot() {
         let passwords = Passwords::with_slots(1);
+        // With every slot taken, an unknown account still gets its answer.
+        let taken = passwords.slots.clone().acquire_owned().await.unwrap();
+        assert!(!passwords.verify("x".into(), None, None).await.unwrap());
+        assert_eq!(passwords.waiting.load(Ordering::Acquire), 0);
+        drop(taken);
         let phc = hash_now("correct horse");
         assert!(!passwords.verify("x".into(), Some(phc), None).await.unwrap());
         assert!(passwords.typical_micros.load(Ordering::Acquire) > 0);
-        // With every slot taken, an unknown account still gets its answer.
-        let _taken = passwords.slots.clone().acquire_owned().await.unwrap();
-        assert!(!passwords.verify("x".into(), None, None).await.unwrap());
     }
 
     /// Polls a future once: `Some` with its output when it is ready.
