@@ -262,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_leaves_the_queue() {
         let passwords = Passwords::with_slots(0);
-        let waiting = passwords.verify("x".into(), None, None);
+        let waiting = passwords.verify("x".into(), Some(hash_now("correct horse")), None);
         // Polled once it queues (no slot is free), then dropped: a client that went away.
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(10), waiting)
@@ -276,7 +276,8 @@ mod tests {
     async fn refuses_beyond_the_queue_bound() {
         let passwords = Passwords::with_slots(0);
         passwords.waiting.store(MAX_WAITING, Ordering::Release);
-        assert!(passwords.verify("x".into(), None, None).await.is_err());
+        let phc = Some(hash_now("correct horse"));
+        assert!(passwords.verify("x".into(), phc, None).await.is_err());
         assert_eq!(passwords.waiting.load(Ordering::Acquire), MAX_WAITING);
     }
 

@@ -47,3 +47,1402 @@ async fn metrics_are_refused_to_clients_outside_the_allowed_networks() {
     assert_error(app.get("/metrics").await, 404, "E_NOT_FOUND").await;
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Roles, races, and what an organization may learn or do: each test below asserts behaviour
+// that the server before the fix got wrong.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use keyplane_core::values::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api_keys::{another_client, another_organization};
+use crate::helpers::{jwt_claims, mailed_invitation_token, ok, send, setup};
+use crate::on_both_stores;
+
+on_both_stores!(
+    every_role_against_every_key_creating_path,
+    keys_above_the_callers_role_cannot_be_touched,
+    a_developers_key_cannot_promote_the_developer,
+    logins_racing_a_rotation_leave_no_refresh_token_of_the_old_secret,
+    an_owner_promotion_raced_by_an_admins_disable_ends_as_some_serial_order,
+    inviting_a_known_person_shows_only_what_the_invitation_gave,
+    an_owners_invitation_is_the_owners_to_resend_or_revoke,
+    re_enabling_a_key_or_a_person_revives_no_token,
+    a_deleted_organizations_people_stop_at_once,
+    nul_characters_are_a_400_and_store_nothing,
+    management_chains_stop_at_64_organizations,
+    a_managed_organization_gets_live_from_its_manager_only,
+    oauth_answers_reveal_nothing_of_other_organizations,
+);
+
+const PASSWORD: &str = "a long enough passphrase";
+
+fn venue(name: &str) -> Value {
+    json!({"name": name, "address_line1": "Via Vincenzo Monti 10", "zip": "20145", "town": "Milano", "country_code": "ITA"})
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Developer => "developer",
+        Role::Viewer => "viewer",
+    }
+}
+
+fn parse_role(name: &str) -> Role {
+    match name {
+        "owner" => Role::Owner,
+        "admin" => Role::Admin,
+        "developer" => Role::Developer,
+        "viewer" => Role::Viewer,
+        other => panic!("not a role: {other}"),
+    }
+}
+
+fn rank(role: &str) -> u8 {
+    match role {
+        "viewer" => 0,
+        "developer" => 1,
+        "admin" => 2,
+        "owner" => 3,
+        other => panic!("not a role: {other}"),
+    }
+}
+
+/// Status and body of a request.
+async fn call(
+    app: &TestApp,
+    method: Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let response = send(app, method, token, path, body).await;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Creates a key named `name` with the bootstrap admin key's token; returns the key's body.
+async fn admin_made_key(app: &TestApp, admin: &str, name: &str, role: &str) -> Value {
+    ok(send(
+        app,
+        Method::PUT,
+        admin,
+        &format!("/api/v0/api-keys/{name}"),
+        Some(json!({"kind": "test", "status": "enabled", "role": role})),
+    )
+    .await)
+    .await
+}
+
+/// Logs a key in and returns its access token, checking the token names the key's role.
+async fn key_token(app: &TestApp, key: &Value) -> String {
+    let token = app
+        .access_token(
+            key["key"].as_str().unwrap(),
+            key["secret"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(jwt_claims(&token)["role"], key["role"], "{key}");
+    token
+}
+
+async fn login_person(app: &TestApp, email: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/v0/auth",
+        &json!({"email": email, "password": PASSWORD}),
+    )
+    .await
+}
+
+/// A person's token pair, by email and password.
+async fn person_pair(app: &TestApp, email: &str) -> Value {
+    ok(login_person(app, email).await).await
+}
+
+/// The bootstrap owner accepts the invitation of `keyplane bootstrap`, with a password.
+async fn accept_bootstrap(app: &TestApp, boot: &keyplane_server::bootstrap::BootstrapOutput) {
+    let token = boot.invitation_url.split_once("#token=").unwrap().1;
+    ok(app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &json!({"token": token, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace"}),
+        )
+        .await)
+    .await;
+}
+
+/// Invites `email` into the caller's organization (or `organization`) with `role`, accepts the
+/// mailed invitation, and returns the person's id.
+async fn invite_and_accept(
+    app: &TestApp,
+    inviter: &str,
+    organization: Option<&str>,
+    email: &str,
+    role: &str,
+) -> String {
+    let path = match organization {
+        Some(id) => format!("/api/v0/organizations/{id}/users"),
+        None => "/api/v0/users".into(),
+    };
+    let invited = ok(send(
+        app,
+        Method::POST,
+        inviter,
+        &path,
+        Some(json!({"email": email, "role": role})),
+    )
+    .await)
+    .await;
+    let token = mailed_invitation_token(app, email);
+    ok(app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &json!({"token": token, "password": PASSWORD}),
+        )
+        .await)
+    .await;
+    invited["_id"].as_str().unwrap().to_owned()
+}
+
+/// Gives a person a role straight in the store (as an operator's repair would), drops the
+/// cached standing, and returns a fresh token of theirs.
+async fn with_role_in_store(
+    app: &TestApp,
+    organization: &str,
+    user: &str,
+    email: &str,
+    role: Role,
+) -> String {
+    let organization: keyplane_core::OrganizationId = organization.parse().unwrap();
+    let person: keyplane_core::UserId = user.parse().unwrap();
+    let mut membership = app
+        .state
+        .store()
+        .membership(organization, person)
+        .await
+        .unwrap()
+        .unwrap();
+    membership.role = role;
+    assert!(
+        app.state
+            .store()
+            .update_membership(&membership, &[])
+            .await
+            .unwrap()
+    );
+    app.state
+        .subjects()
+        .forget(keyplane_core::tokens::SubjectType::User, user, organization)
+        .await;
+    let pair = person_pair(app, email).await;
+    let token = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt_claims(&token)["role"], role_name(role));
+    token
+}
+
+/// The role a key created by a caller of role `creator` gets when it asks for `requested`, or
+/// the status of the refusal: `owner` is never a key's role (400), a viewer manages no keys,
+/// and nobody makes a key above their own role (403). Without a role, the creator's own (an
+/// owner's key is an admin).
+fn expected_key_role(creator: &str, requested: Option<&str>) -> Result<&'static str, u16> {
+    if requested == Some("owner") {
+        return Err(400);
+    }
+    if creator == "viewer" {
+        return Err(403);
+    }
+    let role = match requested.unwrap_or(if creator == "owner" { "admin" } else { creator }) {
+        "admin" => "admin",
+        "developer" => "developer",
+        "viewer" => "viewer",
+        other => panic!("unexpected {other}"),
+    };
+    if rank(role) > rank(creator) {
+        Err(403)
+    } else {
+        Ok(role)
+    }
+}
+
+/// Every creator (keys of each key role, people of each role) asks for every role on both
+/// key-creating paths; the answer and the stored role follow the rule, and refusals store
+/// nothing.
+async fn every_role_against_every_key_creating_path(backend: Backend) {
+    let (app, boot, admin) = setup(&backend).await;
+    let org = boot.organization_id.clone();
+    assert_eq!(jwt_claims(&admin)["role"], "admin", "the bootstrap key");
+    accept_bootstrap(&app, &boot).await;
+
+    let mut creators: Vec<(String, &'static str, String)> = Vec::new();
+    for role in ["admin", "developer", "viewer"] {
+        let key = admin_made_key(&app, &admin, &format!("maker-{role}"), role).await;
+        assert_eq!(key["role"], role);
+        creators.push((format!("{role} key"), role, key_token(&app, &key).await));
+    }
+    // People last: their role is changed in the store between rounds, so each token is used
+    // only while its role is the one it was issued under.
+    let people = [Role::Owner, Role::Admin, Role::Developer, Role::Viewer];
+    let mut counter = 0;
+    for round in 0..creators.len() + people.len() {
+        let (label, creator, token) = if round < creators.len() {
+            creators[round].clone()
+        } else {
+            let role = people[round - creators.len()];
+            let token =
+                with_role_in_store(&app, &org, &boot.user_id, "owner@example.com", role).await;
+            (
+                format!("{} person", role_name(role)),
+                role_name(role),
+                token,
+            )
+        };
+        for requested in [
+            None,
+            Some("admin"),
+            Some("developer"),
+            Some("viewer"),
+            Some("owner"),
+        ] {
+            for by_name in [true, false] {
+                counter += 1;
+                let name = format!("key-{counter}");
+                let (path, mut body) = if by_name {
+                    (
+                        format!("/api/v0/api-keys/{name}"),
+                        json!({"kind": "test", "status": "enabled"}),
+                    )
+                } else {
+                    (
+                        format!("/api/v0/organizations/{org}/api-keys"),
+                        json!({"name": name, "status": "enabled"}),
+                    )
+                };
+                if let Some(role) = requested {
+                    body["role"] = json!(role);
+                }
+                let method = if by_name { Method::PUT } else { Method::POST };
+                let what = format!("{label} {method} {path} role {requested:?}");
+                let response = send(&app, method, &token, &path, Some(body)).await;
+                match expected_key_role(creator, requested) {
+                    Ok(role) => {
+                        let status = response.status();
+                        let made: Value = response.json().await.unwrap();
+                        assert_eq!(status, 200, "{what}: {made}");
+                        assert_eq!(made["role"], role, "{what}: {made}");
+                        let stored = app.stored_api_key(made["key"].as_str().unwrap()).await;
+                        assert_eq!(stored.role, parse_role(role), "{what}");
+                        key_token(&app, &made).await;
+                    }
+                    Err(400) => {
+                        let error = assert_error(response, 400, "E_VALIDATION").await;
+                        assert!(
+                            error["message"].as_str().unwrap().contains("role"),
+                            "{what}: {error}"
+                        );
+                    }
+                    Err(status) => {
+                        assert_error(response, status, "E_FORBIDDEN").await;
+                    }
+                }
+                if expected_key_role(creator, requested).is_err() {
+                    assert_error(
+                        app.get_as(&admin, &format!("/api/v0/api-keys/{name}"))
+                            .await,
+                        404,
+                        "E_API_KEY_NOT_FOUND",
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// Changing, rotating or deleting a key above one's role is refused and changes nothing; a
+/// viewer key writes nothing at all; a developer key manages no people or organizations.
+async fn keys_above_the_callers_role_cannot_be_touched(backend: Backend) {
+    let (app, boot, admin) = setup(&backend).await;
+    let org = boot.organization_id.clone();
+    let developer = key_token(
+        &app,
+        &admin_made_key(&app, &admin, "developer", "developer").await,
+    )
+    .await;
+    let viewer = key_token(
+        &app,
+        &admin_made_key(&app, &admin, "viewer", "viewer").await,
+    )
+    .await;
+    let high = admin_made_key(&app, &admin, "high", "admin").await;
+    let level = admin_made_key(&app, &admin, "level", "developer").await;
+    let low = admin_made_key(&app, &admin, "low", "viewer").await;
+    let id_path = |key: &Value| {
+        format!(
+            "/api/v0/organizations/{org}/api-keys/{}",
+            key["_id"].as_str().unwrap()
+        )
+    };
+    let stored_high = app.stored_api_key(high["key"].as_str().unwrap()).await;
+
+    // A developer key against an admin key, on both path styles.
+    for path in ["/api/v0/api-keys/high".to_owned(), id_path(&high)] {
+        for (method, suffix, body) in [
+            (Method::PATCH, "", Some(json!({"metadata": {"a": "b"}}))),
+            (Method::PATCH, "", Some(json!({"status": "disabled"}))),
+            (
+                Method::POST,
+                "/rotate",
+                Some(json!({"grace_period_seconds": 0})),
+            ),
+            (Method::DELETE, "", None),
+        ] {
+            let target = format!("{path}{suffix}");
+            let response = send(&app, method.clone(), &developer, &target, body).await;
+            let error = assert_error(response, 403, "E_FORBIDDEN").await;
+            assert!(
+                error["message"].as_str().unwrap().contains("role"),
+                "{method} {target}"
+            );
+        }
+    }
+    let after = app.stored_api_key(high["key"].as_str().unwrap()).await;
+    assert_eq!(after.metadata, stored_high.metadata);
+    assert_eq!(after.status, stored_high.status);
+    assert_eq!(after.secret_hash, stored_high.secret_hash, "not rotated");
+    key_token(&app, &high).await;
+
+    // Raising a key (its own or another) above the developer's role is refused.
+    for path in [
+        "/api/v0/api-keys/level".to_owned(),
+        id_path(&level),
+        "/api/v0/api-keys/developer".into(),
+    ] {
+        assert_error(
+            send(
+                &app,
+                Method::PATCH,
+                &developer,
+                &path,
+                Some(json!({"role": "admin"})),
+            )
+            .await,
+            403,
+            "E_FORBIDDEN",
+        )
+        .await;
+    }
+    assert_eq!(
+        app.stored_api_key(level["key"].as_str().unwrap())
+            .await
+            .role,
+        Role::Developer
+    );
+    // `owner` is no key's role, even for an admin.
+    let error = assert_error(
+        send(
+            &app,
+            Method::PATCH,
+            &admin,
+            "/api/v0/api-keys/level",
+            Some(json!({"role": "owner"})),
+        )
+        .await,
+        400,
+        "E_VALIDATION",
+    )
+    .await;
+    assert!(
+        error["message"].as_str().unwrap().contains("role"),
+        "{error}"
+    );
+    // Within its role a developer key manages keys: lowers one, changes, rotates, deletes.
+    let lowered = ok(send(
+        &app,
+        Method::PATCH,
+        &developer,
+        &id_path(&level),
+        Some(json!({"role": "viewer"})),
+    )
+    .await)
+    .await;
+    assert_eq!(lowered["role"], "viewer");
+
+    // A viewer key writes nothing, not even to a viewer's key.
+    let viewer_writes: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::PUT,
+            "/api/v0/api-keys/by-viewer".into(),
+            Some(json!({"kind": "test", "status": "enabled", "role": "viewer"})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/organizations/{org}/api-keys"),
+            Some(json!({"name": "by-viewer", "status": "enabled", "role": "viewer"})),
+        ),
+        (
+            Method::PATCH,
+            "/api/v0/api-keys/low".into(),
+            Some(json!({"metadata": {"a": "b"}})),
+        ),
+        (
+            Method::POST,
+            "/api/v0/api-keys/low/rotate".into(),
+            Some(json!({"grace_period_seconds": 0})),
+        ),
+        (Method::DELETE, "/api/v0/api-keys/low".into(), None),
+        (
+            Method::POST,
+            "/api/v0/users".into(),
+            Some(json!({"email": "by-viewer@example.com"})),
+        ),
+        (
+            Method::POST,
+            "/api/v0/organizations".into(),
+            Some(venue("By Viewer")),
+        ),
+    ];
+    for (method, path, body) in viewer_writes {
+        let (status, body) = call(&app, method.clone(), &viewer, &path, body).await;
+        assert_eq!(status, 403, "viewer key {method} {path}: {body}");
+    }
+    let low_stored = app.stored_api_key(low["key"].as_str().unwrap()).await;
+    assert!(low_stored.metadata.is_empty(), "unchanged");
+    key_token(&app, &low).await;
+    assert_error(
+        app.get_as(&admin, "/api/v0/api-keys/by-viewer").await,
+        404,
+        "E_API_KEY_NOT_FOUND",
+    )
+    .await;
+    // It reads.
+    for path in ["/api/v0/api-keys", "/api/v0/users", "/api/v0/organizations"] {
+        assert_eq!(app.get_as(&viewer, path).await.status(), 200, "{path}");
+    }
+
+    // A developer key does not manage people or organizations.
+    let person = ok(send(
+        &app,
+        Method::POST,
+        &admin,
+        "/api/v0/users",
+        Some(json!({"email": "someone@example.com", "role": "developer"})),
+    )
+    .await)
+    .await;
+    let person_path = format!("/api/v0/users/{}", person["_id"].as_str().unwrap());
+    let child = ok(send(
+        &app,
+        Method::POST,
+        &admin,
+        "/api/v0/organizations",
+        Some(venue("Child")),
+    )
+    .await)
+    .await;
+    let child_path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
+    let developer_writes: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::PATCH,
+            person_path.clone(),
+            Some(json!({"role": "viewer"})),
+        ),
+        (
+            Method::PATCH,
+            person_path.clone(),
+            Some(json!({"role": "admin"})),
+        ),
+        (
+            Method::POST,
+            "/api/v0/users".into(),
+            Some(json!({"email": "by-developer@example.com"})),
+        ),
+        (
+            Method::POST,
+            "/api/v0/organizations".into(),
+            Some(venue("By Developer")),
+        ),
+        (
+            Method::POST,
+            format!("{child_path}/enable-env"),
+            Some(json!({"env": "LIVE"})),
+        ),
+    ];
+    for (method, path, body) in developer_writes {
+        let (status, body) = call(&app, method.clone(), &developer, &path, body).await;
+        assert_eq!(status, 403, "developer key {method} {path}: {body}");
+    }
+    assert_eq!(
+        ok(app.get_as(&admin, &person_path).await).await["role"],
+        "developer"
+    );
+    assert_eq!(
+        ok(app.get_as(&admin, &child_path).await).await["_envs"],
+        json!(["TEST"])
+    );
+    let users = ok(app.get_as(&admin, "/api/v0/users").await).await;
+    assert!(!users.to_string().contains("by-developer"), "{users}");
+    let organizations = ok(app.get_as(&admin, "/api/v0/organizations").await).await;
+    assert!(
+        !organizations.to_string().contains("By Developer"),
+        "{organizations}"
+    );
+
+    // Within its role a developer key changes, rotates and deletes keys.
+    ok(send(
+        &app,
+        Method::PATCH,
+        &developer,
+        "/api/v0/api-keys/low",
+        Some(json!({"metadata": {"a": "b"}})),
+    )
+    .await)
+    .await;
+    ok(send(
+        &app,
+        Method::POST,
+        &developer,
+        "/api/v0/api-keys/low/rotate",
+        Some(json!({"grace_period_seconds": 0})),
+    )
+    .await)
+    .await;
+    ok(send(
+        &app,
+        Method::DELETE,
+        &developer,
+        "/api/v0/api-keys/low",
+        None,
+    )
+    .await)
+    .await;
+}
+
+/// The original attack: a developer makes a key and, with its token, makes themself an admin.
+async fn a_developers_key_cannot_promote_the_developer(backend: Backend) {
+    let (app, _boot, admin) = setup(&backend).await;
+    let me = invite_and_accept(&app, &admin, None, "dev@example.com", "developer").await;
+    let mine = person_pair(&app, "dev@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(jwt_claims(&mine)["role"], "developer");
+    let key = ok(send(
+        &app,
+        Method::PUT,
+        &mine,
+        "/api/v0/api-keys/mine",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(key["role"], "developer", "the maker's own role: {key}");
+    let key_token = key_token(&app, &key).await;
+    let me_path = format!("/api/v0/users/{me}");
+    for token in [&key_token, &mine] {
+        assert_error(
+            send(
+                &app,
+                Method::PATCH,
+                token,
+                &me_path,
+                Some(json!({"role": "admin"})),
+            )
+            .await,
+            403,
+            "E_FORBIDDEN",
+        )
+        .await;
+    }
+    // Nor through a second key with more rights.
+    assert_error(
+        send(
+            &app,
+            Method::PUT,
+            &key_token,
+            "/api/v0/api-keys/escalated",
+            Some(json!({"kind": "test", "status": "enabled", "role": "admin"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    let person = ok(app.get_as(&admin, &me_path).await).await;
+    assert_eq!(person["role"], "developer", "{person}");
+    assert_error(
+        app.get_as(&admin, "/api/v0/api-keys/escalated").await,
+        404,
+        "E_API_KEY_NOT_FOUND",
+    )
+    .await;
+}
+
+/// Logins with the old secret, from several tasks, race a rotation with no grace period:
+/// afterwards no refresh token obtained with the old secret refreshes, whether its login
+/// committed before or after the rotation.
+async fn logins_racing_a_rotation_leave_no_refresh_token_of_the_old_secret(backend: Backend) {
+    let (app, _boot, admin) = setup(&backend).await;
+    let key = admin_made_key(&app, &admin, "raced", "admin").await;
+    let login = json!({"api_key": key["key"], "api_secret": key["secret"]});
+    let rotated = Arc::new(AtomicBool::new(false));
+    let first_login = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, url) = (app.client.clone(), app.url("/api/v0/auth"));
+        let (login, rotated, first_login) = (login.clone(), rotated.clone(), first_login.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut refresh_tokens = Vec::new();
+            for _ in 0..50 {
+                if rotated.load(Ordering::SeqCst) {
+                    break;
+                }
+                let response = client.post(&url).json(&login).send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                match status {
+                    200 => {
+                        refresh_tokens.push(body["refresh_token"].as_str().unwrap().to_owned());
+                        first_login.notify_one();
+                    }
+                    // The old secret stopped working (and failures may be throttled).
+                    401 | 429 => {}
+                    other => panic!("login answered {other}: {body}"),
+                }
+            }
+            refresh_tokens
+        }));
+    }
+    first_login.notified().await;
+    let new_secret = ok(send(
+        &app,
+        Method::POST,
+        &admin,
+        "/api/v0/api-keys/raced/rotate",
+        Some(json!({"grace_period_seconds": 0})),
+    )
+    .await)
+    .await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rotated.store(true, Ordering::SeqCst);
+    let mut refresh_tokens = Vec::new();
+    for task in tasks {
+        refresh_tokens.extend(task.await.unwrap());
+    }
+    assert!(!refresh_tokens.is_empty());
+    for token in &refresh_tokens {
+        let response = app
+            .post_json("/api/v0/auth", &json!({"refresh_token": token}))
+            .await;
+        assert_error(response, 401, "E_UNAUTHORIZED").await;
+    }
+    // The new secret works, refresh included.
+    let pair = app
+        .token_pair(key["key"].as_str().unwrap(), &new_secret)
+        .await;
+    ok(app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": pair["refresh_token"]}),
+        )
+        .await)
+    .await;
+}
+
+/// An owner promotes a developer to owner while an admin disables them. Whatever the
+/// interleaving, the outcome is one of a serial order's: the admin's disable succeeds only on a
+/// developer (and the promotion then still happens), or it is refused on an owner.
+async fn an_owner_promotion_raced_by_an_admins_disable_ends_as_some_serial_order(backend: Backend) {
+    use keyplane_core::values::UserStatus;
+    let (app, boot, admin) = setup(&backend).await;
+    accept_bootstrap(&app, &boot).await;
+    let owner = person_pair(&app, "owner@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let x = invite_and_accept(&app, &admin, None, "x@example.com", "developer").await;
+    let x_path = format!("/api/v0/users/{x}");
+    let org: keyplane_core::OrganizationId = boot.organization_id.parse().unwrap();
+    let x_id: keyplane_core::UserId = x.parse().unwrap();
+    for trial in 0..10 {
+        let (promote, disable) = tokio::join!(
+            call(
+                &app,
+                Method::PATCH,
+                &owner,
+                &x_path,
+                Some(json!({"role": "owner"}))
+            ),
+            call(
+                &app,
+                Method::PATCH,
+                &admin,
+                &x_path,
+                Some(json!({"status": "disabled"}))
+            ),
+        );
+        let stored = app
+            .state
+            .store()
+            .membership(org, x_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let outcome = (promote.0, disable.0, stored.role, stored.status);
+        let serial = matches!(
+            outcome,
+            // Promotion first: the admin may not touch an owner.
+            (200, 403, Role::Owner, UserStatus::Active)
+                // Disable first, then the promotion.
+                | (200, 200, Role::Owner, UserStatus::Disabled)
+                // One gave up after repeated concurrent changes, the other went through.
+                | (200, 409, Role::Owner, UserStatus::Active)
+                | (409, 200, Role::Developer, UserStatus::Disabled)
+        );
+        assert!(
+            serial,
+            "trial {trial}: promote {promote:?}, disable {disable:?}, stored {:?}/{:?}",
+            stored.role, stored.status
+        );
+        // Back to an active developer for the next trial.
+        ok(send(
+            &app,
+            Method::PATCH,
+            &owner,
+            &x_path,
+            Some(json!({"role": "developer", "status": "active"})),
+        )
+        .await)
+        .await;
+    }
+}
+
+/// An organization that invites someone who already has an account elsewhere sees the names it
+/// gave and the time it invited them: nothing from the person's account.
+async fn inviting_a_known_person_shows_only_what_the_invitation_gave(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    accept_bootstrap(&app, &boot).await;
+    let before = keyplane_core::time::now_unix();
+    for (name, names) in [
+        ("Unrelated One", json!({"first_name": "Grace"})),
+        ("Unrelated Two", json!({})),
+    ] {
+        let (_, stranger) = another_organization(&app, name, None).await;
+        let mut body = names.clone();
+        body["email"] = json!("owner@example.com");
+        let invited =
+            ok(send(&app, Method::POST, &stranger, "/api/v0/users", Some(body)).await).await;
+        assert_eq!(invited["_id"], boot.user_id.as_str(), "the same person");
+        assert_eq!(invited["status"], "invited");
+        assert_eq!(
+            invited.get("first_name"),
+            names.get("first_name"),
+            "{invited}"
+        );
+        assert_eq!(invited.get("last_name"), None, "{invited}");
+        assert!(
+            invited["created_at"].as_i64().unwrap() >= before,
+            "{invited}: created before the invitation"
+        );
+        let text = invited.to_string();
+        assert!(
+            !text.contains("Ada") && !text.contains("Lovelace"),
+            "{text}"
+        );
+        // Read back, alone and in the list: the same.
+        let read = ok(app
+            .get_as(&stranger, &format!("/api/v0/users/{}", boot.user_id))
+            .await)
+        .await;
+        assert_eq!(read, invited);
+        let list = ok(app.get_as(&stranger, "/api/v0/users").await).await;
+        assert_eq!(list["data"], json!([invited]));
+    }
+    // Their own organization still sees their profile.
+    let own = ok(app
+        .get_as(&token, &format!("/api/v0/users/{}", boot.user_id))
+        .await)
+    .await;
+    assert_eq!(own["first_name"], "Ada");
+    assert_eq!(own["last_name"], "Lovelace");
+}
+
+/// The pending invitation of an owner (here the bootstrap owner's) is resent or revoked by an
+/// owner only: an admin key is refused and changes nothing.
+async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend) {
+    let (app, boot, admin) = setup(&backend).await;
+    let org = boot.organization_id.clone();
+    let invitations = format!("/api/v0/organizations/{org}/invitations");
+    let pending = ok(app.get_as(&admin, &invitations).await).await;
+    let invitation = pending["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["user_id"] == boot.user_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(invitation["role"], "owner");
+    let id = invitation["_id"].as_str().unwrap();
+    for (method, path) in [
+        (Method::POST, format!("/api/v0/invitations/{id}/resend")),
+        (Method::DELETE, format!("/api/v0/invitations/{id}")),
+    ] {
+        assert_error(
+            send(&app, method, &admin, &path, None).await,
+            403,
+            "E_FORBIDDEN",
+        )
+        .await;
+    }
+    // Nothing changed: the same invitation, same expiry, nothing mailed.
+    let still = ok(app.get_as(&admin, &invitations).await).await;
+    assert!(
+        still["data"].as_array().unwrap().contains(&invitation),
+        "{still}"
+    );
+    // A second owner (made so in the store) may.
+    let second = invite_and_accept(&app, &admin, None, "second@example.com", "developer").await;
+    let owner = with_role_in_store(&app, &org, &second, "second@example.com", Role::Owner).await;
+    let resent = ok(send(
+        &app,
+        Method::POST,
+        &owner,
+        &format!("/api/v0/invitations/{id}/resend"),
+        None,
+    )
+    .await)
+    .await;
+    assert_eq!(resent["_id"], id);
+    ok(send(
+        &app,
+        Method::DELETE,
+        &owner,
+        &format!("/api/v0/invitations/{id}"),
+        None,
+    )
+    .await)
+    .await;
+    let after = ok(app.get_as(&admin, &invitations).await).await;
+    assert!(!after.to_string().contains(id), "{after}");
+}
+
+/// Disabling a key or a person and enabling them again revives none of the tokens issued
+/// before the disable; new logins work.
+async fn re_enabling_a_key_or_a_person_revives_no_token(backend: Backend) {
+    let (app, _boot, admin) = setup(&backend).await;
+    // A key.
+    let key = admin_made_key(&app, &admin, "sleeper", "admin").await;
+    let (public, secret) = (
+        key["key"].as_str().unwrap(),
+        key["secret"].as_str().unwrap(),
+    );
+    let old = app.token_pair(public, secret).await;
+    let old_access = old["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_as(old_access, "/api/v0/api-keys").await.status(),
+        200
+    );
+    for status in ["disabled", "enabled"] {
+        ok(send(
+            &app,
+            Method::PATCH,
+            &admin,
+            "/api/v0/api-keys/sleeper",
+            Some(json!({"status": status})),
+        )
+        .await)
+        .await;
+    }
+    assert_error(
+        app.get_as(old_access, "/api/v0/api-keys").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    assert_error(
+        app.post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": old["refresh_token"]}),
+        )
+        .await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let new = app.token_pair(public, secret).await;
+    let new_access = new["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_as(new_access, "/api/v0/api-keys").await.status(),
+        200
+    );
+    ok(app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": new["refresh_token"]}),
+        )
+        .await)
+    .await;
+
+    // A person.
+    let person = invite_and_accept(&app, &admin, None, "sleeper@example.com", "developer").await;
+    let old = person_pair(&app, "sleeper@example.com").await;
+    let old_access = old["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as(old_access, "/api/v0/users").await.status(), 200);
+    for status in ["disabled", "active"] {
+        let changed = ok(send(
+            &app,
+            Method::PATCH,
+            &admin,
+            &format!("/api/v0/users/{person}"),
+            Some(json!({"status": status})),
+        )
+        .await)
+        .await;
+        assert_eq!(changed["status"], status);
+    }
+    assert_error(
+        app.get_as(old_access, "/api/v0/users").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    assert_error(
+        app.post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": old["refresh_token"]}),
+        )
+        .await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let new = person_pair(&app, "sleeper@example.com").await;
+    let new_access = new["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as(new_access, "/api/v0/users").await.status(), 200);
+    ok(app
+        .post_json(
+            "/api/v0/auth",
+            &json!({"refresh_token": new["refresh_token"]}),
+        )
+        .await)
+    .await;
+}
+
+/// A person of a managed organization, whose token this node has just used, is stopped the
+/// moment the organization is deleted: 401, not a 500 from acting for an organization that is
+/// gone.
+async fn a_deleted_organizations_people_stop_at_once(backend: Backend) {
+    let (app, _boot, root) = setup(&backend).await;
+    let child = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        "/api/v0/organizations",
+        Some(venue("Doomed Venue")),
+    )
+    .await)
+    .await;
+    let child_id = child["_id"].as_str().unwrap().to_owned();
+    invite_and_accept(
+        &app,
+        &root,
+        Some(&child_id),
+        "venue-admin@example.com",
+        "admin",
+    )
+    .await;
+    let person = person_pair(&app, "venue-admin@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Used once, so this node holds the person's standing.
+    assert_eq!(app.get_as(&person, "/api/v0/users").await.status(), 200);
+    assert_eq!(
+        app.get_as(&person, "/api/v0/organizations").await.status(),
+        200
+    );
+    ok(send(
+        &app,
+        Method::DELETE,
+        &root,
+        &format!("/api/v0/organizations/{child_id}"),
+        None,
+    )
+    .await)
+    .await;
+    assert_error(
+        send(
+            &app,
+            Method::POST,
+            &person,
+            "/api/v0/organizations",
+            Some(venue("Orphan Venue")),
+        )
+        .await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    assert_error(
+        app.get_as(&person, "/api/v0/users").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+    let organizations = ok(app.get_as(&root, "/api/v0/organizations").await).await;
+    assert_eq!(organizations["count"], 1, "{organizations}");
+}
+
+/// NUL characters, wherever a caller can put them, are a 400 on both stores: never a 500, and
+/// nothing stored.
+async fn nul_characters_are_a_400_and_store_nothing(backend: Backend) {
+    let (app, boot, token) = setup(&backend).await;
+    let org = boot.organization_id.clone();
+    let org_id: keyplane_core::OrganizationId = org.parse().unwrap();
+    let events_before = app.state.store().audit_events(org_id).await.unwrap().len();
+    let keys_before = ok(app.get_as(&token, "/api/v0/api-keys").await).await["count"].clone();
+
+    for body in [
+        json!({"api_key": "a\u{0}b", "api_secret": "secret"}),
+        json!({"api_key": boot.api_key, "api_secret": "a\u{0}b"}),
+        json!({"email": "a\u{0}@example.com", "password": PASSWORD}),
+        json!({"email": "owner@example.com\u{0}", "password": PASSWORD}),
+    ] {
+        let response = app.post_json("/api/v0/auth", &body).await;
+        assert_error(response, 400, "E_VALIDATION").await;
+    }
+    for form in [
+        [
+            ("grant_type", "client_credentials"),
+            ("client_id", "a\u{0}b"),
+            ("client_secret", "secret"),
+        ],
+        [
+            ("grant_type", "client_credentials"),
+            ("client_id", boot.api_key.as_str()),
+            ("client_secret", "a\u{0}b"),
+        ],
+    ] {
+        let response = app.post_form("/oauth2/token", None, &form).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"], "invalid_request", "{error}");
+    }
+    let raw = app
+        .post_raw(
+            "/oauth2/token",
+            "application/x-www-form-urlencoded",
+            "grant_type=client_credentials&client_id=a%00b&client_secret=s",
+        )
+        .await;
+    assert_eq!(raw.status(), 400);
+    for body in [
+        json!({"client_id": "a\u{0}b", "client_secret": "secret"}),
+        json!({"client_id": boot.api_key, "client_secret": "a\u{0}b"}),
+    ] {
+        let response = app.post_json("/v1/token", &body).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["name"], "InvalidRequest", "{error}");
+    }
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/api/v0/api-keys/a%00b".to_owned(),
+            Some(json!({"kind": "test", "status": "enabled"})),
+        ),
+        (Method::GET, "/api/v0/api-keys/a%00b".into(), None),
+        (
+            Method::PATCH,
+            "/api/v0/api-keys/a%00b".into(),
+            Some(json!({"metadata": {"a": "b"}})),
+        ),
+        (
+            Method::PUT,
+            "/api/v0/api-keys/nul".into(),
+            Some(json!({"kind": "test", "status": "enabled", "metadata": {"a": "b\u{0}"}})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v0/organizations/{org}/api-keys"),
+            Some(json!({"name": "a\u{0}b", "status": "enabled"})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/audit-events?actor_id=%00"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/audit-events?action=%00"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v0/organizations/{org}/audit-events?action=api_key.created%00"),
+            None,
+        ),
+    ] {
+        let response = send(&app, method.clone(), &token, &path, body).await;
+        assert_eq!(response.status(), 400, "{method} {path}");
+        assert_error(response, 400, "E_VALIDATION").await;
+    }
+
+    assert_eq!(
+        ok(app.get_as(&token, "/api/v0/api-keys").await).await["count"],
+        keys_before,
+        "no key stored"
+    );
+    let events = app.state.store().audit_events(org_id).await.unwrap();
+    assert_eq!(events.len(), events_before, "nothing recorded");
+    // The server still answers normally.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    key_token(
+        &app,
+        &json!({"key": boot.api_key, "secret": boot.api_secret, "role": "admin"}),
+    )
+    .await;
+}
+
+/// A data directory made beforehand with 0755 is tightened to 0700 when the server starts, and
+/// the SQLite database (with its WAL and shared-memory files) is 0600; also on a restart that
+/// finds them readable by others.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_files_are_private_even_in_a_wider_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::TempDir::new().unwrap();
+    let dir = parent.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let files = |dir: &std::path::Path| {
+        ["keyplane.db", "keyplane.db-wal", "keyplane.db-shm"]
+            .iter()
+            .map(|name| dir.join(name))
+            .filter(|path| path.exists())
+            .collect::<Vec<_>>()
+    };
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .data_dir(&dir)
+        .start()
+        .await;
+    app.bootstrap().await;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    assert!(dir.join("keyplane.db").exists());
+    for file in files(&dir) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    app.stop().await;
+
+    // Loosened while the server was down: tightened again on start.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for file in files(&dir) {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .data_dir(&dir)
+        .start()
+        .await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    for file in files(&dir) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    app.stop().await;
+}
+
+/// A management chain holds at most 64 organizations, root included: the next one is refused,
+/// and every organization that exists is reachable by the root.
+async fn management_chains_stop_at_64_organizations(backend: Backend) {
+    let (app, boot, root) = setup(&backend).await;
+    let mut manager = boot.organization_id.clone();
+    let mut created = Vec::new();
+    for level in 2..=64 {
+        let mut body = venue(&format!("Level {level}"));
+        body["managed_by_organization_id"] = json!(manager);
+        let made = ok(send(
+            &app,
+            Method::POST,
+            &root,
+            "/api/v0/organizations",
+            Some(body),
+        )
+        .await)
+        .await;
+        assert_eq!(made["managed_by_organization_id"], manager.as_str());
+        manager = made["_id"].as_str().unwrap().to_owned();
+        created.push(manager.clone());
+    }
+    let mut body = venue("Level 65");
+    body["managed_by_organization_id"] = json!(manager);
+    let error = assert_error(
+        send(
+            &app,
+            Method::POST,
+            &root,
+            "/api/v0/organizations",
+            Some(body),
+        )
+        .await,
+        400,
+        "E_VALIDATION",
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("managed_by_organization_id"),
+        "{error}"
+    );
+    let list = ok(app.get_as(&root, "/api/v0/organizations?limit=100").await).await;
+    assert_eq!(list["count"], 64, "the root and 63 below it");
+    let listed: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 64);
+    assert!(!list.to_string().contains("Level 65"));
+    for id in &created {
+        assert!(listed.contains(&id.as_str()), "{id} is listed");
+    }
+    for id in listed {
+        let response = app
+            .get_as(&root, &format!("/api/v0/organizations/{id}"))
+            .await;
+        assert_eq!(response.status(), 200, "listed {id} is retrievable");
+    }
+}
+
+/// A managed organization does not give itself LIVE: its manager does.
+async fn a_managed_organization_gets_live_from_its_manager_only(backend: Backend) {
+    let (app, _boot, root) = setup(&backend).await;
+    let child = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        "/api/v0/organizations",
+        Some(venue("Venue Milano")),
+    )
+    .await)
+    .await;
+    let child_path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
+    let key = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        &format!("{child_path}/api-keys"),
+        Some(json!({"name": "till", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(key["role"], "admin");
+    let own = key_token(&app, &key).await;
+    assert_error(
+        send(
+            &app,
+            Method::POST,
+            &own,
+            &format!("{child_path}/enable-env"),
+            Some(json!({"env": "LIVE"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    assert_eq!(
+        ok(app.get_as(&own, &child_path).await).await["_envs"],
+        json!(["TEST"])
+    );
+    let enabled = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        &format!("{child_path}/enable-env"),
+        Some(json!({"env": "LIVE"})),
+    )
+    .await)
+    .await;
+    assert_eq!(enabled["_envs"], json!(["TEST", "LIVE"]));
+}
+
+/// OAuth: revoking a valid access token of an unrelated organization answers like an unknown
+/// token (the answer must not tell that it is valid); a client authenticated by HTTP Basic
+/// cannot name another client in the body.
+async fn oauth_answers_reveal_nothing_of_other_organizations(backend: Backend) {
+    let (app, boot, theirs) = setup(&backend).await;
+    let (_, client, secret) = another_client(&app, "Client", None).await;
+    let basic = Some((client.as_str(), secret.as_str()));
+    let revoke = |token: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .post_form("/oauth2/revoke", basic, &[("token", token.as_str())])
+                .await;
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let unknown = revoke("not-a-token-at-all".into()).await;
+    assert_eq!(unknown.0, 200, "{}", unknown.1);
+    let forged = revoke(format!("{}x", &theirs[..theirs.len() - 1])).await;
+    assert_eq!(forged, unknown);
+    let other = revoke(theirs.clone()).await;
+    assert_eq!(other, unknown, "a valid token of another organization");
+    // The token still works: nothing was revoked.
+    assert_eq!(app.get_as(&theirs, "/api/v0/api-keys").await.status(), 200);
+    // The client's own access token is told apart: that is the client's own business.
+    let own = app.access_token(&client, &secret).await;
+    let (status, body) = revoke(own).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("unsupported_token_type"), "{body}");
+
+    // HTTP Basic names the client; a different client_id in the body is a contradiction.
+    let response = app
+        .post_form(
+            "/oauth2/token",
+            basic,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", boot.api_key.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "invalid_request", "{error}");
+    // The same client_id beside Basic is fine.
+    let response = app
+        .post_form(
+            "/oauth2/token",
+            basic,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client.as_str()),
+            ],
+        )
+        .await;
+    let issued = ok(response).await;
+    assert_eq!(
+        jwt_claims(issued["access_token"].as_str().unwrap())["sub"],
+        app.stored_api_key(&client).await.id.to_string()
+    );
+}

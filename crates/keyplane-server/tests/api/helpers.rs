@@ -383,3 +383,53 @@ pub async fn assert_error(
     assert_eq!(body["request_id"], request_id.as_str(), "{body}");
     body
 }
+
+/// The claims of a JWT, decoded from its middle segment (not verified: for reading only).
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a compact JWS");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// The token of the newest invitation mailed to `email`, read from the data directory's outbox
+/// (lettre may write long lines quoted-printable: soft breaks and `=XX` bytes are undone).
+pub fn mailed_invitation_token(app: &TestApp, email: &str) -> String {
+    let dir = app.data_dir().join("outbox");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let message = files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .rfind(|text| text.contains(&format!("To: {email}")))
+        .expect("an invitation in the outbox");
+    let message = if message.contains("Content-Transfer-Encoding: quoted-printable") {
+        let joined = message.replace("=\r\n", "").replace("=\n", "");
+        let bytes = joined.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' && i + 2 < bytes.len() {
+                if let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                    decoded.push(byte);
+                    i += 3;
+                    continue;
+                }
+            }
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8(decoded).expect("UTF-8 text")
+    } else {
+        message
+    };
+    let start = message.find("#token=").expect("a link with a token") + "#token=".len();
+    message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
