@@ -71,6 +71,8 @@ struct StateInner {
     public_url: String,
     invitation_ttl: i64,
     metrics_allow: Vec<ipnet::IpNet>,
+    /// When the store was last probed for writes, and whether it stored the write.
+    write_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// Token lifetimes and rules, in seconds.
@@ -125,6 +127,7 @@ impl AppState {
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             invitation_ttl: config.invitation_ttl,
             metrics_allow: config.metrics_allow.clone(),
+            write_probe: tokio::sync::Mutex::new(None),
         })))
     }
 
@@ -226,6 +229,28 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Whether the store stores writes: a write probe. A success is trusted for a second
+    /// (callers in between share it); after a failure every call probes again, so readiness
+    /// comes back as soon as the store does.
+    pub async fn store_writes(&self) -> bool {
+        const FRESH: Duration = Duration::from_secs(1);
+        let mut probe = self.0.write_probe.lock().await;
+        if let Some((at, true)) = *probe
+            && at.elapsed() < FRESH
+        {
+            return true;
+        }
+        let result = self
+            .store()
+            .probe_write(keyplane_core::time::now_unix())
+            .await;
+        if let Err(error) = &result {
+            tracing::warn!(%error, "the store does not take writes");
+        }
+        *probe = Some((std::time::Instant::now(), result.is_ok()));
+        result.is_ok()
     }
 
     /// Whether a client at `ip` may read `/metrics`.

@@ -4,12 +4,13 @@
 //! returned ("ping on release"), on top of the query itself, and every round trip is a pair of
 //! thread switches. On a small machine those switches were most of the cost of a read
 //! (BENCHMARKS.md). A connection to a local file cannot go stale and an unfinished transaction
-//! is rolled back by sqlx when it is dropped, so these connections are lent out as they are.
+//! is rolled back by sqlx when it is dropped, so these connections are lent out as they are —
+//! except a writer left inside a transaction that nothing will end (see [`Connections::get_for_writing`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Database, Sqlite, TransactionManager};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::StoreError;
@@ -22,6 +23,13 @@ pub struct Connections {
     slots: Vec<Mutex<Option<SqliteConnection>>>,
     /// Which busy connection to wait for when none is idle.
     next: AtomicUsize,
+    /// How to open a connection again.
+    options: SqliteConnectOptions,
+}
+
+/// How deep in transactions sqlx believes a connection is.
+fn transaction_depth(connection: &SqliteConnection) -> usize {
+    <Sqlite as Database>::TransactionManager::get_transaction_depth(connection)
 }
 
 impl Connections {
@@ -33,7 +41,32 @@ impl Connections {
         Ok(Self {
             slots,
             next: AtomicUsize::new(0),
+            options: options.clone(),
         })
+    }
+
+    /// A connection to write with, outside any transaction. A transaction whose `COMMIT` or
+    /// `ROLLBACK` failed (a full disk, an I/O error) can leave sqlx believing the connection is
+    /// still inside it while SQLite has already rolled it back, or leave SQLite inside it: the
+    /// next "transaction" would then be a savepoint of one that never commits, and its writes
+    /// would be acknowledged yet never stored. A connection in that state is closed and opened
+    /// again (SQLite rolls back whatever it held) before anyone writes with it.
+    pub async fn get_for_writing(&self) -> Result<Lent<'_>, StoreError> {
+        let mut connection = self.get().await?;
+        if transaction_depth(&connection) > 0 {
+            // A rollback of a dropped transaction may still be queued on the connection's
+            // thread: a round trip lets it run first.
+            let answered = connection.ping().await.is_ok();
+            if !answered || transaction_depth(&connection) > 0 {
+                tracing::error!(
+                    "the SQLite writer was left inside a failed transaction; reopening it"
+                );
+                let fresh = self.options.connect().await?;
+                let broken = std::mem::replace(&mut *connection, fresh);
+                let _ = broken.close().await;
+            }
+        }
+        Ok(connection)
     }
 
     /// The first idle connection (so that a lightly loaded server keeps using the same warm

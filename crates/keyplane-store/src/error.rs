@@ -51,6 +51,11 @@ impl StoreError {
     }
 }
 
+/// SQLite's primary result codes that mean the store cannot serve now, though nothing is wrong
+/// with the request: busy or locked past the busy timeout (5, 6), read-only (8), an I/O error
+/// (10), the disk full (13), the file cannot be opened (14).
+const SQLITE_UNAVAILABLE: [i32; 6] = [5, 6, 8, 10, 13, 14];
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
@@ -66,15 +71,24 @@ impl From<sqlx::Error> for StoreError {
                 if db.is_foreign_key_violation() {
                     return StoreError::ReferenceGone(error);
                 }
+                if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    let code = sqlx::error::DatabaseError::code(sqlite)
+                        .and_then(|code| code.parse::<i32>().ok());
+                    return match code.map(|code| code & 0xff) {
+                        Some(code) if SQLITE_UNAVAILABLE.contains(&code) => {
+                            StoreError::Unavailable(error)
+                        }
+                        _ => StoreError::Internal(error),
+                    };
+                }
                 match db.code().as_deref() {
                     // PostgreSQL: connection exceptions (08xxx), the server shutting down (57P0x),
-                    // too many connections (53300); SQLite: busy or locked past the busy timeout.
+                    // too many connections (53300), out of disk space (53100).
                     Some(code)
                         if code.starts_with("08")
                             || code.starts_with("57P0")
                             || code == "53300"
-                            || code == "5"
-                            || code == "6" =>
+                            || code == "53100" =>
                     {
                         StoreError::Unavailable(error)
                     }
@@ -92,7 +106,14 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         let busy = matches!(
             error.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            Some(
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::CannotOpen
+            )
         );
         let wrapped = sqlx::Error::Protocol(format!("sqlite: {error}"));
         if busy {

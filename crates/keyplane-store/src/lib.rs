@@ -59,6 +59,9 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Succeeds when the database stores a write: one row rewritten and committed.
+    async fn probe_write(&self, now: i64) -> Result<(), StoreError>;
+
     /// Creates the first organization, its owner, the owner's invitation and a first API key.
     /// Fails with [`StoreError::AlreadyBootstrapped`], changing nothing, when any organization
     /// exists or a bootstrap has already run.

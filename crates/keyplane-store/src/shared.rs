@@ -712,6 +712,18 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
+                self.check_free_space()?;
+                let mut writer = self.write().await?;
+                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                sqlx::query("UPDATE readiness_probe SET checked_at = $1 WHERE id = 1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn bootstrap(&self, b: &Bootstrap) -> Result<(), StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;

@@ -23,7 +23,13 @@ pub struct SqliteStore {
     writer: Arc<Connections>,
     reader: Arc<Connections>,
     in_place: Arc<InPlace>,
+    /// The directory of the database, whose file system must have room for writes.
+    directory: std::path::PathBuf,
 }
+
+/// Free space below which the store reports that it cannot take writes: a nearly full disk
+/// takes small writes and fails larger ones, so readiness must not wait for the first failure.
+const MIN_FREE_BYTES: u64 = 256 * 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
@@ -50,7 +56,25 @@ impl SqliteStore {
             writer: Arc::new(writer),
             reader: Arc::new(reader),
             in_place: Arc::new(in_place),
+            directory: path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
         })
+    }
+
+    /// Unavailable when the database's file system has less than [`MIN_FREE_BYTES`] free.
+    fn check_free_space(&self) -> Result<(), StoreError> {
+        let stats = rustix::fs::statvfs(&self.directory)
+            .map_err(|error| StoreError::unavailable(&format!("statvfs: {error}")))?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        if free < MIN_FREE_BYTES {
+            return Err(StoreError::unavailable(&format!(
+                "the disk holding the database has {free} bytes free"
+            )));
+        }
+        Ok(())
     }
 
     /// One row by a unique key, read in place.
@@ -68,7 +92,7 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> Result<Lent<'_>, StoreError> {
-        self.writer.get().await
+        self.writer.get_for_writing().await
     }
 
     async fn close_connections(&self) {

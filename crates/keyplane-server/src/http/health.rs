@@ -34,7 +34,8 @@ pub async fn healthz() -> JsonResponse<HealthStatus> {
     JsonResponse(HealthStatus { status: "ok" })
 }
 
-/// The database answers: send traffic here.
+/// The database answers and stores writes (a cheap write, checked at most once a second): send
+/// traffic here.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthStatus),
@@ -42,6 +43,9 @@ pub async fn healthz() -> JsonResponse<HealthStatus> {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<JsonResponse<HealthStatus>, ApiError> {
     state.store().ping().await?;
+    if !state.store_writes().await {
+        return Err(ApiError::unavailable());
+    }
     Ok(JsonResponse(HealthStatus { status: "ready" }))
 }
 

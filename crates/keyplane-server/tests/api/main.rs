@@ -9,6 +9,7 @@ mod attacks;
 mod audit;
 mod connections;
 mod durability;
+mod faults;
 mod foundation;
 mod isolation;
 mod oauth;
