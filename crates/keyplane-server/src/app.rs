@@ -36,6 +36,11 @@ pub enum StartupError {
     },
     #[error("{0}")]
     MasterKey(String),
+    #[error(
+        "the data directory holds an earlier installation ({found}) but no database at {path}: \
+         it was deleted or moved. Restore it, or start a new, empty one with --allow-new-database"
+    )]
+    MissingDatabase { path: PathBuf, found: String },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -272,6 +277,19 @@ pub async fn open_store(
         path: data_dir.clone(),
         source,
     })?;
+    let database = data_dir.join("keyplane.db");
+    if config.database_url.is_none() && !config.allow_new_database && !database.exists() {
+        let earlier: Vec<&str> = ["master.key", "tls", "outbox"]
+            .into_iter()
+            .filter(|name| data_dir.join(name).exists())
+            .collect();
+        if !earlier.is_empty() {
+            return Err(StartupError::MissingDatabase {
+                path: database,
+                found: earlier.join(", "),
+            });
+        }
+    }
     let master_key = load_master_key(config)?;
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => Arc::new(
@@ -283,7 +301,6 @@ pub async fn open_store(
             .await?,
         ),
         None => {
-            let database = data_dir.join("keyplane.db");
             ensure_private_database(&database).map_err(|source| StartupError::DataDir {
                 path: database.clone(),
                 source,

@@ -60,6 +60,12 @@ pub struct StoreConfig {
     /// Seconds a request waits for a database connection before it is answered 503.
     #[arg(long, env = "KEYPLANE_DATABASE_TIMEOUT", default_value_t = 3.0)]
     pub database_timeout: f64,
+
+    /// Start a new, empty SQLite database in a data directory that holds the state of an
+    /// earlier one (master key, TLS material, outbox) but no database file. Without it, that
+    /// refuses to start: the database was most likely deleted or moved by mistake.
+    #[arg(long, env = "KEYPLANE_ALLOW_NEW_DATABASE")]
+    pub allow_new_database: bool,
 }
 
 impl StoreConfig {
@@ -246,6 +252,7 @@ impl ServeConfig {
                 master_key_file: None,
                 database_max_connections: 16,
                 database_timeout: 3.0,
+                allow_new_database: false,
             },
             listen: "127.0.0.1:0".parse().expect("valid address"),
             public_url: "https://localhost".into(),

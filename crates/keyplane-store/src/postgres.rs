@@ -39,7 +39,7 @@ impl PostgresStore {
     }
 
     /// The database server watches its own disk; a write that does not fit fails with 53100.
-    fn check_free_space(&self) -> Result<(), StoreError> {
+    fn check_storage(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -713,7 +713,7 @@ macro_rules! impl_store {
             }
 
             async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
-                self.check_free_space()?;
+                self.check_storage()?;
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
                 sqlx::query("UPDATE readiness_probe SET checked_at = $1 WHERE id = 1")

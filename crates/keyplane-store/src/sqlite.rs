@@ -25,6 +25,51 @@ pub struct SqliteStore {
     in_place: Arc<InPlace>,
     /// The directory of the database, whose file system must have room for writes.
     directory: std::path::PathBuf,
+    /// The database file as opened: if the path stops naming this file (deleted, or replaced),
+    /// the store is writing to a file nobody will ever open again.
+    file: Arc<DatabaseFile>,
+}
+
+#[derive(Debug)]
+struct DatabaseFile {
+    path: std::path::PathBuf,
+    /// Device and inode of the file opened.
+    identity: (u64, u64),
+    /// Whether its loss was logged (once, loudly).
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl DatabaseFile {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)
+            .map_err(|error| StoreError::unavailable(&format!("{}: {error}", path.display())))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            identity: (metadata.dev(), metadata.ino()),
+            lost: Default::default(),
+        })
+    }
+
+    /// Unavailable when the path no longer names the file that was opened.
+    fn check(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::metadata(&self.path)
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
+        if same {
+            return Ok(());
+        }
+        if !self.lost.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::error!(
+                path = %self.path.display(),
+                "the database file was deleted or replaced while the server ran: writes are \
+                 refused (503) and /readyz answers 503; restore the file and restart"
+            );
+        }
+        Err(StoreError::unavailable(
+            "the database file was deleted or replaced",
+        ))
+    }
 }
 
 /// Free space below which the store reports that it cannot take writes: a nearly full disk
@@ -56,6 +101,7 @@ impl SqliteStore {
             writer: Arc::new(writer),
             reader: Arc::new(reader),
             in_place: Arc::new(in_place),
+            file: Arc::new(DatabaseFile::open(path)?),
             directory: path
                 .parent()
                 .filter(|parent| !parent.as_os_str().is_empty())
@@ -64,8 +110,10 @@ impl SqliteStore {
         })
     }
 
-    /// Unavailable when the database's file system has less than [`MIN_FREE_BYTES`] free.
-    fn check_free_space(&self) -> Result<(), StoreError> {
+    /// Unavailable when the database file is gone or its file system has less than
+    /// [`MIN_FREE_BYTES`] free.
+    fn check_storage(&self) -> Result<(), StoreError> {
+        self.file.check()?;
         let stats = rustix::fs::statvfs(&self.directory)
             .map_err(|error| StoreError::unavailable(&format!("statvfs: {error}")))?;
         let free = stats.f_bavail.saturating_mul(stats.f_frsize);
@@ -92,6 +140,7 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> Result<Lent<'_>, StoreError> {
+        self.file.check()?;
         self.writer.get_for_writing().await
     }
 

@@ -149,3 +149,48 @@ async fn a_full_disk_answers_503_and_loses_no_acknowledged_write() {
     );
     app.stop().await;
 }
+
+/// Before: deleting `keyplane.db` while the server ran left it answering 200 to writes (into a
+/// file nobody would open again) and `/readyz` 200; on restart it silently began a new, empty
+/// database, and `keyplane bootstrap` succeeded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_database_file_refuses_writes_and_a_restart() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .data_dir(&data)
+        .start()
+        .await;
+    let boot = app.bootstrap().await;
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data.join(format!("keyplane.db{suffix}")));
+    }
+    let put = send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/after-delete",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await;
+    assert_error(put, 503, "E_UNAVAILABLE").await;
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    app.stop().await;
+
+    let mut config = keyplane_server::ServeConfig::for_data_dir(&data);
+    let refused = keyplane_server::Application::build(config.clone()).await;
+    let error = refused
+        .err()
+        .expect("no start on a data directory that lost its database");
+    assert!(
+        error.to_string().contains("--allow-new-database"),
+        "{error}"
+    );
+    assert!(!data.join("keyplane.db").exists(), "nothing was created");
+
+    config.store.allow_new_database = true;
+    let fresh = keyplane_server::Application::build(config).await;
+    assert!(fresh.is_ok(), "an explicit flag starts a new database");
+}
