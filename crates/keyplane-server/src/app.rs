@@ -76,6 +76,8 @@ struct StateInner {
     public_url: String,
     invitation_ttl: i64,
     metrics_allow: Vec<ipnet::IpNet>,
+    /// Set when shutdown begins.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     /// When the store was last probed for writes, and whether it stored the write.
     write_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -133,6 +135,7 @@ impl AppState {
             invitation_ttl: config.invitation_ttl,
             metrics_allow: config.metrics_allow.clone(),
             write_probe: tokio::sync::Mutex::new(None),
+            draining: Arc::default(),
         })))
     }
 
@@ -256,6 +259,11 @@ impl AppState {
         }
         *probe = Some((std::time::Instant::now(), result.is_ok()));
         result.is_ok()
+    }
+
+    /// Whether the server is shutting down (and so not ready for new traffic).
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether a client at `ip` may read `/metrics`.
@@ -428,6 +436,7 @@ impl Application {
             shutdown_timeout: Duration::from_secs(self.config.shutdown_timeout),
             max_connections: crate::server::connection_limit(self.config.max_connections),
             idle_timeout: Duration::from_secs(self.config.idle_timeout),
+            draining: self.state.0.draining.clone(),
         };
         let maintenance = tokio::spawn(self.state.clone().maintain_signing_keys());
         let usage = tokio::spawn(self.state.0.usage.clone().run(self.state.0.store.clone()));

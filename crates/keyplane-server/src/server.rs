@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,14 @@ pub struct Listener {
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// Set when shutdown begins: `/readyz` answers 503 and HTTP/1.1 answers carry
+    /// `Connection: close`.
+    pub draining: Arc<AtomicBool>,
 }
+
+/// How long, after shutdown begins, connections may go on delivering requests their clients
+/// already sent (each answered with `Connection: close`) before idle ones are closed.
+const DRAIN: Duration = Duration::from_millis(500);
 
 impl Listener {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
@@ -137,14 +144,20 @@ impl Listener {
                 trusted_proxies: self.trusted_proxies.clone(),
                 watcher: graceful.watcher(),
                 idle_timeout: self.idle_timeout,
+                draining: self.draining.clone(),
             };
             tokio::spawn(async move {
                 connection.handle(stream).await;
                 drop(slot);
             });
         }
+        // Stop accepting and stop looking ready; let requests already on their way arrive and
+        // be answered (with `Connection: close`), then close what is idle and finish the rest.
+        self.draining.store(true, Ordering::Release);
         drop(self.tcp);
         tracing::info!("shutting down: finishing in-flight requests");
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN, slots.acquire_many(all)).await;
         if tokio::time::timeout(self.shutdown_timeout, graceful.shutdown())
             .await
             .is_err()
@@ -162,6 +175,7 @@ struct Connection {
     trusted_proxies: Arc<[IpNet]>,
     watcher: Watcher,
     idle_timeout: Duration,
+    draining: Arc<AtomicBool>,
 }
 
 impl Connection {
@@ -194,11 +208,17 @@ impl Connection {
         let router = self.router;
         let io = IdleTimeout::new(tls_stream, self.idle_timeout);
         let in_flight = io.in_flight.clone();
+        let draining = self.draining;
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(client);
             let (router, busy) = (router.clone(), InFlight::start(&in_flight));
+            let draining = draining.clone();
             async move {
-                let response = router.oneshot(request).await;
+                let version = request.version();
+                let mut response = router.oneshot(request).await;
+                if let Ok(response) = &mut response {
+                    close_when_draining(&draining, version, response);
+                }
                 drop(busy);
                 response
             }
@@ -227,19 +247,23 @@ impl Connection {
             .iter()
             .any(|net| net.contains(&self.peer.ip()));
         let peer_ip = self.peer.ip();
-        let (router, refusal) = (self.router, self.refusal);
+        let (router, refusal, draining) = (self.router, self.refusal, self.draining);
         let io = IdleTimeout::new(stream, self.idle_timeout);
         let in_flight = io.in_flight.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let router = router.clone();
             let refusal = refusal.clone();
             let busy = InFlight::start(&in_flight);
+            let draining = draining.clone();
             async move {
                 let _busy = busy;
                 if from_trusted_proxy && forwarded_https(&request) {
                     let ip = forwarded_client(&request).unwrap_or(peer_ip);
                     request.extensions_mut().insert(ClientInfo { ip });
-                    return router.oneshot(request).await;
+                    let version = request.version();
+                    let mut response = router.oneshot(request).await?;
+                    close_when_draining(&draining, version, &mut response);
+                    return Ok(response);
                 }
                 let mut response: Response<Body> = refusal.oneshot(request).await?;
                 response
@@ -253,6 +277,20 @@ impl Connection {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(io), service);
         let _ = self.watcher.watch(connection).await;
+    }
+}
+
+/// While draining, an HTTP/1 answer tells its client to close the connection (HTTP/2 clients
+/// are sent GOAWAY by the graceful shutdown instead; `Connection` is not an HTTP/2 header).
+fn close_when_draining(
+    draining: &AtomicBool,
+    version: axum::http::Version,
+    response: &mut Response<Body>,
+) {
+    if draining.load(Ordering::Acquire) && version < axum::http::Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

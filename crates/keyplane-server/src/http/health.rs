@@ -34,14 +34,17 @@ pub async fn healthz() -> JsonResponse<HealthStatus> {
     JsonResponse(HealthStatus { status: "ok" })
 }
 
-/// The database answers and stores writes (a cheap write, checked at most once a second): send
-/// traffic here.
+/// The database answers and stores writes (a cheap write, checked at most once a second), and
+/// the server is not shutting down: send traffic here.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthStatus),
         (status = 503, description = "Database unreachable", body = ErrorBody),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<JsonResponse<HealthStatus>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable());
+    }
     state.store().ping().await?;
     if !state.store_writes().await {
         return Err(ApiError::unavailable());
