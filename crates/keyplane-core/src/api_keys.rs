@@ -119,7 +119,7 @@ pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, Pla
         last_used_at: None,
         expires_at: new.expires_at,
         secret_generation: 0,
-        suspensions: 0,
+        token_version: 0,
     };
     (key, secret)
 }

@@ -98,3 +98,11 @@ mod tests {
         assert!("not-a-uuid".parse::<UserId>().is_err());
     }
 }
+
+impl UserId {
+    /// A fresh, random (not time-ordered) person id: a person's id is shown to every
+    /// organization that invites their address, and must not tell when they first appeared.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}

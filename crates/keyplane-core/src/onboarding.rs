@@ -40,7 +40,7 @@ pub fn plan_bootstrap(
         now,
     );
     let user = User {
-        id: UserId::new(),
+        id: UserId::random(),
         email: email.to_string(),
         first_name: None,
         last_name: None,
@@ -53,7 +53,7 @@ pub fn plan_bootstrap(
         role: Role::Owner,
         status: UserStatus::Invited,
         created_at: now,
-        suspensions: 0,
+        token_version: Membership::fresh_token_version(),
         invited_first_name: None,
         invited_last_name: None,
     };

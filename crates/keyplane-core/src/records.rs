@@ -33,6 +33,18 @@ pub struct Organization {
     pub created_by_user: Option<UserId>,
 }
 
+impl Membership {
+    /// A first token version for a new membership: random, so that no token of an earlier
+    /// membership of the same person in the same organization matches it.
+    pub fn fresh_token_version() -> i64 {
+        i64::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        ) & i64::MAX
+    }
+}
+
 impl Organization {
     /// A new organization with only a name, as `keyplane bootstrap` creates it.
     pub fn named(name: String, envs: Vec<Env>, created_at: i64) -> Self {
@@ -79,9 +91,10 @@ pub struct Membership {
     pub role: Role,
     pub status: UserStatus,
     pub created_at: i64,
-    /// How often it was disabled: tokens issued under an older count stay dead when the
-    /// membership is enabled again.
-    pub suspensions: i64,
+    /// The version of the person's tokens here: counted up by each disable, and random when the
+    /// membership begins, so that tokens from before a disable, or from an earlier membership,
+    /// stay dead after an enable or a new invitation.
+    pub token_version: i64,
     /// The names the inviter gave, shown instead of the person's own while the invitation is
     /// pending: an invitation must not reveal whether or as whom an address exists elsewhere.
     pub invited_first_name: Option<String>,
@@ -149,9 +162,9 @@ pub struct ApiKey {
     pub expires_at: Option<i64>,
     /// Counts the rotations of its secret.
     pub secret_generation: i64,
-    /// How often it was disabled: tokens issued under an older count stay dead when the key is
-    /// enabled again.
-    pub suspensions: i64,
+    /// The version of its tokens, counted up by each disable: tokens from before a disable stay
+    /// dead when the key is enabled again.
+    pub token_version: i64,
 }
 
 /// A refresh token as stored: only its keyed hash. Tokens of one login form a family; reuse of a
@@ -173,8 +186,8 @@ pub struct RefreshToken {
     pub family_expires_at: Option<i64>,
     /// For an API key: the generation of the secret the family was obtained with.
     pub key_generation: Option<i64>,
-    /// The subject's suspension count when the family began.
-    pub subject_suspensions: i64,
+    /// The subject's token version when the family began.
+    pub subject_token_version: i64,
 }
 
 /// A refresh token to store, with the audit events of the login or refresh that issued it and,

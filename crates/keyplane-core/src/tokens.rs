@@ -58,10 +58,10 @@ pub struct AccessClaims {
     /// in the organization). Authorization reads the current role; this tells the holder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
-    /// The subject's suspension count at issue: a token from before a disable stays dead after
-    /// the subject is enabled again.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub suspensions: i64,
+    /// The subject's token version at issue (`ver`): a token from before a disable, or from an
+    /// earlier membership, stays dead after the subject is enabled or added again.
+    #[serde(rename = "ver", default, skip_serializing_if = "is_zero")]
+    pub token_version: i64,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -348,7 +348,7 @@ mod tests {
             exp: now + 300,
             jti: "j".into(),
             role: None,
-            suspensions: 0,
+            token_version: 0,
         }
     }
 

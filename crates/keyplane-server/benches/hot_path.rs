@@ -40,7 +40,7 @@ fn claims(issuer: &str, sub: String, organization: String, env: Env) -> AccessCl
         exp: now + BENCH_TOKEN_TTL,
         jti: uuid::Uuid::now_v7().simple().to_string(),
         role: None,
-        suspensions: 0,
+        token_version: 0,
     }
 }
 

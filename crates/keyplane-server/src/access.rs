@@ -44,12 +44,12 @@ pub struct Actor {
     pub claims: AccessClaims,
 }
 
-/// What a subject may do now: its role, and how often it has been disabled (tokens issued
-/// under another count are dead).
+/// What a subject may do now: its role, and the version of its tokens (tokens issued under
+/// another version are dead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Standing {
     pub role: Role,
-    pub suspensions: i64,
+    pub token_version: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,7 +232,7 @@ pub async fn current_standing(
                 .filter(|m| m.status == UserStatus::Active)
                 .map(|m| Standing {
                     role: m.role,
-                    suspensions: m.suspensions,
+                    token_version: m.token_version,
                 }))
         }
     }
@@ -242,7 +242,7 @@ pub async fn current_standing(
 pub fn key_standing(key: &ApiKey, now: i64) -> Option<Standing> {
     key_is_usable(key, now).then_some(Standing {
         role: key.role,
-        suspensions: key.suspensions,
+        token_version: key.token_version,
     })
 }
 
@@ -274,7 +274,7 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Actor,
         .await
         .map_err(AccessError::Store)?
         .ok_or(AccessError::Invalid("subject disabled or gone"))?;
-    if standing.suspensions != claims.suspensions {
+    if standing.token_version != claims.token_version {
         return Err(AccessError::Invalid(
             "issued before the subject was disabled",
         ));

@@ -293,7 +293,7 @@ pub async fn authenticate_api_key(
             organization_id: key.organization_id,
             env: key.kind.env(),
             role: key.role,
-            suspensions: key.suspensions,
+            token_version: key.token_version,
             key_generation: Some(generation),
         },
         with_refresh.then(|| RefreshSpec::new_family(family_expires_at)),
@@ -328,7 +328,12 @@ pub async fn authenticate_password(
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     let matches = state
         .passwords()
-        .verify(password.to_owned(), hash, context.ip.map(client_unit))
+        .verify(
+            password.to_owned(),
+            hash,
+            account,
+            context.ip.map(client_unit),
+        )
         .await
         .map_err(|_| AuthError::Busy)?;
     let membership = match (&user, matches) {
@@ -388,7 +393,7 @@ pub async fn authenticate_password(
             organization_id: membership.organization_id,
             env: Env::Test,
             role: membership.role,
-            suspensions: membership.suspensions,
+            token_version: membership.token_version,
             key_generation: None,
         },
         Some(RefreshSpec::new_family(None)),
@@ -446,7 +451,7 @@ pub async fn refresh(
         organization_id: token.organization_id,
         env: token.env,
         role: standing.role,
-        suspensions: standing.suspensions,
+        token_version: standing.token_version,
         key_generation: token.key_generation,
     };
     let refreshed = || {
@@ -556,7 +561,7 @@ async fn family_standing(
             (standing, None)
         }
     };
-    if standing.suspensions != token.subject_suspensions {
+    if standing.token_version != token.subject_token_version {
         return Ok(None);
     }
     let end = match (token.family_expires_at, rotation_end) {
@@ -641,7 +646,7 @@ struct Subject {
     organization_id: OrganizationId,
     env: Env,
     role: Role,
-    suspensions: i64,
+    token_version: i64,
     /// For an API key: the generation of the secret presented.
     key_generation: Option<i64>,
 }
@@ -680,7 +685,7 @@ async fn try_issue(
         exp: now + state.token_settings().access_ttl,
         jti: uuid::Uuid::now_v7().simple().to_string(),
         role: Some(subject.role),
-        suspensions: subject.suspensions,
+        token_version: subject.token_version,
     };
     let access_token = keys.sign(&claims);
     let refresh_token = match refresh {
@@ -707,7 +712,7 @@ async fn try_issue(
                 revoked_at: None,
                 family_expires_at: spec.family_expires_at,
                 key_generation: subject.key_generation,
-                subject_suspensions: subject.suspensions,
+                subject_token_version: subject.token_version,
             };
             let issue = RefreshIssue {
                 token: record,

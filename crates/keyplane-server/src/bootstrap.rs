@@ -121,7 +121,7 @@ pub async fn recover_owner(
     let now = now_unix();
     let existing = store.user_by_email(email.as_str()).await?;
     let new_user = existing.is_none().then(|| User {
-        id: UserId::from(uuid::Uuid::new_v4()),
+        id: UserId::random(),
         email: email.to_string(),
         first_name: None,
         last_name: None,

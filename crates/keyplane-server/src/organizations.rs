@@ -157,14 +157,19 @@ pub async fn enable_env(
     env: Env,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
-    if env == Env::Live {
+    let mut organization = fresh(state, organization.id).await?;
+    if env == Env::Live
+        && let Some(manager) = organization.managed_by
+    {
         // LIVE means real money or real data: a managed organization gets it from the
-        // organization that manages it (which answers for it), not from itself.
-        if organization.id == actor.organization_id && organization.managed_by.is_some() {
+        // organization that manages it (which answers for it), never from itself, and only
+        // from a manager that has LIVE itself — or an organization without LIVE could hand it
+        // on through one it creates.
+        let manager_has_live = fresh(state, manager).await?.envs.contains(&Env::Live);
+        if organization.id == actor.organization_id || !manager_has_live {
             return Err(OrganizationError::LiveNeedsManager);
         }
     }
-    let mut organization = fresh(state, organization.id).await?;
     if organization.envs.contains(&env) {
         return Ok(organization);
     }

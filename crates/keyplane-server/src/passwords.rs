@@ -3,8 +3,9 @@
 //!
 //! At most half the cores hash at once; beyond [`MAX_WAITING`] queued requests, callers are told
 //! to come back later instead of queueing without bound, and one client (address, or IPv6 /64)
-//! has at most [`MAX_PER_CLIENT`] checks queued or running, so a few clients cannot fill the
-//! queue for everyone.
+//! has at most [`MAX_PER_CLIENT`] checks queued or running, and one account at most
+//! [`MAX_PER_ACCOUNT`], so neither a few clients nor many clients guessing at one account can
+//! fill the queue for everyone.
 //!
 //! An unknown account (or one without a password yet) takes no hashing slot at all: it waits as
 //! long as a real check takes (measured) and fails. So a flood of made-up addresses costs the
@@ -28,6 +29,9 @@ pub const MAX_WAITING: usize = 64;
 /// Checks one client may have queued or running at once.
 pub const MAX_PER_CLIENT: usize = 4;
 
+/// Checks of one account that may be queued or running at once, from all clients together.
+pub const MAX_PER_ACCOUNT: usize = 2;
+
 /// Too many password checks are queued; the caller should answer 429 or 503.
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing is saturated")]
@@ -37,7 +41,9 @@ pub struct Passwords {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     /// Checks queued or running per client; an entry lives only while its count is above 0.
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client: Shares<IpAddr>,
+    /// Checks queued or running per account (a keyed hash of its email).
+    per_account: Shares<u64>,
     /// How long one verification takes, in microseconds (a moving average; 0 before the first).
     typical_micros: Arc<AtomicU64>,
     /// One timed hash, made the first time an unknown account needs a duration before any real
@@ -88,19 +94,51 @@ fn verify_now(password: &str, phc: Option<&str>) -> bool {
         && known
 }
 
-/// A client's share of the queue, given back however the check ends.
-struct ClientShare<'a> {
-    passwords: &'a Passwords,
-    client: IpAddr,
+/// Places in the queue held per key (a client, an account); a key holds an entry only while it
+/// holds a place, so memory follows the queue's bound.
+struct Shares<K> {
+    counts: Mutex<HashMap<K, usize>>,
+    most: usize,
 }
 
-impl Drop for ClientShare<'_> {
+impl<K: std::hash::Hash + Eq + Copy> Shares<K> {
+    fn new(most: usize) -> Self {
+        Self {
+            counts: Mutex::default(),
+            most,
+        }
+    }
+
+    /// Takes one of `key`'s places, or refuses when it holds them all.
+    fn take(&self, key: K) -> Result<Share<'_, K>, Saturated> {
+        let mut counts = self.counts.lock().expect("not poisoned");
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.most {
+            return Err(Saturated);
+        }
+        *count += 1;
+        Ok(Share { shares: self, key })
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.counts.lock().expect("not poisoned").is_empty()
+    }
+}
+
+/// A place in the queue, given back however the check ends.
+struct Share<'a, K: std::hash::Hash + Eq + Copy> {
+    shares: &'a Shares<K>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Drop for Share<'_, K> {
     fn drop(&mut self) {
-        let mut counts = self.passwords.per_client.lock().expect("not poisoned");
-        if let Some(count) = counts.get_mut(&self.client) {
+        let mut counts = self.shares.counts.lock().expect("not poisoned");
+        if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.client);
+                counts.remove(&self.key);
             }
         }
     }
@@ -119,7 +157,8 @@ impl Passwords {
         Self {
             slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
-            per_client: Mutex::default(),
+            per_client: Shares::new(MAX_PER_CLIENT),
+            per_account: Shares::new(MAX_PER_ACCOUNT),
             typical_micros: Arc::default(),
             calibration: tokio::sync::OnceCell::new(),
         }
@@ -145,23 +184,6 @@ impl Passwords {
                 .await
         };
         Duration::from_micros(micros)
-    }
-
-    /// Takes one of `client`'s shares of the queue, or refuses when it holds them all.
-    fn admit(&self, client: Option<IpAddr>) -> Result<Option<ClientShare<'_>>, Saturated> {
-        let Some(client) = client else {
-            return Ok(None);
-        };
-        let mut counts = self.per_client.lock().expect("not poisoned");
-        let count = counts.entry(client).or_insert(0);
-        if *count >= MAX_PER_CLIENT {
-            return Err(Saturated);
-        }
-        *count += 1;
-        Ok(Some(ClientShare {
-            passwords: self,
-            client,
-        }))
     }
 
     async fn run<T: Send + 'static>(
@@ -192,19 +214,24 @@ impl Passwords {
         self.run(move || hash_now(&password)).await
     }
 
-    /// Whether `password` matches `phc`, for a request from `client` (its throttling unit).
-    /// `None` (no such account) fails after as long as a check takes, without taking a slot.
+    /// Whether `password` matches `phc`, the hash of `account` (a keyed hash of its email),
+    /// for a request from `client` (its throttling unit). `None` (no such account) fails after
+    /// as long as a check takes, without taking a place in the queue.
     pub async fn verify(
         &self,
         password: String,
         phc: Option<String>,
+        account: u64,
         client: Option<IpAddr>,
     ) -> Result<bool, Saturated> {
         if phc.is_none() {
             tokio::time::sleep(self.typical().await).await;
             return Ok(false);
         }
-        let _share = self.admit(client)?;
+        let _account = self.per_account.take(account)?;
+        let _client = client
+            .map(|client| self.per_client.take(client))
+            .transpose()?;
         let typical = self.typical_micros.clone();
         self.run(move || {
             let started = Instant::now();
@@ -235,25 +262,25 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
             passwords
-                .verify("correct horse".into(), Some(phc.clone()), None)
+                .verify("correct horse".into(), Some(phc.clone()), 1, None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("wrong horse".into(), Some(phc), None)
+                .verify("wrong horse".into(), Some(phc), 1, None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("correct horse".into(), None, None)
+                .verify("correct horse".into(), None, 1, None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("x".into(), Some("not a phc".into()), None)
+                .verify("x".into(), Some("not a phc".into()), 1, None)
                 .await
                 .unwrap()
         );
@@ -262,7 +289,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_leaves_the_queue() {
         let passwords = Passwords::with_slots(0);
-        let waiting = passwords.verify("x".into(), Some(hash_now("correct horse")), None);
+        let waiting = passwords.verify("x".into(), Some(hash_now("correct horse")), 1, None);
         // Polled once it queues (no slot is free), then dropped: a client that went away.
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(10), waiting)
@@ -277,7 +304,7 @@ mod tests {
         let passwords = Passwords::with_slots(0);
         passwords.waiting.store(MAX_WAITING, Ordering::Release);
         let phc = Some(hash_now("correct horse"));
-        assert!(passwords.verify("x".into(), phc, None).await.is_err());
+        assert!(passwords.verify("x".into(), phc, 1, None).await.is_err());
         assert_eq!(passwords.waiting.load(Ordering::Acquire), MAX_WAITING);
     }
 
@@ -288,26 +315,43 @@ mod tests {
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let phc = || Some(hash_now("correct horse"));
         let mut queued = Vec::new();
-        for _ in 0..MAX_PER_CLIENT {
-            let mut check = Box::pin(passwords.verify("x".into(), phc(), Some(crowd)));
+        for account in 0..MAX_PER_CLIENT as u64 {
+            let mut check = Box::pin(passwords.verify("x".into(), phc(), account, Some(crowd)));
             // Polled once: it takes its share and queues (no slot is free).
             assert!(futures_poll_once(&mut check).await.is_none());
             queued.push(check);
         }
         assert!(
             passwords
-                .verify("x".into(), phc(), Some(crowd))
+                .verify("x".into(), phc(), 100, Some(crowd))
                 .await
                 .is_err()
         );
-        let mut elsewhere = Box::pin(passwords.verify("x".into(), phc(), Some(other)));
+        let mut elsewhere = Box::pin(passwords.verify("x".into(), phc(), 101, Some(other)));
         assert!(
             futures_poll_once(&mut elsewhere).await.is_none(),
             "queued, not refused"
         );
         drop(queued);
         drop(elsewhere);
-        assert!(passwords.per_client.lock().unwrap().is_empty());
+        assert!(passwords.per_client.is_empty() && passwords.per_account.is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_account_holds_at_most_its_share_of_the_queue_whoever_asks() {
+        let passwords = Passwords::with_slots(0);
+        let client = |n: u8| Some(IpAddr::from([192, 0, 2, n]));
+        let phc = || Some(hash_now("correct horse"));
+        let mut queued = Vec::new();
+        for n in 0..MAX_PER_ACCOUNT as u8 {
+            let mut check = Box::pin(passwords.verify("x".into(), phc(), 7, client(n)));
+            assert!(futures_poll_once(&mut check).await.is_none());
+            queued.push(check);
+        }
+        let refused = passwords.verify("x".into(), phc(), 7, client(99)).await;
+        assert!(refused.is_err(), "a third check of the same account");
+        let mut other_account = Box::pin(passwords.verify("x".into(), phc(), 8, client(99)));
+        assert!(futures_poll_once(&mut other_account).await.is_none());
     }
 
     #[tokio::test]
@@ -315,11 +359,16 @@ mod tests {
         let passwords = Passwords::with_slots(1);
         // With every slot taken, an unknown account still gets its answer.
         let taken = passwords.slots.clone().acquire_owned().await.unwrap();
-        assert!(!passwords.verify("x".into(), None, None).await.unwrap());
+        assert!(!passwords.verify("x".into(), None, 1, None).await.unwrap());
         assert_eq!(passwords.waiting.load(Ordering::Acquire), 0);
         drop(taken);
         let phc = hash_now("correct horse");
-        assert!(!passwords.verify("x".into(), Some(phc), None).await.unwrap());
+        assert!(
+            !passwords
+                .verify("x".into(), Some(phc), 1, None)
+                .await
+                .unwrap()
+        );
         assert!(passwords.typical_micros.load(Ordering::Acquire) > 0);
     }
 

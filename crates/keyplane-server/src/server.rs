@@ -309,16 +309,24 @@ fn forwarded_https<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
-/// The client as the proxy saw it: the last `X-Forwarded-For` entry (the one our proxy added).
+/// The client as the proxy saw it: the last `X-Forwarded-For` entry (the one our proxy added),
+/// an address with or without a port. `None` without the header. An entry that is no address
+/// names an unknown client: the unspecified address, which no allow-list holds, never the
+/// proxy's own (which `--metrics-allow` may hold).
 fn forwarded_client<B>(request: &Request<B>) -> Option<IpAddr> {
-    request
+    let last = request
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .flat_map(|v| v.split(','))
-        .next_back()
-        .and_then(|ip| ip.trim().parse().ok())
+        .next_back()?
+        .trim();
+    let parsed = last
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| last.parse::<SocketAddr>().ok().map(|address| address.ip()));
+    Some(parsed.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
 }
 
 /// Counts a request in flight on its connection for as long as it lives.

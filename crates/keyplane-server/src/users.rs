@@ -117,8 +117,7 @@ pub async fn invite(
     let existing = state.store().user_by_email(email.as_str()).await?;
     let new_user = existing.is_none();
     let user = existing.unwrap_or_else(|| User {
-        // Random, not time-ordered: an id must not tell when its person first appeared.
-        id: UserId::from(uuid::Uuid::new_v4()),
+        id: UserId::random(),
         email: email.to_string(),
         first_name: first_name.clone(),
         last_name: last_name.clone(),
@@ -131,7 +130,7 @@ pub async fn invite(
         role,
         status: UserStatus::Invited,
         created_at: now,
-        suspensions: 0,
+        token_version: Membership::fresh_token_version(),
         invited_first_name: first_name,
         invited_last_name: last_name,
     };
@@ -245,10 +244,14 @@ pub async fn update(
                 (_, UserStatus::Invited) => {
                     return Err(ValidationError::new("status", "cannot be set to invited").into());
                 }
-                (UserStatus::Invited, UserStatus::Active) => {
+                // Only accepting makes a person active; a pending invitation is revoked, not
+                // disabled (a disabled one could be enabled into an active member who never
+                // accepted).
+                (UserStatus::Invited, _) => {
                     return Err(ValidationError::new(
                         "status",
-                        "becomes active when the invitation is accepted",
+                        "an invited person becomes active by accepting; revoke the invitation \
+                         or remove them instead",
                     )
                     .into());
                 }
@@ -340,12 +343,13 @@ pub async fn find_invitation(
 
 /// Invitations follow the rule of the membership they offer: an owner's invitation is the
 /// owners' to resend or revoke (revoking the first owner's invitation would leave the
-/// organization with nobody who can ever sign in).
+/// organization with nobody who can ever sign in). Returns the role offered, which the change
+/// is then made conditional on.
 async fn may_manage_invitation(
     state: &AppState,
     actor: &Actor,
     invitation: &Invitation,
-) -> Result<(), UserError> {
+) -> Result<Role, UserError> {
     require(actor, Action::ManageUsers)?;
     let offered = state
         .store()
@@ -355,7 +359,34 @@ async fn may_manage_invitation(
     if offered.role == Role::Owner {
         require(actor, Action::ManageOwners)?;
     }
-    Ok(())
+    Ok(offered.role)
+}
+
+/// Runs `change` (conditional on the role the invitation offers) with the caller's right checked
+/// against that role; when the change finds the role changed meanwhile, the right is checked
+/// again against the new one. `InvitationNotFound` when it is no longer pending.
+async fn checked_invitation_change<F, Fut>(
+    state: &AppState,
+    actor: &Actor,
+    invitation: &Invitation,
+    change: F,
+) -> Result<Role, UserError>
+where
+    F: Fn(Role) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    let mut offered = may_manage_invitation(state, actor, invitation).await?;
+    for _ in 0..ATTEMPTS {
+        if change(offered).await? {
+            return Ok(offered);
+        }
+        let now_offered = may_manage_invitation(state, actor, invitation).await?;
+        if now_offered == offered {
+            return Err(UserError::InvitationNotFound);
+        }
+        offered = now_offered;
+    }
+    Err(UserError::Concurrent)
 }
 
 /// Mails a pending invitation again, with a new token (the old link stops working) and a new
@@ -367,7 +398,6 @@ pub async fn resend(
     mut invitation: Invitation,
     organization: &Organization,
 ) -> Result<PendingInvitation, UserError> {
-    may_manage_invitation(state, actor, &invitation).await?;
     let token = PlainCredential::generate();
     invitation.token_hash = state
         .secrets()
@@ -379,24 +409,17 @@ pub async fn resend(
         "invitation.resent",
         ("invitation", &invitation.id.to_string()),
     );
-    if !state
-        .store()
-        .renew_invitation(&invitation, &[resent])
-        .await?
-    {
-        return Err(UserError::InvitationNotFound);
-    }
+    let role = checked_invitation_change(state, actor, &invitation, |offered| {
+        state
+            .store()
+            .renew_invitation(&invitation, offered, std::slice::from_ref(&resent))
+    })
+    .await?;
     let user = state
         .store()
         .user(invitation.user_id)
         .await?
         .ok_or(UserError::InvitationNotFound)?;
-    let role = state
-        .store()
-        .membership(organization.id, user.id)
-        .await?
-        .ok_or(UserError::InvitationNotFound)?
-        .role;
     mail_invitation(state, organization, &user, &token).await;
     Ok(PendingInvitation {
         invitation,
@@ -411,20 +434,21 @@ pub async fn revoke(
     context: &RequestContext,
     invitation: Invitation,
 ) -> Result<(), UserError> {
-    may_manage_invitation(state, actor, &invitation).await?;
     let revoked = context.event_by(
         actor,
         invitation.organization_id,
         "invitation.revoked",
         ("invitation", &invitation.id.to_string()),
     );
-    if !state
-        .store()
-        .revoke_invitation(invitation.id, now_unix(), &[revoked])
-        .await?
-    {
-        return Err(UserError::InvitationNotFound);
-    }
+    checked_invitation_change(state, actor, &invitation, |offered| {
+        state.store().revoke_invitation(
+            invitation.id,
+            offered,
+            now_unix(),
+            std::slice::from_ref(&revoked),
+        )
+    })
+    .await?;
     Ok(())
 }
 

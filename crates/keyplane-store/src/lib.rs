@@ -154,7 +154,7 @@ pub trait Store: Send + Sync + 'static {
     /// against) to `changed`'s role and status, in one transaction that holds the organization's
     /// lock: `Stale` when the membership no longer has the expected role and status (nothing
     /// changes; check again), `LastOwner` when it would leave the organization without an active
-    /// owner. A disable counts up the membership's suspensions.
+    /// owner. A disable counts up the membership's token version.
     async fn change_membership(
         &self,
         expected: &Membership,
@@ -186,18 +186,22 @@ pub trait Store: Send + Sync + 'static {
         hash: &CredentialHash,
     ) -> Result<Option<Invitation>, StoreError>;
 
-    /// Replaces a pending invitation's token and expiry (a resend). False when it is no longer
-    /// pending.
+    /// Replaces a pending invitation's token and expiry (a resend), while the membership it
+    /// offers has the role `offered` (the one the caller's right was checked against). False
+    /// when it is no longer pending or offers another role now.
     async fn renew_invitation(
         &self,
         invitation: &Invitation,
+        offered: Role,
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 
-    /// Revokes a pending invitation. False when it is no longer pending.
+    /// Revokes a pending invitation while the membership it offers has the role `offered`.
+    /// False when it is no longer pending or offers another role now.
     async fn revoke_invitation(
         &self,
         id: InvitationId,
+        offered: Role,
         now: i64,
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;

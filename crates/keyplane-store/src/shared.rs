@@ -239,7 +239,7 @@ pub(crate) fn membership_from_row(row: &impl Columns) -> Result<Membership, Stor
         role: parse_column("role", &row.get::<String>("role")?)?,
         status: parse_column("status", &row.get::<String>("status")?)?,
         created_at: row.get("created_at")?,
-        suspensions: row.get("suspensions")?,
+        token_version: row.get("token_version")?,
         invited_first_name: row.get("invited_first_name")?,
         invited_last_name: row.get("invited_last_name")?,
     })
@@ -286,7 +286,7 @@ pub(crate) fn api_key_from_row(row: &impl Columns) -> Result<ApiKey, StoreError>
         last_used_at: row.get("last_used_at")?,
         expires_at: row.get("expires_at")?,
         secret_generation: row.get("secret_generation")?,
-        suspensions: row.get("suspensions")?,
+        token_version: row.get("token_version")?,
     })
 }
 
@@ -332,7 +332,7 @@ pub(crate) fn refresh_token_from_row(row: &impl Columns) -> Result<RefreshToken,
         revoked_at: row.get("revoked_at")?,
         family_expires_at: row.get("family_expires_at")?,
         key_generation: row.get("key_generation")?,
-        subject_suspensions: row.get("subject_suspensions")?,
+        subject_token_version: row.get("subject_token_version")?,
     })
 }
 
@@ -423,7 +423,7 @@ macro_rules! impl_store {
         ) -> Result<(), StoreError> {
             sqlx::query(
                 "INSERT INTO memberships (organization_id, user_id, role, status, created_at, \
-                 suspensions, invited_first_name, invited_last_name) \
+                 token_version, invited_first_name, invited_last_name) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(membership.organization_id.to_string())
@@ -431,7 +431,7 @@ macro_rules! impl_store {
             .bind(membership.role.as_str())
             .bind(membership.status.as_str())
             .bind(membership.created_at)
-            .bind(membership.suspensions)
+            .bind(membership.token_version)
             .bind(&membership.invited_first_name)
             .bind(&membership.invited_last_name)
             .execute(&mut *conn)
@@ -467,7 +467,7 @@ macro_rules! impl_store {
                 "INSERT INTO api_keys (id, organization_id, name, kind, status, public_key, \
                  secret_hash, previous_secret_hash, previous_secret_expires_at, metadata, \
                  created_at, created_by_user, last_used_at, expires_at, role, \
-                 secret_generation, suspensions) \
+                 secret_generation, token_version) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
                  $16, $17)",
             )
@@ -487,7 +487,7 @@ macro_rules! impl_store {
             .bind(key.expires_at)
             .bind(key.role.as_str())
             .bind(key.secret_generation)
-            .bind(key.suspensions)
+            .bind(key.token_version)
             .execute(&mut *conn)
             .await?;
             count_api_key(conn, key.organization_id, key.kind, key.status, 1).await
@@ -605,14 +605,14 @@ macro_rules! impl_store {
             Ok(Ok(current))
         }
 
-        /// Writes a membership's role and status; a disable counts up its suspensions. True
+        /// Writes a membership's role and status; a disable counts up its token version. True
         /// when the membership exists.
         async fn set_membership(
             conn: &mut Connection,
             membership: &Membership,
         ) -> Result<bool, StoreError> {
             Ok(sqlx::query(
-                "UPDATE memberships SET role = $1, status = $2, suspensions = suspensions + \
+                "UPDATE memberships SET role = $1, status = $2, token_version = token_version + \
                  CASE WHEN $2 = 'disabled' AND status <> 'disabled' THEN 1 ELSE 0 END \
                  WHERE organization_id = $3 AND user_id = $4",
             )
@@ -625,6 +625,15 @@ macro_rules! impl_store {
             .rows_affected()
                 == 1)
         }
+
+        /// The invitation being updated still offers the role bound as `$3`/`$4`: its right to
+        /// be changed was checked against that role.
+        const OFFERS_ROLE_3: &str = "EXISTS (SELECT 1 FROM memberships m \
+             WHERE m.organization_id = invitations.organization_id \
+             AND m.user_id = invitations.user_id AND m.role = $3)";
+        const OFFERS_ROLE_4: &str = "EXISTS (SELECT 1 FROM memberships m \
+             WHERE m.organization_id = invitations.organization_id \
+             AND m.user_id = invitations.user_id AND m.role = $4)";
 
         /// Ends a transaction whose change may have found nothing to change: with `changed`, its
         /// audit events are added and it commits; without, it rolls back (on drop).
@@ -678,7 +687,7 @@ macro_rules! impl_store {
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO refresh_tokens (id, family_id, token_hash, subject_type, \
                      subject_id, organization_id, env, created_at, expires_at, used_at, \
-                     revoked_at, family_expires_at, key_generation, subject_suspensions) ",
+                     revoked_at, family_expires_at, key_generation, subject_token_version) ",
                 );
                 insert.push_values(chunk, |mut row, token| {
                     row.push_bind(token.id.clone())
@@ -694,7 +703,7 @@ macro_rules! impl_store {
                         .push_bind(token.revoked_at)
                         .push_bind(token.family_expires_at)
                         .push_bind(token.key_generation)
-                        .push_bind(token.subject_suspensions);
+                        .push_bind(token.subject_token_version);
                 });
                 insert.build().execute(&mut *conn).await?;
             }
@@ -1005,7 +1014,7 @@ macro_rules! impl_store {
                 let page = format!(
                     "SELECT u.id AS u_id, u.email, u.first_name, u.last_name, u.password_hash, \
                      u.created_at AS u_created_at, m.organization_id, m.user_id, m.role, m.status, \
-                     m.created_at, m.suspensions, m.invited_first_name, m.invited_last_name \
+                     m.created_at, m.token_version, m.invited_first_name, m.invited_last_name \
                      FROM memberships m JOIN users u ON u.id = m.user_id \
                      WHERE m.organization_id = $1{filters} \
                      ORDER BY {column} {direction}, u.id {direction} LIMIT {limit} OFFSET {offset}"
@@ -1079,8 +1088,8 @@ macro_rules! impl_store {
                     insert_user(&mut tx, user).await?;
                 }
                 sqlx::query(
-                    "INSERT INTO memberships (organization_id, user_id, role, status, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
+                    "INSERT INTO memberships (organization_id, user_id, role, status, created_at, \
+                     token_version) VALUES ($1, $2, $3, $4, $5, $7) \
                      ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role, \
                      status = CASE WHEN memberships.status = $6 THEN memberships.status \
                      ELSE excluded.status END",
@@ -1091,6 +1100,7 @@ macro_rules! impl_store {
                 .bind(UserStatus::Invited.as_str())
                 .bind(invitation.created_at)
                 .bind(UserStatus::Active.as_str())
+                .bind(Membership::fresh_token_version())
                 .execute(&mut *tx)
                 .await?;
                 insert_invitation(&mut tx, invitation).await?;
@@ -1206,17 +1216,20 @@ macro_rules! impl_store {
             async fn renew_invitation(
                 &self,
                 invitation: &Invitation,
+                offered: Role,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let renewed = sqlx::query(
+                let renewed = sqlx::query(&format!(
                     "UPDATE invitations SET token_hash = $1, expires_at = $2 \
-                     WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL",
-                )
+                     WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL \
+                     AND {OFFERS_ROLE_4}"
+                ))
                 .bind(invitation.token_hash.as_bytes())
                 .bind(invitation.expires_at)
                 .bind(invitation.id.to_string())
+                .bind(offered.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -1227,17 +1240,20 @@ macro_rules! impl_store {
             async fn revoke_invitation(
                 &self,
                 id: InvitationId,
+                offered: Role,
                 now: i64,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                let revoked = sqlx::query(
+                let revoked = sqlx::query(&format!(
                     "UPDATE invitations SET revoked_at = $1 \
-                     WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
-                )
+                     WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL \
+                     AND {OFFERS_ROLE_3}"
+                ))
                 .bind(now)
                 .bind(id.to_string())
+                .bind(offered.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -1337,7 +1353,7 @@ macro_rules! impl_store {
                     // A disable counts: tokens issued before it stay dead after an enable.
                     let suspended = i64::from(new_status == ApiKeyStatus::Disabled);
                     sqlx::query(
-                        "UPDATE api_keys SET status = $1, suspensions = suspensions + $2 \
+                        "UPDATE api_keys SET status = $1, token_version = token_version + $2 \
                          WHERE id = $3",
                     )
                     .bind(new_status.as_str())

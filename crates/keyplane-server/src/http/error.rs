@@ -163,6 +163,11 @@ impl ApiError {
                 "E_UNSUPPORTED_MEDIA_TYPE",
                 "The request body must be JSON (Content-Type: application/json).",
             ),
+            StatusCode::REQUEST_TIMEOUT => Self::new(
+                status,
+                "E_REQUEST_TIMEOUT",
+                "The request body did not arrive in time.",
+            ),
             StatusCode::SERVICE_UNAVAILABLE => Self::unavailable(),
             StatusCode::INTERNAL_SERVER_ERROR => Self::internal("a layer answered 500"),
             other if other.is_client_error() => {

@@ -105,9 +105,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(remember_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            crate::server::BODY_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(read_body_in_time))
         .layer(middleware::from_fn(refuse_oversized_bodies))
         .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -152,6 +150,38 @@ async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
         }
     }
     next.run(request).await
+}
+
+/// Reads the whole body (at most [`BODY_LIMIT_BYTES`]) before the request goes on, within
+/// [`crate::server::BODY_TIMEOUT`] in all: a client trickling its body a byte at a time holds
+/// its connection for that long at most, not for as long as it keeps trickling.
+async fn read_body_in_time(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, BODY_LIMIT_BYTES);
+    match tokio::time::timeout(crate::server::BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) => {
+            let too_large = error
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if too_large {
+                ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE).into_response()
+            } else {
+                ApiError::bad_request("The request body could not be read.").into_response()
+            }
+        }
+        Err(_) => {
+            let mut response = ApiError::from_status(StatusCode::REQUEST_TIMEOUT).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 /// Answers 413 from the declared length, before anything reads the body.

@@ -255,8 +255,11 @@ fn parse_basic(encoded: &str) -> Option<(String, String)> {
             .map(|s| s.into_owned())
     };
     let (id, secret) = (unescape(id)?, unescape(secret)?);
+    // No credential holds a NUL, and PostgreSQL refuses one in text.
     (!id.is_empty()
         && !secret.is_empty()
+        && !id.contains('\0')
+        && !secret.contains('\0')
         && id.len() <= MAX_CREDENTIAL_LENGTH
         && secret.len() <= MAX_CREDENTIAL_LENGTH)
         .then_some((id, secret))

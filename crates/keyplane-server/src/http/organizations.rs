@@ -47,7 +47,7 @@ impl From<OrganizationError> for ApiError {
                 "The organization still manages organizations; delete those first.",
             ),
             OrganizationError::LiveNeedsManager => ApiError::forbidden(
-                "env: a managed organization's LIVE env is enabled by the organization that manages it.",
+                "env: a managed organization's LIVE env is enabled by the organization that manages it, when that one has LIVE itself.",
             ),
             OrganizationError::Store(error) => error.into(),
         }

@@ -95,25 +95,32 @@ pub struct UserResource {
     pub created_at: i64,
 }
 
+/// The address of a pending invitation as the inviting organization sees it: lower case, so
+/// that the spelling an existing account was registered with does not show through.
+fn pending_email(email: &str) -> String {
+    email.to_lowercase()
+}
+
 /// A person as one organization sees them. While their invitation is pending, the organization
 /// sees only what it was told (the email and the names given in the invitation) and when it
 /// invited them: nothing of the person's account elsewhere, if any.
 fn user_resource(user: User, membership: &Membership, organization_envs: &[Env]) -> UserResource {
     let pending = membership.status == UserStatus::Invited;
-    let (first_name, last_name, created_at) = if pending {
+    let (email, first_name, last_name, created_at) = if pending {
         (
+            pending_email(&user.email),
             membership.invited_first_name.clone(),
             membership.invited_last_name.clone(),
             membership.created_at,
         )
     } else {
-        (user.first_name, user.last_name, user.created_at)
+        (user.email, user.first_name, user.last_name, user.created_at)
     };
     UserResource {
         _id: user.id.to_string(),
         _type: "USER",
         _envs: organization_envs.to_vec(),
-        email: user.email,
+        email,
         first_name,
         last_name,
         role: membership.role,
@@ -156,7 +163,7 @@ fn invitation_resource(pending: PendingInvitation, envs: &[Env]) -> InvitationRe
         _envs: envs.to_vec(),
         organization_id: invitation.organization_id.to_string(),
         user_id: invitation.user_id.to_string(),
-        email,
+        email: pending_email(&email),
         role,
         created_at: invitation.created_at,
         expires_at: invitation.expires_at,

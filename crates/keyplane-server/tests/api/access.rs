@@ -82,7 +82,7 @@ fn sign(app: &TestApp, change: impl FnOnce(&mut AccessClaims)) -> String {
         exp: now + 300,
         jti: "test".into(),
         role: None,
-        suspensions: 0,
+        token_version: 0,
     };
     change(&mut claims);
     keys.sign(&claims)
@@ -404,7 +404,7 @@ async fn rotation_keeps_live_tokens_and_publishes_the_new_key_first(backend: Bac
         exp: now + 300,
         jti: "rotated".into(),
         role: None,
-        suspensions: 0,
+        token_version: 0,
     });
     assert_eq!(app.get_as(&new_token, &path).await.status(), 200);
 

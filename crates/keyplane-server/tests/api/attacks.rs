@@ -1,7 +1,19 @@
 //! Attacks found against the running server, kept as tests: each failed on the main of the day
 //! it was found and must keep failing to work.
 
-use crate::helpers::{Backend, TestApp, TestAppBuilder, assert_error};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use keyplane_core::values::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api_keys::{another_client, another_organization};
+use crate::helpers::{
+    Backend, TestApp, TestAppBuilder, assert_error, jwt_claims, mailed_invitation_token, ok, send,
+    setup,
+};
+use crate::on_both_stores;
 
 /// Made-up methods are arbitrary tokens of any length. Each used to become a metric label kept
 /// forever (and a log field): twenty 200 KB methods grew `/metrics` past 4 MB.
@@ -51,17 +63,6 @@ async fn metrics_are_refused_to_clients_outside_the_allowed_networks() {
 // ---------------------------------------------------------------------------------------------
 // Roles, races, and what an organization may learn or do: each test below asserts behaviour
 // that the server before the fix got wrong.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use keyplane_core::values::Role;
-use reqwest::Method;
-use serde_json::{Value, json};
-
-use crate::api_keys::{another_client, another_organization};
-use crate::helpers::{jwt_claims, mailed_invitation_token, ok, send, setup};
-use crate::on_both_stores;
 
 on_both_stores!(
     every_role_against_every_key_creating_path,
@@ -129,6 +130,20 @@ async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// Creates a key named `name` with the bootstrap admin key's token and no role given (so an
+/// admin's, the default); returns the key's body.
+async fn plain_key(app: &TestApp, admin: &str, name: &str) -> Value {
+    ok(send(
+        app,
+        Method::PUT,
+        admin,
+        &format!("/api/v0/api-keys/{name}"),
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await
 }
 
 /// Creates a key named `name` with the bootstrap admin key's token; returns the key's body.
@@ -394,8 +409,17 @@ async fn keys_above_the_callers_role_cannot_be_touched(backend: Backend) {
     };
     let stored_high = app.stored_api_key(high["key"].as_str().unwrap()).await;
 
-    // A developer key against an admin key, on both path styles.
-    for path in ["/api/v0/api-keys/high".to_owned(), id_path(&high)] {
+    // A developer, key or person, against an admin key, on both path styles.
+    invite_and_accept(&app, &admin, None, "dev@example.com", "developer").await;
+    let developer_person = person_pair(&app, "dev@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paths = ["/api/v0/api-keys/high".to_owned(), id_path(&high)];
+    for (caller, path) in [&developer, &developer_person]
+        .into_iter()
+        .flat_map(|caller| paths.iter().map(move |path| (caller, path)))
+    {
         for (method, suffix, body) in [
             (Method::PATCH, "", Some(json!({"metadata": {"a": "b"}}))),
             (Method::PATCH, "", Some(json!({"status": "disabled"}))),
@@ -407,7 +431,7 @@ async fn keys_above_the_callers_role_cannot_be_touched(backend: Backend) {
             (Method::DELETE, "", None),
         ] {
             let target = format!("{path}{suffix}");
-            let response = send(&app, method.clone(), &developer, &target, body).await;
+            let response = send(&app, method.clone(), caller, &target, body).await;
             let error = assert_error(response, 403, "E_FORBIDDEN").await;
             assert!(
                 error["message"].as_str().unwrap().contains("role"),
@@ -692,7 +716,7 @@ async fn a_developers_key_cannot_promote_the_developer(backend: Backend) {
 /// committed before or after the rotation.
 async fn logins_racing_a_rotation_leave_no_refresh_token_of_the_old_secret(backend: Backend) {
     let (app, _boot, admin) = setup(&backend).await;
-    let key = admin_made_key(&app, &admin, "raced", "admin").await;
+    let key = plain_key(&app, &admin, "raced").await;
     let login = json!({"api_key": key["key"], "api_secret": key["secret"]});
     let rotated = Arc::new(AtomicBool::new(false));
     let first_login = Arc::new(tokio::sync::Notify::new());
@@ -911,6 +935,7 @@ async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend
         still["data"].as_array().unwrap().contains(&invitation),
         "{still}"
     );
+    assert_eq!(mailed_to(&app, "owner@example.com"), 0);
     // A second owner (made so in the store) may.
     let second = invite_and_accept(&app, &admin, None, "second@example.com", "developer").await;
     let owner = with_role_in_store(&app, &org, &second, "second@example.com", Role::Owner).await;
@@ -924,6 +949,7 @@ async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend
     .await)
     .await;
     assert_eq!(resent["_id"], id);
+    assert_eq!(mailed_to(&app, "owner@example.com"), 1);
     ok(send(
         &app,
         Method::DELETE,
@@ -937,12 +963,27 @@ async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend
     assert!(!after.to_string().contains(id), "{after}");
 }
 
+/// How many messages the outbox holds for `email`.
+fn mailed_to(app: &TestApp, email: &str) -> usize {
+    std::fs::read_dir(app.data_dir().join("outbox"))
+        .map(|dir| {
+            dir.filter(|entry| {
+                let path = entry.as_ref().unwrap().path();
+                std::fs::read_to_string(path)
+                    .unwrap()
+                    .contains(&format!("To: {email}"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Disabling a key or a person and enabling them again revives none of the tokens issued
 /// before the disable; new logins work.
 async fn re_enabling_a_key_or_a_person_revives_no_token(backend: Backend) {
     let (app, _boot, admin) = setup(&backend).await;
     // A key.
-    let key = admin_made_key(&app, &admin, "sleeper", "admin").await;
+    let key = plain_key(&app, &admin, "sleeper").await;
     let (public, secret) = (
         key["key"].as_str().unwrap(),
         key["secret"].as_str().unwrap(),

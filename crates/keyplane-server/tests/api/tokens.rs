@@ -663,7 +663,7 @@ async fn one_batch_spends_each_parent_once(backend: Backend) {
         revoked_at: None,
         family_expires_at: None,
         key_generation: None,
-        subject_suspensions: 0,
+        subject_token_version: 0,
     };
     let issue = |token, parent: Option<&str>, events: Vec<AuditEvent>| RefreshIssue {
         token,
