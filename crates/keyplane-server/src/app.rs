@@ -78,6 +78,8 @@ struct StateInner {
     metrics_allow: Vec<ipnet::IpNet>,
     /// Set when shutdown begins.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// How long a request's whole body may take to arrive.
+    body_timeout: Duration,
     /// When the store was last probed for writes, and whether it stored the write.
     write_probe: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
@@ -136,6 +138,7 @@ impl AppState {
             metrics_allow: config.metrics_allow.clone(),
             write_probe: tokio::sync::Mutex::new(None),
             draining: Arc::default(),
+            body_timeout: crate::server::BODY_TIMEOUT.min(Duration::from_secs(config.idle_timeout)),
         })))
     }
 
@@ -259,6 +262,12 @@ impl AppState {
         }
         *probe = Some((std::time::Instant::now(), result.is_ok()));
         result.is_ok()
+    }
+
+    /// How long a request's whole body may take to arrive: 30 s, or the idle timeout when
+    /// that is shorter.
+    pub fn body_timeout(&self) -> Duration {
+        self.0.body_timeout
     }
 
     /// Whether the server is shutting down (and so not ready for new traffic).

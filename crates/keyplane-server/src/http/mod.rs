@@ -105,7 +105,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn(remember_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn(read_body_in_time))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            read_body_in_time,
+        ))
         .layer(middleware::from_fn(refuse_oversized_bodies))
         .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -153,12 +156,16 @@ async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
 }
 
 /// Reads the whole body (at most [`BODY_LIMIT_BYTES`]) before the request goes on, within
-/// [`crate::server::BODY_TIMEOUT`] in all: a client trickling its body a byte at a time holds
-/// its connection for that long at most, not for as long as it keeps trickling.
-async fn read_body_in_time(request: Request, next: Next) -> Response {
+/// [`AppState::body_timeout`] in all: a client trickling its body a byte at a time holds its
+/// connection for that long at most, not for as long as it keeps trickling.
+async fn read_body_in_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, BODY_LIMIT_BYTES);
-    match tokio::time::timeout(crate::server::BODY_TIMEOUT, read).await {
+    match tokio::time::timeout(state.body_timeout(), read).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
