@@ -1487,3 +1487,730 @@ async fn oauth_answers_reveal_nothing_of_other_organizations(backend: Backend) {
         app.stored_api_key(&client).await.id.to_string()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Second review: each test below failed on the main before its fix.
+
+on_both_stores!(
+    live_reaches_a_grandchild_only_through_a_manager_that_has_live,
+    an_invited_persons_status_cannot_be_changed,
+    pending_addresses_are_lower_case_and_people_ids_are_random,
+    removing_and_re_inviting_a_person_revives_no_token,
+    nul_in_basic_credentials_is_refused_not_a_500,
+    an_admins_revoke_raced_by_an_owner_promotion_ends_as_some_serial_order,
+);
+
+/// An organization without LIVE cannot hand LIVE on through an organization it creates: the
+/// root creates C (TEST only), C creates G, and C may enable LIVE on G only once the root has
+/// enabled LIVE on C. Until then G makes no live key.
+async fn live_reaches_a_grandchild_only_through_a_manager_that_has_live(backend: Backend) {
+    let (app, boot, root) = setup(&backend).await;
+    let root_org = ok(app
+        .get_as(
+            &root,
+            &format!("/api/v0/organizations/{}", boot.organization_id),
+        )
+        .await)
+    .await;
+    assert!(
+        root_org["_envs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("LIVE")),
+        "the root has LIVE: {root_org}"
+    );
+    let chain = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        "/api/v0/organizations",
+        Some(venue("Venue Chain")),
+    )
+    .await)
+    .await;
+    assert_eq!(chain["_envs"], json!(["TEST"]), "{chain}");
+    let chain_id = chain["_id"].as_str().unwrap().to_owned();
+    let chain_path = format!("/api/v0/organizations/{chain_id}");
+    let chain_key = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        &format!("{chain_path}/api-keys"),
+        Some(json!({"name": "chain-admin", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(chain_key["role"], "admin");
+    let chain_token = key_token(&app, &chain_key).await;
+
+    let grandchild = ok(send(
+        &app,
+        Method::POST,
+        &chain_token,
+        "/api/v0/organizations",
+        Some(venue("Venue Grandchild")),
+    )
+    .await)
+    .await;
+    assert_eq!(
+        grandchild["managed_by_organization_id"],
+        chain_id.as_str(),
+        "{grandchild}"
+    );
+    assert_eq!(grandchild["_envs"], json!(["TEST"]), "{grandchild}");
+    let grandchild_path = format!(
+        "/api/v0/organizations/{}",
+        grandchild["_id"].as_str().unwrap()
+    );
+    let live_key = json!({"name": "live-till", "kind": "live", "status": "enabled"});
+
+    // C has no LIVE: it cannot give LIVE to G.
+    let error = assert_error(
+        send(
+            &app,
+            Method::POST,
+            &chain_token,
+            &format!("{grandchild_path}/enable-env"),
+            Some(json!({"env": "LIVE"})),
+        )
+        .await,
+        403,
+        "E_FORBIDDEN",
+    )
+    .await;
+    assert!(
+        error["message"].as_str().unwrap().contains("env"),
+        "{error}"
+    );
+    for token in [&chain_token, &root] {
+        assert_eq!(
+            ok(app.get_as(token, &grandchild_path).await).await["_envs"],
+            json!(["TEST"])
+        );
+    }
+    assert_error(
+        send(
+            &app,
+            Method::POST,
+            &chain_token,
+            &format!("{grandchild_path}/api-keys"),
+            Some(live_key.clone()),
+        )
+        .await,
+        403,
+        "E_ENV_NOT_ENABLED",
+    )
+    .await;
+    let keys = ok(app
+        .get_as(&chain_token, &format!("{grandchild_path}/api-keys"))
+        .await)
+    .await;
+    assert!(!keys.to_string().contains("live-till"), "{keys}");
+
+    // The root gives C LIVE; now C may give it to G, and G makes live keys.
+    let enabled = ok(send(
+        &app,
+        Method::POST,
+        &root,
+        &format!("{chain_path}/enable-env"),
+        Some(json!({"env": "LIVE"})),
+    )
+    .await)
+    .await;
+    assert_eq!(enabled["_envs"], json!(["TEST", "LIVE"]));
+    let enabled = ok(send(
+        &app,
+        Method::POST,
+        &chain_token,
+        &format!("{grandchild_path}/enable-env"),
+        Some(json!({"env": "LIVE"})),
+    )
+    .await)
+    .await;
+    assert_eq!(enabled["_envs"], json!(["TEST", "LIVE"]));
+    let live = ok(send(
+        &app,
+        Method::POST,
+        &chain_token,
+        &format!("{grandchild_path}/api-keys"),
+        Some(live_key),
+    )
+    .await)
+    .await;
+    assert_eq!(live["kind"], "live", "{live}");
+}
+
+/// A pending invitee's status is the invitation's: neither disabled nor made active by an
+/// organization (400 naming `status`, the membership still `invited`), and the refusal shows
+/// nothing of the person's own profile. Before, invited → disabled answered with the person's
+/// real names, and disabled → active made them a member who never accepted.
+async fn an_invited_persons_status_cannot_be_changed(backend: Backend) {
+    use keyplane_core::values::UserStatus;
+    let (app, boot, admin) = setup(&backend).await;
+    // Ada Lovelace, owner@example.com, with a profile of her own.
+    accept_bootstrap(&app, &boot).await;
+    let (stranger_org, stranger) = another_organization(&app, "Unrelated Venue", None).await;
+    let known = ok(send(
+        &app,
+        Method::POST,
+        &stranger,
+        "/api/v0/users",
+        Some(json!({"email": "owner@example.com", "role": "developer"})),
+    )
+    .await)
+    .await;
+    assert_eq!(known["_id"], boot.user_id.as_str(), "the same person");
+    let newcomer = ok(send(
+        &app,
+        Method::POST,
+        &admin,
+        "/api/v0/users",
+        Some(json!({"email": "newcomer@example.com", "first_name": "Nora", "role": "developer"})),
+    )
+    .await)
+    .await;
+    let root_org: keyplane_core::OrganizationId = boot.organization_id.parse().unwrap();
+    let cases = [
+        (&stranger, stranger_org.id, known["_id"].as_str().unwrap()),
+        (&admin, root_org, newcomer["_id"].as_str().unwrap()),
+    ];
+    for (token, organization, person) in cases {
+        let path = format!("/api/v0/users/{person}");
+        for body in [
+            json!({"status": "disabled"}),
+            json!({"status": "active"}),
+            json!({"status": "disabled", "role": "admin"}),
+            json!({"status": "active"}),
+        ] {
+            let response = send(&app, Method::PATCH, token, &path, Some(body.clone())).await;
+            let error = assert_error(response, 400, "E_VALIDATION").await;
+            assert!(
+                error["message"].as_str().unwrap().contains("status"),
+                "{body}: {error}"
+            );
+            let text = error.to_string();
+            assert!(
+                !text.contains("Ada") && !text.contains("Lovelace"),
+                "{body}: {text}"
+            );
+        }
+        let read = ok(app.get_as(token, &path).await).await;
+        assert_eq!(read["status"], "invited", "{read}");
+        assert_eq!(read["role"], "developer", "{read}");
+        let text = read.to_string();
+        assert!(
+            !text.contains("Ada") && !text.contains("Lovelace"),
+            "{text}"
+        );
+        let stored = app
+            .state
+            .store()
+            .membership(organization, person.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.status, UserStatus::Invited);
+        assert_eq!(stored.role, Role::Developer);
+    }
+    // Accepting is what makes her active there; then the organization may disable her.
+    let token = mailed_invitation_token(&app, "owner@example.com");
+    ok(app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &json!({"token": token, "password": PASSWORD}),
+        )
+        .await)
+    .await;
+    let path = format!("/api/v0/users/{}", boot.user_id);
+    assert_eq!(
+        ok(app.get_as(&stranger, &path).await).await["status"],
+        "active"
+    );
+    let disabled = ok(send(
+        &app,
+        Method::PATCH,
+        &stranger,
+        &path,
+        Some(json!({"status": "disabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(disabled["status"], "disabled");
+}
+
+/// Asserts that a person's id is a random UUID (version 4), not a time-ordered v7 that tells
+/// when the person first appeared.
+fn assert_random_id(id: &str, what: &str) {
+    let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("{what}: {id} is a UUID"));
+    assert_eq!(id.len(), 36, "{what}: {id} hyphenated");
+    assert_eq!(
+        id.as_bytes()[14],
+        b'4',
+        "{what}: {id} is not a version 4 UUID"
+    );
+    assert_eq!(uuid.get_version_num(), 4, "{what}: {id}");
+}
+
+/// An organization that invites an address sees it in lower case, whatever the case it wrote
+/// and whatever the spelling an existing account was registered with: exactly as for an
+/// address nobody has yet. Every person's id (bootstrap and invitations) is a random v4 UUID.
+async fn pending_addresses_are_lower_case_and_people_ids_are_random(backend: Backend) {
+    let (app, boot, admin) = setup(&backend).await;
+    assert_random_id(&boot.user_id, "the bootstrap owner");
+    accept_bootstrap(&app, &boot).await;
+    // An account registered with a mixed-case address; while pending, even its own
+    // organization sees the address in lower case.
+    let invited = ok(send(
+        &app,
+        Method::POST,
+        &admin,
+        "/api/v0/users",
+        Some(json!({"email": "Mixed.Case@Example.COM", "role": "developer"})),
+    )
+    .await)
+    .await;
+    assert_eq!(invited["email"], "mixed.case@example.com", "{invited}");
+    let mixed = invited["_id"].as_str().unwrap().to_owned();
+    assert_random_id(&mixed, "an invited newcomer");
+    let token = mailed_invitation_token(&app, "Mixed.Case@Example.COM");
+    ok(app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &json!({"token": token, "password": PASSWORD}),
+        )
+        .await)
+    .await;
+
+    let (stranger_org, stranger) = another_organization(&app, "Unrelated Venue", None).await;
+    let invitations_path = format!("/api/v0/organizations/{}/invitations", stranger_org.id);
+    for (written, shown, existing) in [
+        (
+            "OWNER@Example.COM",
+            "owner@example.com",
+            Some(boot.user_id.as_str()),
+        ),
+        (
+            "MIXED.case@example.com",
+            "mixed.case@example.com",
+            Some(mixed.as_str()),
+        ),
+        ("Brand.New@Example.COM", "brand.new@example.com", None),
+        ("plain@example.com", "plain@example.com", None),
+    ] {
+        let invited = ok(send(
+            &app,
+            Method::POST,
+            &stranger,
+            "/api/v0/users",
+            Some(json!({"email": written, "role": "developer"})),
+        )
+        .await)
+        .await;
+        let id = invited["_id"].as_str().unwrap().to_owned();
+        if let Some(existing) = existing {
+            assert_eq!(id, existing, "{written}: the same person");
+        }
+        assert_random_id(&id, written);
+        assert_eq!(invited["status"], "invited", "{invited}");
+        assert_eq!(invited["email"], shown, "{written}: {invited}");
+        let read = ok(app.get_as(&stranger, &format!("/api/v0/users/{id}")).await).await;
+        assert_eq!(read["email"], shown, "{written}: {read}");
+        let list = ok(app.get_as(&stranger, "/api/v0/users?limit=100").await).await;
+        let listed = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|user| user["_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{written} is listed: {list}"));
+        assert_eq!(listed["email"], shown, "{written}: {listed}");
+        let pending = ok(app.get_as(&stranger, &invitations_path).await).await;
+        let invitation = pending["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|invitation| invitation["user_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{written} has a pending invitation: {pending}"));
+        assert_eq!(invitation["email"], shown, "{written}: {invitation}");
+        // No spelling of the account shows through anywhere.
+        for text in [list.to_string(), pending.to_string()] {
+            assert!(
+                !text.contains("Mixed.Case") && !text.contains("Example.COM"),
+                "{text}"
+            );
+        }
+    }
+    // Its own organization, where the person accepted, sees the account as it is.
+    let own = ok(app.get_as(&admin, &format!("/api/v0/users/{mixed}")).await).await;
+    assert_eq!(own["status"], "active", "{own}");
+    assert_random_id(own["_id"].as_str().unwrap(), "an accepted person");
+}
+
+/// Removing a person ends their tokens, and inviting them back (even with more rights) revives
+/// none of them: the new membership does not restart the count the old tokens were issued
+/// under. Their new login works.
+async fn removing_and_re_inviting_a_person_revives_no_token(backend: Backend) {
+    let (app, _boot, admin) = setup(&backend).await;
+    let person = invite_and_accept(&app, &admin, None, "returning@example.com", "developer").await;
+    let old = person_pair(&app, "returning@example.com").await;
+    let old_access = old["access_token"].as_str().unwrap();
+    assert_eq!(jwt_claims(old_access)["role"], "developer");
+    assert_eq!(app.get_as(old_access, "/api/v0/users").await.status(), 200);
+    ok(send(
+        &app,
+        Method::DELETE,
+        &admin,
+        &format!("/api/v0/users/{person}"),
+        None,
+    )
+    .await)
+    .await;
+    assert_error(
+        app.get_as(old_access, "/api/v0/users").await,
+        401,
+        "E_UNAUTHORIZED",
+    )
+    .await;
+
+    for round in 0..2 {
+        let again = invite_and_accept(&app, &admin, None, "returning@example.com", "admin").await;
+        assert_eq!(again, person, "the same person");
+        assert_error(
+            app.get_as(old_access, "/api/v0/users").await,
+            401,
+            "E_UNAUTHORIZED",
+        )
+        .await;
+        assert_error(
+            app.post_json(
+                "/api/v0/auth",
+                &json!({"refresh_token": old["refresh_token"]}),
+            )
+            .await,
+            401,
+            "E_UNAUTHORIZED",
+        )
+        .await;
+        let new = person_pair(&app, "returning@example.com").await;
+        let new_access = new["access_token"].as_str().unwrap();
+        assert_eq!(jwt_claims(new_access)["role"], "admin", "round {round}");
+        assert_eq!(app.get_as(new_access, "/api/v0/users").await.status(), 200);
+        ok(app
+            .post_json(
+                "/api/v0/auth",
+                &json!({"refresh_token": new["refresh_token"]}),
+            )
+            .await)
+        .await;
+        if round == 0 {
+            // Removed once more: the tokens of the second membership end too.
+            ok(send(
+                &app,
+                Method::DELETE,
+                &admin,
+                &format!("/api/v0/users/{person}"),
+                None,
+            )
+            .await)
+            .await;
+            assert_error(
+                app.get_as(new_access, "/api/v0/users").await,
+                401,
+                "E_UNAUTHORIZED",
+            )
+            .await;
+        }
+    }
+}
+
+/// A NUL in HTTP Basic client credentials (raw, or form-encoded as `%00`), in the id or the
+/// secret, is a refused client on every OAuth endpoint: 401 `invalid_client` or 400
+/// `invalid_request`, never a 500 (PostgreSQL refuses NUL in text).
+async fn nul_in_basic_credentials_is_refused_not_a_500(backend: Backend) {
+    use base64::Engine;
+    let (app, boot, token) = setup(&backend).await;
+    let credentials = [
+        "test_abc\0x:secret".to_owned(),
+        "test_abc%00x:secret".to_owned(),
+        format!("{}\0:{}", boot.api_key, boot.api_secret),
+        format!("{}:{}\0", boot.api_key, boot.api_secret),
+        format!("{}:{}%00", boot.api_key, boot.api_secret),
+    ];
+    let endpoints: [(&str, Vec<(&str, &str)>); 3] = [
+        ("/oauth2/token", vec![("grant_type", "client_credentials")]),
+        ("/oauth2/introspect", vec![("token", token.as_str())]),
+        ("/oauth2/revoke", vec![("token", token.as_str())]),
+    ];
+    for (path, form) in &endpoints {
+        for credential in &credentials {
+            let basic = base64::engine::general_purpose::STANDARD.encode(credential);
+            let response = app
+                .client
+                .post(app.url(path))
+                .header("authorization", format!("Basic {basic}"))
+                .form(form)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            assert!(
+                matches!(
+                    (status, body["error"].as_str()),
+                    (401, Some("invalid_client")) | (400, Some("invalid_request"))
+                ),
+                "{path} with {credential:?}: {status} {body}"
+            );
+        }
+    }
+    // Nothing was revoked, and the key still authenticates by HTTP Basic.
+    assert_eq!(app.get_as(&token, "/api/v0/api-keys").await.status(), 200);
+    let issued = ok(app
+        .post_form(
+            "/oauth2/token",
+            Some((boot.api_key.as_str(), boot.api_secret.as_str())),
+            &[("grant_type", "client_credentials")],
+        )
+        .await)
+    .await;
+    assert!(issued["access_token"].is_string(), "{issued}");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// A connection of the test's own to the server's database, to see what is committed.
+enum Database {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Database {
+    async fn open(app: &TestApp) -> Self {
+        match &app.config.store.database_url {
+            Some(url) => Database::Postgres(sqlx::PgPool::connect(url).await.unwrap()),
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(app.data_dir().join("keyplane.db"))
+                    .read_only(true);
+                Database::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+
+    /// Whether the invitation is revoked as committed now. On PostgreSQL the read locks the
+    /// row, so it waits for a revocation already written but not yet committed.
+    async fn invitation_revoked(&self, id: &str) -> bool {
+        let revoked_at: Option<i64> = match self {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT revoked_at FROM invitations WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar("SELECT revoked_at FROM invitations WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        revoked_at.is_some()
+    }
+
+    /// On SQLite (one writer, so insertion order is commit order), the order in which two
+    /// audit events were committed: `Some(true)` when `first` was committed before `second`.
+    async fn committed_before(&self, first: (&str, &str), second: (&str, &str)) -> Option<bool> {
+        let Database::Sqlite(pool) = self else {
+            return None;
+        };
+        let mut rowids = Vec::new();
+        for (action, target) in [first, second] {
+            let rowid: i64 = sqlx::query_scalar(
+                "SELECT rowid FROM audit_events WHERE action = ? AND target_id = ?",
+            )
+            .bind(action)
+            .bind(target)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            rowids.push(rowid);
+        }
+        Some(rowids[0] < rowids[1])
+    }
+}
+
+/// An owner promotes an invited developer to owner while an admin key revokes the invitation.
+/// Whatever the interleaving the outcome is a serial order's: the promotion first, and the
+/// admin's revoke is refused (an owner's invitation is the owners'); or the revoke first, and
+/// the promotion then makes the still-invited membership an owner. Never a revoke that answers
+/// 200 having been written after the person became an owner (before the fix the role was
+/// checked, then the invitation revoked unconditionally). Whether the revoke was written
+/// before the promotion is read from the database: the order of the two audit events on
+/// SQLite (exact), and on both stores whether the invitation was already revoked when the
+/// promotion had answered.
+async fn an_admins_revoke_raced_by_an_owner_promotion_ends_as_some_serial_order(backend: Backend) {
+    let (app, boot, admin) = setup(&backend).await;
+    accept_bootstrap(&app, &boot).await;
+    let owner = person_pair(&app, "owner@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let org: keyplane_core::OrganizationId = boot.organization_id.parse().unwrap();
+    let invitations_path = format!("/api/v0/organizations/{org}/invitations");
+    let database = Database::open(&app).await;
+    let mut orders = Vec::new();
+    for trial in 0..10 {
+        let email = format!("raced-{trial}@example.com");
+        let invited = ok(send(
+            &app,
+            Method::POST,
+            &admin,
+            "/api/v0/users",
+            Some(json!({"email": email, "role": "developer"})),
+        )
+        .await)
+        .await;
+        let user = invited["_id"].as_str().unwrap().to_owned();
+        let pending = ok(app.get_as(&admin, &invitations_path).await).await;
+        let invitation = pending["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["user_id"] == user.as_str())
+            .unwrap_or_else(|| panic!("a pending invitation: {pending}"))["_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let user_path = format!("/api/v0/users/{user}");
+        let invitation_path = format!("/api/v0/invitations/{invitation}");
+
+        let ((promote, revoked_when_promoted), revoke) = tokio::join!(
+            async {
+                let promote = call(
+                    &app,
+                    Method::PATCH,
+                    &owner,
+                    &user_path,
+                    Some(json!({"role": "owner"})),
+                )
+                .await;
+                let revoked = if promote.0 == 200 {
+                    Some(database.invitation_revoked(&invitation).await)
+                } else {
+                    None
+                };
+                (promote, revoked)
+            },
+            call(&app, Method::DELETE, &admin, &invitation_path, None),
+        );
+
+        let stored = app
+            .state
+            .store()
+            .membership(org, user.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let listed = ok(app.get_as(&admin, &invitations_path).await)
+            .await
+            .to_string()
+            .contains(&invitation);
+        let revoked = database.invitation_revoked(&invitation).await;
+        assert_eq!(listed, !revoked, "trial {trial}");
+        let what = format!(
+            "trial {trial}: promote {promote:?}, revoke {revoke:?}, stored {:?}/{:?}, revoked {revoked}",
+            stored.role, stored.status
+        );
+        assert_eq!(
+            stored.status,
+            keyplane_core::values::UserStatus::Invited,
+            "{what}"
+        );
+        match (promote.0, revoke.0, stored.role, revoked) {
+            // The promotion first: the admin may not revoke an owner's invitation.
+            (200, 403, Role::Owner, false) => {
+                assert_eq!(revoke.1["code"], "E_FORBIDDEN", "{what}");
+                orders.push("promotion first");
+            }
+            // The revoke first, then the promotion of the membership it left.
+            (200, 200, Role::Owner, true) => {
+                assert_eq!(
+                    revoked_when_promoted,
+                    Some(true),
+                    "{what}: the revoke answered 200 but was written after the promotion"
+                );
+                let order = database
+                    .committed_before(("invitation.revoked", &invitation), ("user.updated", &user))
+                    .await;
+                assert_ne!(
+                    order,
+                    Some(false),
+                    "{what}: the revoke was committed after the promotion"
+                );
+                orders.push("revoke first");
+            }
+            _ => panic!("{what}: no serial order ends so"),
+        }
+    }
+    eprintln!("orders: {orders:?}");
+}
+
+/// Behind a trusted proxy, `/metrics` goes to the client the proxy names: a forwarded client
+/// that is no address (`unknown`) is an unknown client, not the proxy itself, and an outside
+/// address with a port is that outside client; only an allowed address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_behind_a_trusted_proxy_go_only_to_an_allowed_forwarded_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .configure(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()])
+        .start()
+        .await;
+    // The default allow-list holds the loopback networks (the proxy's own address).
+    assert!(
+        app.config
+            .metrics_allow
+            .iter()
+            .any(|net| net.contains(&std::net::IpAddr::from([127, 0, 0, 1])))
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], app.port));
+    for (forwarded, expected) in [
+        ("unknown", 404),
+        ("127.0.0.1", 200),
+        ("203.0.113.9:51234", 404),
+        ("203.0.113.9", 404),
+        ("203.0.113.9, 127.0.0.1", 200),
+        ("127.0.0.1, unknown", 404),
+        ("127.0.0.1, 203.0.113.9:51234", 404),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-For: {forwarded}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .expect("a complete HTTP response");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {expected} ")),
+            "X-Forwarded-For: {forwarded}: {head}"
+        );
+        if expected == 404 {
+            assert!(body.contains("E_NOT_FOUND"), "{forwarded}: {body}");
+            assert!(!body.contains("keyplane_http_requests_total"), "{body}");
+        } else {
+            assert!(body.contains("keyplane_"), "{forwarded}: {body}");
+        }
+    }
+}
