@@ -75,6 +75,14 @@ id_type!(
     AuditEventId
 );
 
+impl UserId {
+    /// A fresh, random (not time-ordered) person id: a person's id is shown to every
+    /// organization that invites their address, and must not tell when they first appeared.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,13 +104,5 @@ mod tests {
     #[test]
     fn rejects_text_that_is_not_a_uuid() {
         assert!("not-a-uuid".parse::<UserId>().is_err());
-    }
-}
-
-impl UserId {
-    /// A fresh, random (not time-ordered) person id: a person's id is shown to every
-    /// organization that invites their address, and must not tell when they first appeared.
-    pub fn random() -> Self {
-        Self(Uuid::new_v4())
     }
 }

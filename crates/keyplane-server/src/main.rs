@@ -103,11 +103,29 @@ enum KeysCommand {
     Rotate(Box<StoreConfig>),
 }
 
+/// An error and its causes on one line, each cause once: many messages already include their
+/// cause, which `{:#}` would print again ("Read-only file system (os error 30): Read-only file
+/// system (os error 30)").
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = match parse_with_config_file(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(error) => {
-            eprintln!("keyplane: {error:#}");
+            eprintln!("keyplane: {}", describe(&error));
             return ExitCode::from(2);
         }
     };
@@ -118,7 +136,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("keyplane: {error:#}");
+            eprintln!("keyplane: {}", describe(&error));
             ExitCode::FAILURE
         }
     }

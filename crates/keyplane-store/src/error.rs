@@ -83,12 +83,14 @@ impl From<sqlx::Error> for StoreError {
                 }
                 match db.code().as_deref() {
                     // PostgreSQL: connection exceptions (08xxx), the server shutting down (57P0x),
-                    // too many connections (53300), out of disk space (53100).
+                    // too many connections (53300), out of disk space (53100), a statement ended
+                    // by statement_timeout (57014, query_canceled).
                     Some(code)
                         if code.starts_with("08")
                             || code.starts_with("57P0")
                             || code == "53300"
-                            || code == "53100" =>
+                            || code == "53100"
+                            || code == "57014" =>
                     {
                         StoreError::Unavailable(error)
                     }
@@ -109,7 +111,6 @@ impl From<rusqlite::Error> for StoreError {
             Some(
                 rusqlite::ErrorCode::DatabaseBusy
                     | rusqlite::ErrorCode::DatabaseLocked
-                    | rusqlite::ErrorCode::ReadOnly
                     | rusqlite::ErrorCode::SystemIoFailure
                     | rusqlite::ErrorCode::DiskFull
                     | rusqlite::ErrorCode::CannotOpen

@@ -26,6 +26,16 @@ impl PostgresStore {
     /// lock, so several nodes may start at once.
     pub async fn connect(options: &PostgresOptions) -> Result<Self, StoreError> {
         let connect: PgConnectOptions = options.url.parse()?;
+        // The server ends a statement, or a transaction left idle, that outlasts the timeout, so
+        // a request waits about that long for its 503 rather than for as long as it hangs.
+        let millis = options.acquire_timeout.as_millis().max(1);
+        let connect = connect.options([
+            ("statement_timeout", format!("{millis}ms")),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", millis * 2),
+            ),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
