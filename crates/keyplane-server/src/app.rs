@@ -322,7 +322,7 @@ pub async fn open_store(
                 path: database.clone(),
                 source,
             })?;
-            Arc::new(SqliteStore::open(&database).await?)
+            Arc::new(SqliteStore::open(&database, config.database_timeout()).await?)
         }
     };
     Ok((store, master_key.derive()))

@@ -57,7 +57,8 @@ pub struct StoreConfig {
     #[arg(long, env = "KEYPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
 
-    /// Seconds a request waits for a database connection before it is answered 503.
+    /// Seconds a request waits for the database (a connection, a SQLite lock, a PostgreSQL
+    /// statement) before it is answered 503.
     #[arg(long, env = "KEYPLANE_DATABASE_TIMEOUT", default_value_t = 3.0)]
     pub database_timeout: f64,
 

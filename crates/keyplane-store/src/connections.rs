@@ -25,6 +25,8 @@ pub struct Connections {
     next: AtomicUsize,
     /// How to open a connection again.
     options: SqliteConnectOptions,
+    /// How long a caller waits for a busy connection before it is told the store is unavailable.
+    timeout: std::time::Duration,
 }
 
 /// How deep in transactions sqlx believes a connection is.
@@ -33,7 +35,11 @@ fn transaction_depth(connection: &SqliteConnection) -> usize {
 }
 
 impl Connections {
-    pub async fn open(options: &SqliteConnectOptions, count: usize) -> Result<Self, StoreError> {
+    pub async fn open(
+        options: &SqliteConnectOptions,
+        count: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let mut slots = Vec::with_capacity(count);
         for _ in 0..count {
             slots.push(Mutex::new(Some(options.connect().await?)));
@@ -42,6 +48,7 @@ impl Connections {
             slots,
             next: AtomicUsize::new(0),
             options: options.clone(),
+            timeout,
         })
     }
 
@@ -71,7 +78,7 @@ impl Connections {
 
     /// The first idle connection (so that a lightly loaded server keeps using the same warm
     /// one), or, when all are busy, the next in turn once it is free (waiters are served in
-    /// order).
+    /// order), within the timeout.
     pub async fn get(&self) -> Result<Lent<'_>, StoreError> {
         for slot in &self.slots {
             if let Ok(guard) = slot.try_lock() {
@@ -79,7 +86,12 @@ impl Connections {
             }
         }
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        open(self.slots[turn].lock().await)
+        match tokio::time::timeout(self.timeout, self.slots[turn].lock()).await {
+            Ok(guard) => open(guard),
+            Err(_) => Err(StoreError::unavailable(
+                "timed out waiting for a database connection",
+            )),
+        }
     }
 
     /// Closes every connection once its current loan ends; later loans fail.
@@ -108,7 +120,9 @@ mod tests {
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("test.db"))
             .create_if_missing(true);
-        let connections = Connections::open(&options, 2).await.unwrap();
+        let connections = Connections::open(&options, 2, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
         (dir, Arc::new(connections))
     }
 

@@ -11,9 +11,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use crate::connections::{Connections, Lent};
 use crate::in_place::InPlace;
 
-/// How long a statement waits for a lock another connection or process holds.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// SQLite allows one writer at a time; writes go through one connection so they queue in the
 /// process instead of failing with `SQLITE_BUSY`, while reads use several connections (WAL lets
 /// readers proceed during a write). Both are [`Connections`], not sqlx pools. Reads of one row
@@ -78,7 +75,9 @@ const MIN_FREE_BYTES: u64 = 256 * 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    /// `timeout` bounds each wait: for a connection, and for a lock another connection or
+    /// process holds; past it the caller gets `Unavailable`.
+    pub async fn open(path: &Path, timeout: Duration) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -87,16 +86,16 @@ impl SqliteStore {
             .foreign_keys(true)
             // Other processes (e.g. `keyplane bootstrap` beside a running server) may hold the
             // write lock briefly.
-            .busy_timeout(BUSY_TIMEOUT);
-        let writer = Connections::open(&options, 1).await?;
+            .busy_timeout(timeout);
+        let writer = Connections::open(&options, 1, timeout).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut *writer.get().await?)
             .await?;
         // SQLite reads run on the CPU (the pages are cached), so more readers than cores buy
         // nothing but memory: each connection keeps its own page cache (up to 2 MiB).
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-        let reader = Connections::open(&options.read_only(true), readers).await?;
-        let in_place = InPlace::open(path, readers, BUSY_TIMEOUT)?;
+        let reader = Connections::open(&options.read_only(true), readers, timeout).await?;
+        let in_place = InPlace::open(path, readers, timeout)?;
         Ok(Self {
             writer: Arc::new(writer),
             reader: Arc::new(reader),

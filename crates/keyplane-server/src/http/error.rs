@@ -116,12 +116,15 @@ impl ApiError {
         error
     }
 
+    /// 503 with `Retry-After: 1`: the store cannot serve now and the server recovers by itself.
     pub fn unavailable() -> Self {
-        Self::new(
+        let mut error = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "E_UNAVAILABLE",
             "The service is temporarily unavailable; retry shortly.",
-        )
+        );
+        error.retry_after = Some(1);
+        error
     }
 
     pub fn https_required() -> Self {
