@@ -195,6 +195,19 @@ mod tests {
     use crate::secrets::MasterKey;
     use serde_json::json;
 
+    fn pos_key() -> NewApiKey {
+        NewApiKey {
+            organization_id: OrganizationId::new(),
+            name: KeyName::parse("pos-1").unwrap(),
+            kind: ApiKeyKind::Test,
+            status: ApiKeyStatus::Enabled,
+            role: Role::Admin,
+            metadata: Metadata::new(),
+            expires_at: None,
+            created_by_user: None,
+        }
+    }
+
     fn metadata(value: serde_json::Value) -> Metadata {
         value.as_object().unwrap().clone()
     }
@@ -226,16 +239,7 @@ mod tests {
     #[test]
     fn rotation_keeps_the_old_secret_only_for_the_grace_period() {
         let secrets = MasterKey::generate().derive();
-        let new = NewApiKey {
-            organization_id: OrganizationId::new(),
-            name: KeyName::parse("pos-1").unwrap(),
-            kind: ApiKeyKind::Test,
-            status: ApiKeyStatus::Enabled,
-            role: Role::Admin,
-            metadata: Metadata::new(),
-            expires_at: None,
-            created_by_user: None,
-        };
+        let new = pos_key();
         let (mut key, first) = create(new, &secrets, 100);
         assert!(key.public_key.starts_with("test_") && key.public_key.ends_with("_pos-1"));
         let verify = |hash: &crate::secrets::CredentialHash, secret: &PlainCredential| {
@@ -260,16 +264,7 @@ mod tests {
     #[test]
     fn a_family_ends_with_the_grace_of_the_rotation_that_replaced_its_secret() {
         let secrets = MasterKey::generate().derive();
-        let new = NewApiKey {
-            organization_id: OrganizationId::new(),
-            name: KeyName::parse("pos-1").unwrap(),
-            kind: ApiKeyKind::Test,
-            status: ApiKeyStatus::Enabled,
-            role: Role::Admin,
-            metadata: Metadata::new(),
-            expires_at: None,
-            created_by_user: None,
-        };
+        let new = pos_key();
         let (mut key, _) = create(new, &secrets, 100);
         assert_eq!(family_end(&key, 0), Some(None));
         key.secret_generation = 1;

@@ -1,7 +1,7 @@
 //! What `keyplane bootstrap` creates, assembled from validated input: the first organization, its
 //! owner (invited, with no password yet), the owner's invitation and a first `test` API key.
 
-use crate::ids::{InvitationId, UserId};
+use crate::ids::InvitationId;
 use crate::records::{ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, User};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets};
 use crate::values::{
@@ -39,14 +39,7 @@ pub fn plan_bootstrap(
         vec![Env::Test, Env::Live],
         now,
     );
-    let user = User {
-        id: UserId::random(),
-        email: email.to_string(),
-        first_name: None,
-        last_name: None,
-        password_hash: None,
-        created_at: now,
-    };
+    let user = User::new(email.to_string(), None, None, now);
     let membership = Membership {
         user_id: user.id,
         organization_id: organization.id,

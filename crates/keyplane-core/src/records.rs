@@ -33,6 +33,26 @@ pub struct Organization {
     pub created_by_user: Option<UserId>,
 }
 
+impl User {
+    /// A new person known only by their address, with a random id and no password until they
+    /// accept an invitation.
+    pub fn new(
+        email: String,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        now: i64,
+    ) -> Self {
+        Self {
+            id: UserId::random(),
+            email,
+            first_name,
+            last_name,
+            password_hash: None,
+            created_at: now,
+        }
+    }
+}
+
 impl Membership {
     /// A first token version for a new membership: random, so that no token of an earlier
     /// membership of the same person in the same organization matches it.

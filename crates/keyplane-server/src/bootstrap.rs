@@ -109,7 +109,7 @@ pub async fn recover_owner(
 ) -> Result<RecoveryOutput, RecoveryError> {
     use keyplane_core::records::{AuditEvent, Invitation, User};
     use keyplane_core::secrets::{CredentialKind, PlainCredential};
-    use keyplane_core::{InvitationId, OrganizationId, UserId};
+    use keyplane_core::{InvitationId, OrganizationId};
 
     let organization_id: OrganizationId = organization_id
         .parse()
@@ -120,14 +120,9 @@ pub async fn recover_owner(
     }
     let now = now_unix();
     let existing = store.user_by_email(email.as_str()).await?;
-    let new_user = existing.is_none().then(|| User {
-        id: UserId::random(),
-        email: email.to_string(),
-        first_name: None,
-        last_name: None,
-        password_hash: None,
-        created_at: now,
-    });
+    let new_user = existing
+        .is_none()
+        .then(|| User::new(email.to_string(), None, None, now));
     let user_id = existing
         .as_ref()
         .or(new_user.as_ref())

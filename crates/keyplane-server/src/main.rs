@@ -182,14 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await;
             store.close().await;
             match outcome {
-                Ok(output) if args.json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&output).context("rendering JSON")?
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Ok(output) => {
+                Ok(output) => print_output(&output, args.json, |output| {
                     println!("Organization  {}", output.organization_id);
                     println!("Owner         {} (invited)", output.user_id);
                     println!("API key       {}", output.api_key);
@@ -197,8 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("Invitation    {}", output.invitation_url);
                     println!();
                     println!("The secret is shown only now: store it safely.");
-                    Ok(ExitCode::SUCCESS)
-                }
+                }),
                 Err(error @ (BootstrapError::AlreadyBootstrapped | BootstrapError::Invalid(_))) => {
                     eprintln!("keyplane bootstrap: {error}");
                     Ok(ExitCode::FAILURE)
@@ -240,19 +232,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await;
             store.close().await;
             match outcome {
-                Ok(output) if args.json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&output).context("rendering JSON")?
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Ok(output) => {
+                Ok(output) => print_output(&output, args.json, |output| {
                     println!("Organization  {}", output.organization_id);
                     println!("Owner         {} (invited)", output.user_id);
                     println!("Invitation    {}", output.invitation_url);
-                    Ok(ExitCode::SUCCESS)
-                }
+                }),
                 Err(error @ (RecoveryError::Invalid(_) | RecoveryError::OrganizationNotFound)) => {
                     eprintln!("keyplane admin recover-owner: {error}");
                     Ok(ExitCode::FAILURE)
@@ -265,6 +249,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints what an operator command made: one JSON object with `--json`, else as `text` says.
+fn print_output<T: serde::Serialize>(
+    output: &T,
+    json: bool,
+    text: impl FnOnce(&T),
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(output).context("rendering JSON")?
+        );
+    } else {
+        text(output);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

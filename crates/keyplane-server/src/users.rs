@@ -116,13 +116,13 @@ pub async fn invite(
     let now = now_unix();
     let existing = state.store().user_by_email(email.as_str()).await?;
     let new_user = existing.is_none();
-    let user = existing.unwrap_or_else(|| User {
-        id: UserId::random(),
-        email: email.to_string(),
-        first_name: first_name.clone(),
-        last_name: last_name.clone(),
-        password_hash: None,
-        created_at: now,
+    let user = existing.unwrap_or_else(|| {
+        User::new(
+            email.to_string(),
+            first_name.clone(),
+            last_name.clone(),
+            now,
+        )
     });
     let membership = Membership {
         user_id: user.id,

@@ -626,14 +626,15 @@ macro_rules! impl_store {
                 == 1)
         }
 
-        /// The invitation being updated still offers the role bound as `$3`/`$4`: its right to
-        /// be changed was checked against that role.
-        const OFFERS_ROLE_3: &str = "EXISTS (SELECT 1 FROM memberships m \
-             WHERE m.organization_id = invitations.organization_id \
-             AND m.user_id = invitations.user_id AND m.role = $3)";
-        const OFFERS_ROLE_4: &str = "EXISTS (SELECT 1 FROM memberships m \
-             WHERE m.organization_id = invitations.organization_id \
-             AND m.user_id = invitations.user_id AND m.role = $4)";
+        /// The invitation being updated still offers the role bound as parameter `$n`: its
+        /// right to be changed was checked against that role.
+        fn offers_role(n: usize) -> String {
+            format!(
+                "EXISTS (SELECT 1 FROM memberships m \
+                 WHERE m.organization_id = invitations.organization_id \
+                 AND m.user_id = invitations.user_id AND m.role = ${n})"
+            )
+        }
 
         /// Ends a transaction whose change may have found nothing to change: with `changed`, its
         /// audit events are added and it commits; without, it rolls back (on drop).
@@ -1224,7 +1225,8 @@ macro_rules! impl_store {
                 let renewed = sqlx::query(&format!(
                     "UPDATE invitations SET token_hash = $1, expires_at = $2 \
                      WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL \
-                     AND {OFFERS_ROLE_4}"
+                     AND {}",
+                    offers_role(4)
                 ))
                 .bind(invitation.token_hash.as_bytes())
                 .bind(invitation.expires_at)
@@ -1249,7 +1251,8 @@ macro_rules! impl_store {
                 let revoked = sqlx::query(&format!(
                     "UPDATE invitations SET revoked_at = $1 \
                      WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL \
-                     AND {OFFERS_ROLE_3}"
+                     AND {}",
+                    offers_role(3)
                 ))
                 .bind(now)
                 .bind(id.to_string())
