@@ -144,18 +144,41 @@ pub fn rotate(
     (change, secret)
 }
 
-/// How long a refresh-token family of `key` obtained with the secret of `generation` may go on,
-/// judged from the key as it is now: `Some(None)` without a limit (the current secret),
-/// `Some(Some(end))` until the grace period of the rotation that replaced that secret ends,
-/// `None` when it has ended (a secret two or more rotations old, or one replaced without grace).
-pub fn family_end(key: &ApiKey, generation: i64) -> Option<Option<i64>> {
-    if generation == key.secret_generation {
-        Some(None)
-    } else if generation + 1 == key.secret_generation {
-        key.previous_secret_expires_at.map(Some)
-    } else {
-        None
+/// Which of a key's secrets still count: the generation of the current one (each rotation counts
+/// it up) and when the grace of the previous one ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecretState {
+    pub generation: i64,
+    pub previous_expires_at: Option<i64>,
+}
+
+impl SecretState {
+    pub fn of(key: &ApiKey) -> Self {
+        Self {
+            generation: key.secret_generation,
+            previous_expires_at: key.previous_secret_expires_at,
+        }
     }
+
+    /// How long what was obtained with the secret of `generation` (a refresh-token family, an
+    /// access token) may go on, judged from the key as it is now: `Some(None)` without a limit
+    /// (the current secret), `Some(Some(end))` until the grace period of the rotation that
+    /// replaced that secret ends, `None` when it has ended (a secret two or more rotations old,
+    /// or one replaced without grace).
+    pub fn end_of(&self, generation: i64) -> Option<Option<i64>> {
+        if generation == self.generation {
+            Some(None)
+        } else if generation + 1 == self.generation {
+            self.previous_expires_at.map(Some)
+        } else {
+            None
+        }
+    }
+}
+
+/// [`SecretState::end_of`] for a refresh-token family of `key`.
+pub fn family_end(key: &ApiKey, generation: i64) -> Option<Option<i64>> {
+    SecretState::of(key).end_of(generation)
 }
 
 /// Sort orders of a key list.

@@ -62,6 +62,10 @@ pub struct AccessClaims {
     /// earlier membership, stays dead after the subject is enabled or added again.
     #[serde(rename = "ver", default, skip_serializing_if = "is_zero")]
     pub token_version: i64,
+    /// For an API key: the generation of the secret presented (`gen`), so that a token obtained
+    /// with a secret that was rotated away ends with it.
+    #[serde(rename = "gen", default, skip_serializing_if = "Option::is_none")]
+    pub key_generation: Option<i64>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -349,6 +353,7 @@ mod tests {
             jti: "j".into(),
             role: None,
             token_version: 0,
+            key_generation: None,
         }
     }
 

@@ -41,6 +41,7 @@ fn claims(issuer: &str, sub: String, organization: String, env: Env) -> AccessCl
         jti: uuid::Uuid::now_v7().simple().to_string(),
         role: None,
         token_version: 0,
+        key_generation: None,
     }
 }
 

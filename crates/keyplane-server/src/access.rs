@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyplane_core::OrganizationId;
+use keyplane_core::api_keys::SecretState;
 use keyplane_core::records::{ApiKey, Organization};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, SubjectType, TokenRejected};
@@ -50,6 +51,8 @@ pub struct Actor {
 pub struct Standing {
     pub role: Role,
     pub token_version: i64,
+    /// For an API key: which of its secrets still count.
+    pub secret: Option<SecretState>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +236,7 @@ pub async fn current_standing(
                 .map(|m| Standing {
                     role: m.role,
                     token_version: m.token_version,
+                    secret: None,
                 }))
         }
     }
@@ -243,6 +247,7 @@ pub fn key_standing(key: &ApiKey, now: i64) -> Option<Standing> {
     key_is_usable(key, now).then_some(Standing {
         role: key.role,
         token_version: key.token_version,
+        secret: Some(SecretState::of(key)),
     })
 }
 
@@ -278,6 +283,14 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Actor,
         return Err(AccessError::Invalid(
             "issued before the subject was disabled",
         ));
+    }
+    // A token obtained with a secret that was rotated away ends with that secret's grace.
+    if let (Some(secret), Some(generation)) = (standing.secret, claims.key_generation) {
+        match secret.end_of(generation) {
+            Some(None) => {}
+            Some(Some(end)) if end > now_unix() => {}
+            _ => return Err(AccessError::Invalid("obtained with a rotated secret")),
+        }
     }
     Ok(Actor {
         subject_type: claims.subject_type,

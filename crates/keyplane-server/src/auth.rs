@@ -686,6 +686,7 @@ async fn try_issue(
         jti: uuid::Uuid::now_v7().simple().to_string(),
         role: Some(subject.role),
         token_version: subject.token_version,
+        key_generation: subject.key_generation,
     };
     let access_token = keys.sign(&claims);
     let refresh_token = match refresh {

@@ -83,6 +83,7 @@ fn sign(app: &TestApp, change: impl FnOnce(&mut AccessClaims)) -> String {
         jti: "test".into(),
         role: None,
         token_version: 0,
+        key_generation: None,
     };
     change(&mut claims);
     keys.sign(&claims)
@@ -405,6 +406,7 @@ async fn rotation_keeps_live_tokens_and_publishes_the_new_key_first(backend: Bac
         jti: "rotated".into(),
         role: None,
         token_version: 0,
+        key_generation: None,
     });
     assert_eq!(app.get_as(&new_token, &path).await.status(), 200);
 

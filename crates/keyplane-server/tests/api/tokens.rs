@@ -20,6 +20,7 @@ on_both_stores!(
     a_refresh_token_raced_twice_revokes_the_winners_successor_too,
     concurrent_logins_share_commits_and_each_token_is_stored,
     one_batch_spends_each_parent_once,
+    access_tokens_end_with_the_grace_of_the_secret_they_were_obtained_with,
 );
 
 async fn login(app: &TestApp, key: &str, secret: &str) -> reqwest::Response {
@@ -719,4 +720,67 @@ async fn one_batch_spends_each_parent_once(backend: Backend) {
         .collect();
     assert_eq!(actions.len(), 2);
     assert!(!actions.contains(&"batch.second".to_owned()), "{actions:?}");
+}
+
+/// Before: after a rotation without grace, access tokens obtained with the old secret kept
+/// working until they expired (300 s): rotating a leaked secret did not lock its holder out
+/// until then. Tokens carry the generation of the secret presented (`gen`).
+async fn access_tokens_end_with_the_grace_of_the_secret_they_were_obtained_with(backend: Backend) {
+    let app = TestApp::start(&backend).await;
+    let boot = app.bootstrap().await;
+    let admin = app.access_token(&boot.api_key, &boot.api_secret).await;
+    let created = crate::helpers::ok(
+        crate::helpers::send(
+            &app,
+            reqwest::Method::PUT,
+            &admin,
+            "/api/v0/api-keys/leaky",
+            Some(json!({"kind": "test", "status": "enabled"})),
+        )
+        .await,
+    )
+    .await;
+    let key = created["key"].as_str().unwrap().to_owned();
+    let rotate = |grace: i64| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let rotated = crate::helpers::ok(
+                crate::helpers::send(
+                    app,
+                    reqwest::Method::POST,
+                    &admin,
+                    "/api/v0/api-keys/leaky/rotate",
+                    Some(json!({"grace_period_seconds": grace})),
+                )
+                .await,
+            )
+            .await;
+            rotated["secret"].as_str().unwrap().to_owned()
+        }
+    };
+    let works = |token: String| {
+        let app = &app;
+        async move {
+            app.get_as(&token, "/api/v0/api-keys")
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+
+    let first = app
+        .access_token(&key, created["secret"].as_str().unwrap())
+        .await;
+    assert_eq!(crate::helpers::jwt_claims(&first)["gen"], 0);
+    let second_secret = rotate(0).await;
+    assert_eq!(works(first).await, 401, "rotated away without grace");
+
+    let second = app.access_token(&key, &second_secret).await;
+    assert_eq!(crate::helpers::jwt_claims(&second)["gen"], 1);
+    let third_secret = rotate(3_600).await;
+    assert_eq!(works(second.clone()).await, 200, "within the grace period");
+    let third = app.access_token(&key, &third_secret).await;
+    rotate(0).await;
+    assert_eq!(works(second).await, 401, "two rotations old");
+    assert_eq!(works(third).await, 401, "rotated away without grace");
 }
