@@ -324,6 +324,11 @@ pub async fn authenticate_password(
         }
         other => obey(other).await?,
     }
+    // Whether this address has failed for this account before: only then does the attempt
+    // share the account's places in the password queue.
+    let suspect = throttles
+        .by_account_at_address
+        .has_failures(&account_here, Instant::now());
     let user = state.store().user_by_email(email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     let matches = state
@@ -331,7 +336,7 @@ pub async fn authenticate_password(
         .verify(
             password.to_owned(),
             hash,
-            account,
+            suspect.then_some(account),
             context.ip.map(client_unit),
         )
         .await

@@ -27,6 +27,8 @@ pub enum OrganizationError {
     ManagesOthers,
     #[error("a managed organization's LIVE env is enabled by its manager")]
     LiveNeedsManager,
+    #[error("the organization changed concurrently")]
+    Concurrent,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -135,18 +137,44 @@ pub async fn update(
     fields: OrganizationFields,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
-    let mut organization = fresh(state, organization.id).await?;
-    organizations::update(&mut organization, fields)?;
     let updated = event(context, actor, organization.id, "organization.updated");
-    if !state
-        .store()
-        .update_organization(&organization, &[updated])
-        .await?
-    {
-        return Err(OrganizationError::NotFound);
+    change_organization(state, organization.id, updated, |organization| {
+        organizations::update(organization, fields.clone())?;
+        Ok(true)
+    })
+    .await
+}
+
+/// How often a change is tried against an organization that changed between its read and its
+/// write.
+const ATTEMPTS: usize = 3;
+
+/// Applies `change` to the organization as stored now and writes the result only while it is
+/// still stored so; when another change came between, reads it again and applies `change`
+/// again. So two changes (a `PATCH` and an `enable-env`) never overwrite each other. `change`
+/// answers whether there is anything to write.
+async fn change_organization(
+    state: &AppState,
+    id: OrganizationId,
+    event: AuditEvent,
+    change: impl Fn(&mut Organization) -> Result<bool, OrganizationError>,
+) -> Result<Organization, OrganizationError> {
+    for _ in 0..ATTEMPTS {
+        let before = fresh(state, id).await?;
+        let mut after = before.clone();
+        if !change(&mut after)? {
+            return Ok(after);
+        }
+        if state
+            .store()
+            .update_organization(&after, Some(&before), std::slice::from_ref(&event))
+            .await?
+        {
+            state.subjects().forget_organization(id).await;
+            return Ok(after);
+        }
     }
-    state.subjects().forget_organization(organization.id).await;
-    Ok(organization)
+    Err(OrganizationError::Concurrent)
 }
 
 pub async fn enable_env(
@@ -157,7 +185,7 @@ pub async fn enable_env(
     env: Env,
 ) -> Result<Organization, OrganizationError> {
     may_manage(actor)?;
-    let mut organization = fresh(state, organization.id).await?;
+    let organization = fresh(state, organization.id).await?;
     if env == Env::Live
         && let Some(manager) = organization.managed_by
     {
@@ -170,21 +198,16 @@ pub async fn enable_env(
             return Err(OrganizationError::LiveNeedsManager);
         }
     }
-    if organization.envs.contains(&env) {
-        return Ok(organization);
-    }
-    organization.envs.push(env);
-    organization.envs.sort();
     let enabled = event(context, actor, organization.id, "organization.env_enabled");
-    if !state
-        .store()
-        .update_organization(&organization, &[enabled])
-        .await?
-    {
-        return Err(OrganizationError::NotFound);
-    }
-    state.subjects().forget_organization(organization.id).await;
-    Ok(organization)
+    change_organization(state, organization.id, enabled, |organization| {
+        if organization.envs.contains(&env) {
+            return Ok(false);
+        }
+        organization.envs.push(env);
+        organization.envs.sort();
+        Ok(true)
+    })
+    .await
 }
 
 /// The organization as stored now: what the visibility check returned may be up to

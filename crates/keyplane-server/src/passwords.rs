@@ -214,21 +214,26 @@ impl Passwords {
         self.run(move || hash_now(&password)).await
     }
 
-    /// Whether `password` matches `phc`, the hash of `account` (a keyed hash of its email),
-    /// for a request from `client` (its throttling unit). `None` (no such account) fails after
-    /// as long as a check takes, without taking a place in the queue.
+    /// Whether `password` matches `phc`, for a request from `client` (its throttling unit).
+    /// `account` (a keyed hash of the email) is given when this client has failed for that
+    /// account before: such checks share the account's places, so that guesses at one account
+    /// cannot fill the queue, while a client with a clean record is never held back by them
+    /// (knowing someone's address must not be enough to lock them out). `None` for `phc` (no
+    /// such account) fails after as long as a check takes, without taking a place in the queue.
     pub async fn verify(
         &self,
         password: String,
         phc: Option<String>,
-        account: u64,
+        account: Option<u64>,
         client: Option<IpAddr>,
     ) -> Result<bool, Saturated> {
         if phc.is_none() {
             tokio::time::sleep(self.typical().await).await;
             return Ok(false);
         }
-        let _account = self.per_account.take(account)?;
+        let _account = account
+            .map(|account| self.per_account.take(account))
+            .transpose()?;
         let _client = client
             .map(|client| self.per_client.take(client))
             .transpose()?;
@@ -262,25 +267,25 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(
             passwords
-                .verify("correct horse".into(), Some(phc.clone()), 1, None)
+                .verify("correct horse".into(), Some(phc.clone()), Some(1), None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("wrong horse".into(), Some(phc), 1, None)
+                .verify("wrong horse".into(), Some(phc), Some(1), None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("correct horse".into(), None, 1, None)
+                .verify("correct horse".into(), None, Some(1), None)
                 .await
                 .unwrap()
         );
         assert!(
             !passwords
-                .verify("x".into(), Some("not a phc".into()), 1, None)
+                .verify("x".into(), Some("not a phc".into()), Some(1), None)
                 .await
                 .unwrap()
         );
@@ -289,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_leaves_the_queue() {
         let passwords = Passwords::with_slots(0);
-        let waiting = passwords.verify("x".into(), Some(hash_now("correct horse")), 1, None);
+        let waiting = passwords.verify("x".into(), Some(hash_now("correct horse")), Some(1), None);
         // Polled once it queues (no slot is free), then dropped: a client that went away.
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(10), waiting)
@@ -304,7 +309,12 @@ mod tests {
         let passwords = Passwords::with_slots(0);
         passwords.waiting.store(MAX_WAITING, Ordering::Release);
         let phc = Some(hash_now("correct horse"));
-        assert!(passwords.verify("x".into(), phc, 1, None).await.is_err());
+        assert!(
+            passwords
+                .verify("x".into(), phc, Some(1), None)
+                .await
+                .is_err()
+        );
         assert_eq!(passwords.waiting.load(Ordering::Acquire), MAX_WAITING);
     }
 
@@ -316,18 +326,19 @@ mod tests {
         let phc = || Some(hash_now("correct horse"));
         let mut queued = Vec::new();
         for account in 0..MAX_PER_CLIENT as u64 {
-            let mut check = Box::pin(passwords.verify("x".into(), phc(), account, Some(crowd)));
+            let mut check =
+                Box::pin(passwords.verify("x".into(), phc(), Some(account), Some(crowd)));
             // Polled once: it takes its share and queues (no slot is free).
             assert!(futures_poll_once(&mut check).await.is_none());
             queued.push(check);
         }
         assert!(
             passwords
-                .verify("x".into(), phc(), 100, Some(crowd))
+                .verify("x".into(), phc(), Some(100), Some(crowd))
                 .await
                 .is_err()
         );
-        let mut elsewhere = Box::pin(passwords.verify("x".into(), phc(), 101, Some(other)));
+        let mut elsewhere = Box::pin(passwords.verify("x".into(), phc(), Some(101), Some(other)));
         assert!(
             futures_poll_once(&mut elsewhere).await.is_none(),
             "queued, not refused"
@@ -344,13 +355,15 @@ mod tests {
         let phc = || Some(hash_now("correct horse"));
         let mut queued = Vec::new();
         for n in 0..MAX_PER_ACCOUNT as u8 {
-            let mut check = Box::pin(passwords.verify("x".into(), phc(), 7, client(n)));
+            let mut check = Box::pin(passwords.verify("x".into(), phc(), Some(7), client(n)));
             assert!(futures_poll_once(&mut check).await.is_none());
             queued.push(check);
         }
-        let refused = passwords.verify("x".into(), phc(), 7, client(99)).await;
+        let refused = passwords
+            .verify("x".into(), phc(), Some(7), client(99))
+            .await;
         assert!(refused.is_err(), "a third check of the same account");
-        let mut other_account = Box::pin(passwords.verify("x".into(), phc(), 8, client(99)));
+        let mut other_account = Box::pin(passwords.verify("x".into(), phc(), Some(8), client(99)));
         assert!(futures_poll_once(&mut other_account).await.is_none());
     }
 
@@ -359,13 +372,18 @@ mod tests {
         let passwords = Passwords::with_slots(1);
         // With every slot taken, an unknown account still gets its answer.
         let taken = passwords.slots.clone().acquire_owned().await.unwrap();
-        assert!(!passwords.verify("x".into(), None, 1, None).await.unwrap());
+        assert!(
+            !passwords
+                .verify("x".into(), None, Some(1), None)
+                .await
+                .unwrap()
+        );
         assert_eq!(passwords.waiting.load(Ordering::Acquire), 0);
         drop(taken);
         let phc = hash_now("correct horse");
         assert!(
             !passwords
-                .verify("x".into(), Some(phc), 1, None)
+                .verify("x".into(), Some(phc), Some(1), None)
                 .await
                 .unwrap()
         );

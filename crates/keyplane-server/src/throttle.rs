@@ -202,6 +202,14 @@ impl<K: Hash + Eq> Throttle<K> {
         self.policy.verdict(backlog)
     }
 
+    /// Whether `key` has failures still outstanding at `now`.
+    pub fn has_failures(&self, key: &K, now: Instant) -> bool {
+        lock(&self.shard(key).state)
+            .tats
+            .get(key)
+            .is_some_and(|tat| *tat > now)
+    }
+
     /// Records one failure for `key` at `now`.
     pub fn record_failure(&self, key: K, now: Instant) {
         let policy = &self.policy;

@@ -196,8 +196,9 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 
-    /// Revokes a pending invitation while the membership it offers has the role `offered`.
-    /// False when it is no longer pending or offers another role now.
+    /// Revokes a pending invitation while the membership it offers has the role `offered`, and
+    /// removes that membership if it is still only invited. False when it is no longer pending
+    /// or offers another role now.
     async fn revoke_invitation(
         &self,
         id: InvitationId,
@@ -249,10 +250,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Writes an organization's mutable fields (everything but id, manager and creation), with
-    /// its audit events. False when it is gone.
+    /// its audit events. With `expected`, only while the stored organization still equals it
+    /// (the copy the change was made from), under its row lock: two changes made from the same
+    /// copy cannot overwrite each other. False when it is gone or, with `expected`, changed.
     async fn update_organization(
         &self,
         organization: &Organization,
+        expected: Option<&Organization>,
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 

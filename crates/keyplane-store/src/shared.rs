@@ -557,6 +557,23 @@ macro_rules! impl_store {
                 == 1)
         }
 
+        /// Locks the organization of an invitation like [`lock_organization`]. False when the
+        /// invitation is gone.
+        async fn lock_organization_of_invitation(
+            conn: &mut Connection,
+            id: InvitationId,
+        ) -> Result<bool, StoreError> {
+            Ok(sqlx::query(
+                "UPDATE organizations SET name = name \
+                 WHERE id = (SELECT organization_id FROM invitations WHERE id = $1)",
+            )
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+
         /// An owner who is not disabled (invited owners count: the bootstrap owner starts so).
         fn is_active_owner(membership: &Membership) -> bool {
             membership.role == Role::Owner && membership.status != UserStatus::Disabled
@@ -1222,6 +1239,12 @@ macro_rules! impl_store {
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                // Membership changes hold the organization's lock while they read and write:
+                // taking it here, the role checked below is the role as committed, and a
+                // promotion cannot slip in between this check and this write.
+                if !lock_organization(&mut tx, invitation.organization_id).await? {
+                    return Ok(false);
+                }
                 let renewed = sqlx::query(&format!(
                     "UPDATE invitations SET token_hash = $1, expires_at = $2 \
                      WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL \
@@ -1248,6 +1271,12 @@ macro_rules! impl_store {
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                // Membership changes hold the organization's lock while they read and write:
+                // taking it here, the role checked below is the role as committed, and a
+                // promotion cannot slip in between this check and this write.
+                if !lock_organization_of_invitation(&mut tx, id).await? {
+                    return Ok(false);
+                }
                 let revoked = sqlx::query(&format!(
                     "UPDATE invitations SET revoked_at = $1 \
                      WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL \
@@ -1261,6 +1290,18 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     == 1;
+                if revoked {
+                    // The membership existed only through the invitation: a revoked one leaves
+                    // no member behind who can never sign in (and who would count as an owner).
+                    sqlx::query(
+                        "DELETE FROM memberships WHERE status = $1 AND (organization_id, user_id) \
+                         IN (SELECT organization_id, user_id FROM invitations WHERE id = $2)",
+                    )
+                    .bind(UserStatus::Invited.as_str())
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 commit_if(tx, revoked, events).await
             }
 
@@ -1273,6 +1314,12 @@ macro_rules! impl_store {
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                // Membership changes of the organization hold its lock while they read and
+                // write a membership: taking it here keeps a role change from writing back the
+                // `invited` status it read over the acceptance.
+                if !lock_organization(&mut tx, invitation.organization_id).await? {
+                    return Ok(false);
+                }
                 let accepted = sqlx::query(
                     "UPDATE invitations SET accepted_at = $1 WHERE id = $2 \
                      AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $3",
@@ -1469,10 +1516,23 @@ macro_rules! impl_store {
             async fn update_organization(
                 &self,
                 o: &Organization,
+                expected: Option<&Organization>,
                 events: &[AuditEvent],
             ) -> Result<bool, StoreError> {
                 let mut writer = self.write().await?;
                 let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                if let Some(expected) = expected {
+                    if !lock_organization(&mut tx, o.id).await? {
+                        return Ok(false);
+                    }
+                    let current = sqlx::query("SELECT * FROM organizations WHERE id = $1")
+                        .bind(o.id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if organization_from_row(&current)? != *expected {
+                        return Ok(false);
+                    }
+                }
                 let updated = sqlx::query(
                     "UPDATE organizations SET name = $1, display_name = $2, address_line1 = $3, \
                      address_line2 = $4, zip = $5, town = $6, state = $7, country_code = $8, \

@@ -1031,7 +1031,12 @@ async fn live_keys_need_the_live_env(backend: Backend) {
         .unwrap()
         .unwrap();
     organization.envs = vec![keyplane_core::values::Env::Test];
-    assert!(store.update_organization(&organization, &[]).await.unwrap());
+    assert!(
+        store
+            .update_organization(&organization, None, &[])
+            .await
+            .unwrap()
+    );
     let put = send(
         &app,
         Method::PUT,

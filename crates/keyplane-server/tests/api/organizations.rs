@@ -15,6 +15,7 @@ on_both_stores!(
     lists_reach_every_depth_filter_and_order,
     only_owners_and_admins_change_organizations,
     replays_recorded_fiskaly_organization_create_and_retrieve,
+    a_patch_and_an_enable_env_at_once_both_take_effect,
 );
 
 fn venue(name: &str) -> Value {
@@ -561,4 +562,63 @@ async fn replays_recorded_fiskaly_organization_create_and_retrieve(backend: Back
     let retrieved = ok(response).await;
     assert_has_keys(&retrieved, &recorded);
     assert_eq!(retrieved["_type"], recorded["_type"]);
+}
+
+/// Before: both read the organization and wrote the whole row back, so an `enable-env` that
+/// answered 200 with LIVE could be overwritten by a `PATCH` made from an older copy (and the
+/// other way round). Each now writes only while the row is the one it read.
+async fn a_patch_and_an_enable_env_at_once_both_take_effect(backend: Backend) {
+    let (app, _boot, token) = setup(&backend).await;
+    for round in 0..4 {
+        let child = ok(send(
+            &app,
+            Method::POST,
+            &token,
+            "/api/v0/organizations",
+            Some(venue(&format!("Venue {round}"))),
+        )
+        .await)
+        .await;
+        let path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
+        let patches = async {
+            let mut last = None;
+            for n in 0..8 {
+                let name = format!("display {round}-{n}");
+                let response = send(
+                    &app,
+                    Method::PATCH,
+                    &token,
+                    &path,
+                    Some(json!({"display_name": name})),
+                )
+                .await;
+                match response.status().as_u16() {
+                    200 => last = Some(name),
+                    409 => {}
+                    other => panic!("PATCH answered {other}"),
+                }
+            }
+            last
+        };
+        let enable_path = format!("{path}/enable-env");
+        let enable = send(
+            &app,
+            Method::POST,
+            &token,
+            &enable_path,
+            Some(json!({"env": "LIVE"})),
+        );
+        let (last_patch, enabled) = tokio::join!(patches, enable);
+        let enabled = ok(enabled).await;
+        assert_eq!(enabled["_envs"], json!(["TEST", "LIVE"]));
+        let stored = ok(app.get_as(&token, &path).await).await;
+        assert_eq!(
+            stored["_envs"],
+            json!(["TEST", "LIVE"]),
+            "round {round}: {stored}"
+        );
+        if let Some(name) = last_patch {
+            assert_eq!(stored["display_name"], name.as_str(), "round {round}");
+        }
+    }
 }
