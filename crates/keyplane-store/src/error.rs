@@ -84,13 +84,15 @@ impl From<sqlx::Error> for StoreError {
                 match db.code().as_deref() {
                     // PostgreSQL: connection exceptions (08xxx), the server shutting down (57P0x),
                     // too many connections (53300), out of disk space (53100), a statement ended
-                    // by statement_timeout (57014, query_canceled).
+                    // by statement_timeout (57014, query_canceled), a session ended by
+                    // idle_in_transaction_session_timeout (25P03).
                     Some(code)
                         if code.starts_with("08")
                             || code.starts_with("57P0")
                             || code == "53300"
                             || code == "53100"
-                            || code == "57014" =>
+                            || code == "57014"
+                            || code == "25P03" =>
                     {
                         StoreError::Unavailable(error)
                     }
