@@ -21,6 +21,7 @@ use crate::on_both_stores;
 on_both_stores!(
     bootstrap_creates_the_first_organization_once,
     keys_rotate_adds_a_key_and_schedules_the_old_ones_retirement,
+    recover_owner_invites_a_new_owner_into_an_organization_nobody_can_enter,
 );
 
 /// Settings of a store that a spawned `keyplane` process and the test share.
@@ -449,4 +450,113 @@ async fn keys_rotate_adds_a_key_and_schedules_the_old_ones_retirement(backend: B
     );
     assert_eq!(second.retired_at, None);
     assert_ne!(first.encrypted_private_key, second.encrypted_private_key);
+}
+
+/// The operator's way back in: the first owner never accepted (the link is lost) and nobody
+/// else can sign in. `keyplane admin recover-owner` makes a new owner invitation; the person accepts,
+/// signs in and acts as owner. Bad input changes nothing and exits 1 with the reason.
+async fn recover_owner_invites_a_new_owner_into_an_organization_nobody_can_enter(backend: Backend) {
+    let store = StoreUnderTest::new(&backend).await;
+    let output = bootstrap(&store, "Stranded").await;
+    assert!(output.status.success());
+    let boot: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let organization = boot["organization_id"].as_str().unwrap();
+
+    let recover = |args: &[&str]| {
+        let mut full = vec!["admin", "recover-owner"];
+        full.extend_from_slice(args);
+        store.command(&full)
+    };
+    for (args, reason) in [
+        (
+            vec!["--organization", "not-a-uuid", "--email", "new@example.com"],
+            "organization",
+        ),
+        (
+            vec![
+                "--organization",
+                "00000000-0000-4000-8000-000000000000",
+                "--email",
+                "new@example.com",
+            ],
+            "no organization",
+        ),
+        (
+            vec!["--organization", organization, "--email", "not an email"],
+            "email",
+        ),
+    ] {
+        let output = recover(&args).output().await.unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+
+    let output = recover(&[
+        "--organization",
+        organization,
+        "--email",
+        "rescuer@example.com",
+        "--json",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let recovered: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(recovered["organization_id"], organization);
+    let token = recovered["invitation_url"]
+        .as_str()
+        .unwrap()
+        .split_once("#token=")
+        .unwrap()
+        .1
+        .to_owned();
+
+    let app = TestAppBuilder::new(&backend)
+        .await
+        .configure(|config| config.store = store.config.clone())
+        .start()
+        .await;
+    let accepted = app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &serde_json::json!({"token": token, "password": "a rescuer's passphrase"}),
+        )
+        .await;
+    assert_eq!(accepted.status(), 200);
+    let login: serde_json::Value = app
+        .post_json(
+            "/api/v0/auth",
+            &serde_json::json!({"email": "rescuer@example.com", "password": "a rescuer's passphrase"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap();
+    let me = app
+        .get_as(
+            access,
+            &format!("/api/v0/users/{}", recovered["user_id"].as_str().unwrap()),
+        )
+        .await;
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(
+        (me["role"].as_str(), me["status"].as_str()),
+        (Some("owner"), Some("active"))
+    );
+    let audit = app
+        .get_as(
+            access,
+            &format!("/api/v0/organizations/{organization}/audit-events?action=owner.recovered"),
+        )
+        .await;
+    let audit: serde_json::Value = audit.json().await.unwrap();
+    assert_eq!(audit["count"], 1, "{audit}");
 }
