@@ -85,16 +85,8 @@ pub async fn create(
     let manager = match manager {
         None | Some("") => actor.organization_id,
         Some(id) => {
-            visible(state, actor, id)
-                .await
-                .map_err(|error| match error {
-                    OrganizationError::NotFound => {
-                        ValidationError::new("managed_by_organization_id", "no such organization")
-                            .into()
-                    }
-                    other => other,
-                })?
-                .id
+            // Unknown or invisible: 404, as fiskaly answers (contract section 5).
+            visible(state, actor, id).await?.id
         }
     };
     match access::management_levels(state, manager).await? {

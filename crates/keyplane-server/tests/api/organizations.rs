@@ -170,16 +170,28 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         ("name", json!(7)),
         ("name", json!(null)),
         ("colour", json!("red")),
-        (
-            "managed_by_organization_id",
-            json!(uuid::Uuid::now_v7().to_string()),
-        ),
         ("metadata", json!({"k": [1]})),
     ] {
         let mut body = venue("Venue");
         body[field] = value;
         cases.push((body, field));
     }
+    // An unknown or invisible manager is a 404, as fiskaly answers (the recorded traffic).
+    let mut orphan = venue("Venue");
+    orphan["managed_by_organization_id"] = json!(uuid::Uuid::now_v7().to_string());
+    assert_error(
+        send(
+            &app,
+            Method::POST,
+            &token,
+            "/api/v0/organizations",
+            Some(orphan),
+        )
+        .await,
+        404,
+        "E_ORGANIZATION_NOT_FOUND",
+    )
+    .await;
     for (body, field) in cases {
         let error = assert_error(
             send(
