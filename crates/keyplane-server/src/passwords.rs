@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use std::collections::VecDeque;
+use tokio::sync::oneshot;
 
 /// Requests allowed to wait for a hashing slot.
 pub const MAX_WAITING: usize = 64;
@@ -38,7 +39,7 @@ pub const MAX_PER_ACCOUNT: usize = 2;
 pub struct Saturated;
 
 pub struct Passwords {
-    slots: Arc<Semaphore>,
+    slots: Arc<FairSlots>,
     waiting: AtomicUsize,
     /// Checks queued or running per client; an entry lives only while its count is above 0.
     per_client: Shares<IpAddr>,
@@ -94,6 +95,113 @@ fn verify_now(password: &str, phc: Option<&str>) -> bool {
         && known
 }
 
+/// The hashing slots, handed out in turn to the clients waiting for one (round robin), not in
+/// arrival order: a client with many checks queued gets one slot in turn like a client with
+/// one, so a newcomer waits for one check per waiting client, not for the whole queue.
+struct FairSlots {
+    state: Mutex<FairState>,
+}
+
+#[derive(Default)]
+struct FairState {
+    free: usize,
+    /// Waiters per client, oldest first.
+    waiters: HashMap<Option<IpAddr>, VecDeque<oneshot::Sender<()>>>,
+    /// Clients with waiters, in turn.
+    turn: VecDeque<Option<IpAddr>>,
+}
+
+/// A waiter's place in turn. A waiter that goes away after its slot was sent, before it took
+/// it, hands the slot on; one that goes away before is skipped when its turn comes.
+struct Turn {
+    receiver: Option<oneshot::Receiver<()>>,
+    slots: Arc<FairSlots>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(mut receiver) = self.receiver.take()
+            && receiver.try_recv().is_ok()
+        {
+            self.slots.release();
+        }
+    }
+}
+
+/// A hashing slot, handed to the next waiter in turn (or freed) when dropped.
+struct Slot(Arc<FairSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl FairSlots {
+    fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(FairState {
+                free: slots,
+                ..Default::default()
+            }),
+        })
+    }
+
+    /// A slot for `client`, at once when one is free and nobody waits, else in its turn.
+    async fn acquire(self: &Arc<Self>, client: Option<IpAddr>) -> Slot {
+        let waiting = {
+            let mut state = self.state.lock().expect("not poisoned");
+            if state.free > 0 && state.turn.is_empty() {
+                state.free -= 1;
+                None
+            } else {
+                let (sender, receiver) = oneshot::channel();
+                let queue = state.waiters.entry(client).or_default();
+                queue.push_back(sender);
+                if queue.len() == 1 {
+                    state.turn.push_back(client);
+                }
+                Some(receiver)
+            }
+        };
+        if let Some(receiver) = waiting {
+            let mut turn = Turn {
+                receiver: Some(receiver),
+                slots: self.clone(),
+            };
+            // The sender is dropped without sending only by `release` skipping a waiter that
+            // went away, so a waiter still here is always sent its slot.
+            if let Some(receiver) = turn.receiver.as_mut() {
+                let _ = receiver.await;
+            }
+            turn.receiver = None;
+        }
+        Slot(self.clone())
+    }
+
+    /// Hands the slot to the next waiter in turn that is still waiting, or frees it.
+    fn release(&self) {
+        let mut state = self.state.lock().expect("not poisoned");
+        while let Some(client) = state.turn.pop_front() {
+            let Some(queue) = state.waiters.get_mut(&client) else {
+                continue;
+            };
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                state.waiters.remove(&client);
+            } else {
+                state.turn.push_back(client);
+            }
+            if let Some(next) = next
+                && next.send(()).is_ok()
+            {
+                return;
+            }
+        }
+        state.free += 1;
+    }
+}
+
 /// Places in the queue held per key (a client, an account); a key holds an entry only while it
 /// holds a place, so memory follows the queue's bound.
 struct Shares<K> {
@@ -116,8 +224,13 @@ impl<K: std::hash::Hash + Eq + Copy> Shares<K> {
         if *count >= self.most {
             return Err(Saturated);
         }
+        let first = *count == 0;
         *count += 1;
-        Ok(Share { shares: self, key })
+        Ok(Share {
+            shares: self,
+            key,
+            first,
+        })
     }
 
     #[cfg(test)]
@@ -130,6 +243,8 @@ impl<K: std::hash::Hash + Eq + Copy> Shares<K> {
 struct Share<'a, K: std::hash::Hash + Eq + Copy> {
     shares: &'a Shares<K>,
     key: K,
+    /// The key held no place before this one.
+    first: bool,
 }
 
 impl<K: std::hash::Hash + Eq + Copy> Drop for Share<'_, K> {
@@ -155,7 +270,7 @@ impl Drop for WaitingGuard<'_> {
 impl Passwords {
     fn with_slots(slots: usize) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(slots)),
+            slots: FairSlots::new(slots),
             waiting: AtomicUsize::new(0),
             per_client: Shares::new(MAX_PER_CLIENT),
             per_account: Shares::new(MAX_PER_ACCOUNT),
@@ -186,22 +301,31 @@ impl Passwords {
         Duration::from_micros(micros)
     }
 
+    /// Runs `work` in a hashing slot, in `client`'s turn. The queue holds [`MAX_WAITING`]
+    /// checks; a client that holds no place in it yet (`newcomer`) may still join up to twice
+    /// that, so that clients filling the queue cannot keep a newcomer out.
     async fn run<T: Send + 'static>(
         &self,
+        client: Option<IpAddr>,
+        newcomer: bool,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Saturated> {
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+        let bound = if newcomer {
+            2 * MAX_WAITING
+        } else {
+            MAX_WAITING
+        };
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= bound {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Saturated);
         }
         // Leaves the queue however this future ends, cancelled requests included.
         let waiting = WaitingGuard(&self.waiting);
-        let permit = self.slots.clone().acquire_owned().await;
+        let slot = self.slots.acquire(client).await;
         drop(waiting);
-        let permit = permit.expect("the semaphore is never closed");
         let result = tokio::task::spawn_blocking(move || {
             let result = work();
-            drop(permit);
+            drop(slot);
             result
         })
         .await
@@ -211,7 +335,7 @@ impl Passwords {
 
     /// An Argon2id PHC string for `password`.
     pub async fn hash(&self, password: String) -> Result<String, Saturated> {
-        self.run(move || hash_now(&password)).await
+        self.run(None, false, move || hash_now(&password)).await
     }
 
     /// Whether `password` matches `phc`, for a request from `client` (its throttling unit).
@@ -234,11 +358,12 @@ impl Passwords {
         let _account = account
             .map(|account| self.per_account.take(account))
             .transpose()?;
-        let _client = client
+        let share = client
             .map(|client| self.per_client.take(client))
             .transpose()?;
+        let newcomer = share.as_ref().is_some_and(|share| share.first);
         let typical = self.typical_micros.clone();
-        self.run(move || {
+        self.run(client, newcomer, move || {
             let started = Instant::now();
             let matches = verify_now(&password, phc.as_deref());
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -349,6 +474,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn slots_go_round_the_waiting_clients_in_turn() {
+        let slots = FairSlots::new(1);
+        let held = slots.acquire(None).await;
+        let (crowd, newcomer): (Option<IpAddr>, Option<IpAddr>) = (
+            Some("192.0.2.1".parse().unwrap()),
+            Some("192.0.2.2".parse().unwrap()),
+        );
+        let mut crowd_waiting = Vec::new();
+        for _ in 0..3 {
+            let mut waiter = Box::pin(slots.acquire(crowd));
+            assert!(futures_poll_once(&mut waiter).await.is_none());
+            crowd_waiting.push(waiter);
+        }
+        let mut newcomer_waiting = Box::pin(slots.acquire(newcomer));
+        assert!(futures_poll_once(&mut newcomer_waiting).await.is_none());
+        // The first of the crowd, then the newcomer, though it came after all of the crowd.
+        drop(held);
+        let first = futures_poll_once(&mut crowd_waiting[0])
+            .await
+            .expect("its turn");
+        assert!(futures_poll_once(&mut crowd_waiting[1]).await.is_none());
+        drop(first);
+        assert!(
+            futures_poll_once(&mut newcomer_waiting).await.is_some(),
+            "the newcomer's turn"
+        );
+        // A waiter that goes away hands its turn on.
+        drop(newcomer_waiting);
+        drop(crowd_waiting.remove(0));
+        assert!(futures_poll_once(&mut crowd_waiting[0]).await.is_some());
+    }
+
+    #[tokio::test]
     async fn one_account_holds_at_most_its_share_of_the_queue_whoever_asks() {
         let passwords = Passwords::with_slots(0);
         let client = |n: u8| Some(IpAddr::from([192, 0, 2, n]));
@@ -371,7 +529,7 @@ mod tests {
     async fn unknown_accounts_take_no_hashing_slot() {
         let passwords = Passwords::with_slots(1);
         // With every slot taken, an unknown account still gets its answer.
-        let taken = passwords.slots.clone().acquire_owned().await.unwrap();
+        let taken = passwords.slots.acquire(None).await;
         assert!(
             !passwords
                 .verify("x".into(), None, Some(1), None)

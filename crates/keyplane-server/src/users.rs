@@ -513,6 +513,9 @@ pub async fn accept(
         .membership(invitation.organization_id, user.id)
         .await?
         .ok_or(UserError::InvalidInvitation)?;
+    // This node may remember the person as unable to act here (a token of an earlier
+    // membership was refused moments ago): their new tokens work at once.
+    forget(state, &membership).await;
     Ok((user, membership))
 }
 
