@@ -27,6 +27,8 @@ pub struct Connections {
     options: SqliteConnectOptions,
     /// How long a caller waits for a busy connection before it is told the store is unavailable.
     timeout: std::time::Duration,
+    /// Set when the next writer must be reopened before use.
+    suspect: std::sync::atomic::AtomicBool,
 }
 
 /// How deep in transactions sqlx believes a connection is.
@@ -49,6 +51,7 @@ impl Connections {
             next: AtomicUsize::new(0),
             options: options.clone(),
             timeout,
+            suspect: Default::default(),
         })
     }
 
@@ -60,6 +63,7 @@ impl Connections {
     /// again (SQLite rolls back whatever it held) before anyone writes with it.
     pub async fn get_for_writing(&self) -> Result<Lent<'_>, StoreError> {
         let mut connection = self.get().await?;
+        let mut reopen = self.suspect.swap(false, Ordering::AcqRel);
         if transaction_depth(&connection) > 0 {
             // A rollback of a dropped transaction may still be queued on the connection's
             // thread: a round trip lets it run first.
@@ -68,12 +72,29 @@ impl Connections {
                 tracing::error!(
                     "the SQLite writer was left inside a failed transaction; reopening it"
                 );
-                let fresh = self.options.connect().await?;
-                let broken = std::mem::replace(&mut *connection, fresh);
-                let _ = broken.close().await;
+                reopen = true;
+            }
+        }
+        if reopen {
+            match self.options.connect().await {
+                Ok(fresh) => {
+                    let broken = std::mem::replace(&mut *connection, fresh);
+                    let _ = broken.close().await;
+                }
+                Err(error) => {
+                    self.suspect.store(true, Ordering::Release);
+                    return Err(error.into());
+                }
             }
         }
         Ok(connection)
+    }
+
+    /// Has the next writer reopened before use: a write failed in a way a fresh connection may
+    /// not (SQLite opens a database it cannot write read-only, and stays so after the file
+    /// system becomes writable again).
+    pub fn reopen_before_next_write(&self) {
+        self.suspect.store(true, Ordering::Release);
     }
 
     /// The first idle connection (so that a lightly loaded server keeps using the same warm

@@ -13,6 +13,10 @@ pub enum StoreError {
     /// organization deleted while a request for it ran: the caller should answer 404.
     #[error("a record it refers to no longer exists")]
     ReferenceGone(#[source] sqlx::Error),
+    /// The database opened but cannot be written (a read-only file system or file): SQLite then
+    /// stays read-only until reopened, so the server must not start on it.
+    #[error("the database at {0} cannot be written (read-only file system or file)")]
+    ReadOnly(String),
     /// `keyplane bootstrap` ran before, or the store already holds an organization.
     #[error("the store already has an organization")]
     AlreadyBootstrapped,
@@ -43,6 +47,7 @@ impl StoreError {
             StoreError::ReferenceGone(error) => StoreError::ReferenceGone(copy(error)),
             StoreError::Internal(error) => StoreError::Internal(copy(error)),
             StoreError::AlreadyBootstrapped => StoreError::AlreadyBootstrapped,
+            StoreError::ReadOnly(path) => StoreError::ReadOnly(path.clone()),
             StoreError::Corrupt(message) => StoreError::Corrupt(message.clone()),
             StoreError::Migration(error) => {
                 StoreError::Internal(sqlx::Error::Protocol(error.to_string()))

@@ -48,6 +48,9 @@ impl PostgresStore {
         })
     }
 
+    /// Pool connections are tested and replaced by the pool itself.
+    fn write_probe_failed(&self) {}
+
     /// The database server watches its own disk; a write that does not fit fails with 53100.
     fn check_storage(&self) -> Result<(), StoreError> {
         Ok(())

@@ -741,14 +741,21 @@ macro_rules! impl_store {
 
             async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
                 self.check_storage()?;
-                let mut writer = self.write().await?;
-                let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-                sqlx::query("UPDATE readiness_probe SET checked_at = $1 WHERE id = 1")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
+                let probe = async {
+                    let mut writer = self.write().await?;
+                    let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+                    sqlx::query("UPDATE readiness_probe SET checked_at = $1 WHERE id = 1")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<(), StoreError>(())
+                };
+                let result = probe.await;
+                if result.is_err() {
+                    self.write_probe_failed();
+                }
+                result
             }
 
             async fn bootstrap(&self, b: &Bootstrap) -> Result<(), StoreError> {

@@ -91,6 +91,19 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut *writer.get().await?)
             .await?;
+        // SQLite opens a database it cannot write read-only, and every later connection of this
+        // process shares that state: starting so would answer 503 to every write until a
+        // restart, even once the file system is writable again. Refuse instead.
+        let writable =
+            sqlx::query("UPDATE readiness_probe SET checked_at = checked_at WHERE id = 1")
+                .execute(&mut *writer.get().await?)
+                .await;
+        if let Err(sqlx::Error::Database(error)) = &writable
+            && error.code().as_deref() == Some("8")
+        {
+            return Err(StoreError::ReadOnly(path.display().to_string()));
+        }
+        writable?;
         // SQLite reads run on the CPU (the pages are cached), so more readers than cores buy
         // nothing but memory: each connection keeps its own page cache (up to 2 MiB).
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
@@ -107,6 +120,11 @@ impl SqliteStore {
                 .unwrap_or(Path::new("."))
                 .to_path_buf(),
         })
+    }
+
+    /// After a failed write probe the writer is reopened before its next use.
+    fn write_probe_failed(&self) {
+        self.writer.reopen_before_next_write();
     }
 
     /// Unavailable when the database file is gone or its file system has less than

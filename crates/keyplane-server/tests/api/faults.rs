@@ -194,3 +194,54 @@ async fn a_deleted_database_file_refuses_writes_and_a_restart() {
     let fresh = keyplane_server::Application::build(config).await;
     assert!(fresh.is_ok(), "an explicit flag starts a new database");
 }
+
+/// Before: started on a read-only file system, SQLite opened the database read-only and the
+/// server came up answering every write with an error, and went on doing so after the file
+/// system became writable again (every connection of the process shares that read-only
+/// state). Now it refuses to start, saying why, and starts once the file system is writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_refuses_to_start_and_starts_once_writable() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        return;
+    };
+    let data = disk.path.join("data");
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .data_dir(&data)
+        .start()
+        .await;
+    let boot = app.bootstrap().await;
+    app.stop().await;
+    let remount = |mode: &str| {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&disk.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    };
+    remount("ro");
+    let config = keyplane_server::ServeConfig::for_data_dir(&data);
+    let refused = keyplane_server::Application::build(config.clone()).await;
+    let error = refused.err().expect("no start on a read-only database");
+    assert!(error.to_string().contains("cannot be written"), "{error}");
+
+    remount("rw");
+    let app = TestAppBuilder::new(&Backend::Sqlite)
+        .await
+        .data_dir(&data)
+        .start()
+        .await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
+    let put = send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/after-remount",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await;
+    assert_eq!(put.status(), 200);
+    app.stop().await;
+}
