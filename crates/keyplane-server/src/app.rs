@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyplane_core::secrets::{MasterKey, ServerSecrets};
-use keyplane_store::{PostgresOptions, PostgresStore, SqliteStore, Store, StoreError};
+use keyplane_store::{Bounded, PostgresOptions, PostgresStore, SqliteStore, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -309,14 +309,18 @@ pub async fn open_store(
     }
     let master_key = load_master_key(config)?;
     let store: Arc<dyn Store> = match &config.database_url {
-        Some(url) => Arc::new(
+        // Across a network, every operation is bounded on this side too: a connection to a
+        // database that went silent mid-statement answers nothing until the kernel gives up.
+        // The timeout end to end (connection and statements), and a little for the answer.
+        Some(url) => Arc::new(Bounded::new(
             PostgresStore::connect(&PostgresOptions {
                 url: url.clone(),
                 max_connections: config.database_max_connections,
                 acquire_timeout: config.database_timeout(),
             })
             .await?,
-        ),
+            config.database_timeout() + Duration::from_millis(500),
+        )),
         None => {
             ensure_private_database(&database).map_err(|source| StartupError::DataDir {
                 path: database.clone(),

@@ -2,6 +2,7 @@
 //! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in
 //! [`shared`]; only connection setup and migrations differ.
 
+mod bounded;
 mod connections;
 mod error;
 mod in_place;
@@ -21,6 +22,7 @@ use keyplane_core::tokens::StoredSigningKey;
 use keyplane_core::values::Role;
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
+pub use bounded::Bounded;
 pub use error::StoreError;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use shared::list_api_keys_sql;

@@ -1,0 +1,115 @@
+//! A deadline around every operation of a store whose database is across a network: when the
+//! network goes silent mid-statement, neither the database's own timeouts nor the connection's
+//! (sqlx sets no TCP keepalive or user timeout) reach this side, and a request would wait for as
+//! long as the silence lasts. Past the deadline the operation is dropped — its connection with
+//! it, so it is not reused — and the caller gets `Unavailable`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::records::{
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
+    Organization, PendingInvitation, RefreshIssue, RefreshToken, User, UserQuery,
+};
+use keyplane_core::secrets::CredentialHash;
+use keyplane_core::tokens::StoredSigningKey;
+use keyplane_core::values::Role;
+use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
+
+use crate::{Bootstrap, OrganizationDeletion, Store, StoreError};
+
+/// `S` with every operation bounded by `deadline`.
+pub struct Bounded<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S> Bounded<S> {
+    pub fn new(inner: S, deadline: Duration) -> Self {
+        Self { inner, deadline }
+    }
+
+    async fn within<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.deadline, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    "the database did not answer in time",
+                ))
+            })
+    }
+}
+
+/// Implements `Store` for `Bounded<S>` from the trait's signatures: each operation is the inner
+/// store's, within the deadline.
+macro_rules! bounded {
+    ($(async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        #[async_trait]
+        impl<S: Store> Store for Bounded<S> {
+            fn engine(&self) -> &'static str {
+                self.inner.engine()
+            }
+
+            async fn close(&self) {
+                self.inner.close().await
+            }
+
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.within(self.inner.$name($($arg),*)).await
+                }
+            )*
+        }
+    };
+}
+
+bounded! {
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn probe_write(&self, now: i64) -> Result<(), StoreError>;
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
+    async fn organization(&self, id: OrganizationId) -> Result<Option<Organization>, StoreError>;
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    async fn memberships_of_user(&self, user_id: UserId) -> Result<Vec<Membership>, StoreError>;
+    async fn invitations_of_organization(&self, organization_id: OrganizationId) -> Result<Vec<Invitation>, StoreError>;
+    async fn api_key_by_public_key(&self, public_key: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn audit_events(&self, organization_id: OrganizationId) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn list_audit_events(&self, organization_id: OrganizationId, query: &AuditQuery) -> Result<(Vec<AuditEvent>, u64), StoreError>;
+    async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
+    async fn rotate_signing_key(&self, new: &StoredSigningKey, retire_at: i64, expected_newest: Option<&str>) -> Result<bool, StoreError>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn membership(&self, organization_id: OrganizationId, user_id: UserId) -> Result<Option<Membership>, StoreError>;
+    async fn list_users(&self, organization_id: OrganizationId, query: &UserQuery) -> Result<(Vec<(User, Membership)>, u64), StoreError>;
+    async fn invite(&self, new_user: Option<&User>, membership: &Membership, invitation: &Invitation, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn grant_owner_invitation(&self, new_user: Option<&User>, invitation: &Invitation, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn change_membership(&self, expected: &Membership, changed: &Membership, events: &[AuditEvent]) -> Result<MembershipOutcome, StoreError>;
+    async fn remove_membership(&self, expected: &Membership, events: &[AuditEvent]) -> Result<MembershipOutcome, StoreError>;
+    async fn pending_invitations(&self, organization_id: OrganizationId, now: i64) -> Result<Vec<PendingInvitation>, StoreError>;
+    async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
+    async fn invitation_by_hash(&self, hash: &CredentialHash) -> Result<Option<Invitation>, StoreError>;
+    async fn renew_invitation(&self, invitation: &Invitation, offered: Role, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn revoke_invitation(&self, id: InvitationId, offered: Role, now: i64, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn accept_invitation(&self, invitation: &Invitation, user: &User, now: i64, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn set_user_password(&self, user_id: UserId, password_hash: &str) -> Result<(), StoreError>;
+    async fn update_membership(&self, membership: &Membership, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn update_api_key(&self, id: ApiKeyId, changes: &ApiKeyChanges, events: &[AuditEvent]) -> Result<Option<ApiKey>, StoreError>;
+    async fn create_organization(&self, organization: &Organization, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn update_organization(&self, organization: &Organization, expected: Option<&Organization>, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn list_organizations(&self, root: OrganizationId, query: &OrganizationQuery) -> Result<(Vec<Organization>, u64), StoreError>;
+    async fn delete_organization(&self, id: OrganizationId, events: &[AuditEvent]) -> Result<OrganizationDeletion, StoreError>;
+    async fn create_api_key(&self, key: &ApiKey, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn api_key_by_name(&self, organization_id: OrganizationId, name: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn list_api_keys(&self, organization_id: OrganizationId, query: &ApiKeyQuery) -> Result<(Vec<ApiKey>, u64), StoreError>;
+    async fn delete_api_key(&self, id: ApiKeyId, only_if_role: Option<Role>, events: &[AuditEvent]) -> Result<bool, StoreError>;
+    async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;
+    async fn issue_refresh_tokens(&self, batch: &[RefreshIssue]) -> Result<Vec<bool>, StoreError>;
+    async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError>;
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+}
