@@ -176,11 +176,6 @@ impl SecretState {
     }
 }
 
-/// [`SecretState::end_of`] for a refresh-token family of `key`.
-pub fn family_end(key: &ApiKey, generation: i64) -> Option<Option<i64>> {
-    SecretState::of(key).end_of(generation)
-}
-
 /// Sort orders of a key list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiKeyOrder {
@@ -289,6 +284,7 @@ mod tests {
         let secrets = MasterKey::generate().derive();
         let new = pos_key();
         let (mut key, _) = create(new, &secrets, 100);
+        let family_end = |key: &ApiKey, generation| SecretState::of(key).end_of(generation);
         assert_eq!(family_end(&key, 0), Some(None));
         key.secret_generation = 1;
         key.previous_secret_expires_at = Some(160);

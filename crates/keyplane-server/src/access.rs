@@ -55,6 +55,31 @@ pub struct Standing {
     pub secret: Option<SecretState>,
 }
 
+impl Standing {
+    /// When what was issued to this subject under `token_version`, with the API key secret of
+    /// `key_generation`, ends at the latest: `Some(None)` never of itself, `Some(Some(end))` with
+    /// the grace of the rotation that replaced that secret; `None` when it has ended (issued
+    /// before a disable or to an earlier membership, or with a secret rotated away).
+    pub fn end_for(
+        &self,
+        token_version: i64,
+        key_generation: Option<i64>,
+        now: i64,
+    ) -> Option<Option<i64>> {
+        if token_version != self.token_version {
+            return None;
+        }
+        let end = match (self.secret, key_generation) {
+            (Some(secret), Some(generation)) => secret.end_of(generation)?,
+            _ => None,
+        };
+        match end {
+            Some(end) if end <= now => None,
+            end => Some(end),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     /// Malformed, forged, expired, of an unknown key, or of a subject that may no longer act.
@@ -243,7 +268,7 @@ pub async fn current_standing(
 }
 
 /// A key's standing, when it may act at `now`.
-pub fn key_standing(key: &ApiKey, now: i64) -> Option<Standing> {
+fn key_standing(key: &ApiKey, now: i64) -> Option<Standing> {
     key_is_usable(key, now).then_some(Standing {
         role: key.role,
         token_version: key.token_version,
@@ -279,18 +304,13 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Actor,
         .await
         .map_err(AccessError::Store)?
         .ok_or(AccessError::Invalid("subject disabled or gone"))?;
-    if standing.token_version != claims.token_version {
+    if standing
+        .end_for(claims.token_version, claims.key_generation, now_unix())
+        .is_none()
+    {
         return Err(AccessError::Invalid(
-            "issued before the subject was disabled",
+            "issued before a disable or with a rotated secret",
         ));
-    }
-    // A token obtained with a secret that was rotated away ends with that secret's grace.
-    if let (Some(secret), Some(generation)) = (standing.secret, claims.key_generation) {
-        match secret.end_of(generation) {
-            Some(None) => {}
-            Some(Some(end)) if end > now_unix() => {}
-            _ => return Err(AccessError::Invalid("obtained with a rotated secret")),
-        }
     }
     Ok(Actor {
         subject_type: claims.subject_type,

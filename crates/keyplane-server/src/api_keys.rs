@@ -192,15 +192,15 @@ async fn reread(state: &AppState, key: &ApiKey) -> Result<ApiKey, ApiKeyError> {
 /// Writes `changes` (built from the key as last read) only while the key still has the role the
 /// caller's right was checked against: a role raised concurrently sends the check round again,
 /// so nobody changes, rotates or deletes a key above their role by racing a promotion.
-async fn checked_update(
+async fn checked_update<T>(
     state: &AppState,
     actor: &Actor,
     mut key: ApiKey,
-    change: impl Fn(&ApiKey) -> (ApiKeyChanges, AuditEvent),
-) -> Result<ApiKey, ApiKeyError> {
+    change: impl Fn(&ApiKey) -> (ApiKeyChanges, AuditEvent, T),
+) -> Result<(ApiKey, T), ApiKeyError> {
     for _ in 0..ATTEMPTS {
         may_manage(actor, key.role)?;
-        let (mut changes, event) = change(&key);
+        let (mut changes, event, made) = change(&key);
         changes.only_if_role = Some(key.role);
         if let Some(updated) = state
             .store()
@@ -208,7 +208,7 @@ async fn checked_update(
             .await?
         {
             forget(state, &updated).await;
-            return Ok(updated);
+            return Ok((updated, made));
         }
         key = reread(state, &key).await?;
     }
@@ -247,9 +247,10 @@ pub async fn update(
             role: request.role,
             ..Default::default()
         };
-        (changes, event(context, actor, key, action))
+        (changes, event(context, actor, key, action), ())
     })
     .await
+    .map(|(key, ())| key)
 }
 
 /// A new secret for the key, shown once; the old one works for the grace period.
@@ -262,23 +263,20 @@ pub async fn rotate(
 ) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
     may_manage(actor, key.role)?;
     api_keys::validate_grace_period(grace_period_seconds)?;
-    let secret = std::sync::Mutex::new(None);
-    let key = checked_update(state, actor, key, |key| {
-        let (change, plain) =
+    checked_update(state, actor, key, |key| {
+        let (change, secret) =
             api_keys::rotate(key, grace_period_seconds, state.secrets(), now_unix());
-        *secret.lock().expect("not poisoned") = Some(plain);
         let changes = ApiKeyChanges {
             secret: Some(change),
             ..Default::default()
         };
-        (changes, event(context, actor, key, "api_key.rotated"))
+        (
+            changes,
+            event(context, actor, key, "api_key.rotated"),
+            secret,
+        )
     })
-    .await?;
-    let secret = secret
-        .into_inner()
-        .expect("not poisoned")
-        .expect("a stored rotation made a secret");
-    Ok((key, secret))
+    .await
 }
 
 pub async fn delete(

@@ -27,7 +27,7 @@ use keyplane_core::values::{Env, Role, UserStatus};
 use keyplane_core::{AuditEventId, OrganizationId};
 use keyplane_store::StoreError;
 
-use crate::access::{Standing, current_standing, key_is_usable, key_standing};
+use crate::access::{Standing, current_standing, key_is_usable};
 use crate::app::AppState;
 use crate::throttle::{Throttle, ThrottlePolicy, Verdict};
 
@@ -522,53 +522,28 @@ pub async fn refresh_token_is_active(
 }
 
 /// Whether a refresh token's family may go on at `now`, judged from its subject as it is in the
-/// store: the subject's standing, and the family's end — its own, or sooner when the API key's
-/// secret it was obtained with has been rotated since (the rotation's grace, or at once). A
-/// family begun under a count of disables other than the subject's current one is over.
-/// `None` when the family may not go on.
+/// store (see [`Standing::end_for`]), and until when: its own end, or sooner when the API key's
+/// secret it was obtained with has been rotated since. `None` when the family may not go on.
 async fn family_standing(
     state: &AppState,
     token: &RefreshToken,
     now: i64,
 ) -> Result<Option<(Standing, Option<i64>)>, StoreError> {
-    let (standing, rotation_end) = match (token.subject_type, token.key_generation) {
-        (SubjectType::ApiKey, Some(generation)) => {
-            let Ok(id) = token.subject_id.parse() else {
-                return Ok(None);
-            };
-            let Some(key) = state
-                .store()
-                .api_key(id)
-                .await?
-                .filter(|key| key.organization_id == token.organization_id)
-            else {
-                return Ok(None);
-            };
-            let (Some(standing), Some(end)) = (
-                key_standing(&key, now),
-                keyplane_core::api_keys::family_end(&key, generation),
-            ) else {
-                return Ok(None);
-            };
-            (standing, end)
-        }
-        _ => {
-            let standing = current_standing(
-                state.store(),
-                token.subject_type,
-                &token.subject_id,
-                token.organization_id,
-            )
-            .await?;
-            let Some(standing) = standing else {
-                return Ok(None);
-            };
-            (standing, None)
-        }
-    };
-    if standing.token_version != token.subject_token_version {
+    let Some(standing) = current_standing(
+        state.store(),
+        token.subject_type,
+        &token.subject_id,
+        token.organization_id,
+    )
+    .await?
+    else {
         return Ok(None);
-    }
+    };
+    let Some(rotation_end) =
+        standing.end_for(token.subject_token_version, token.key_generation, now)
+    else {
+        return Ok(None);
+    };
     let end = match (token.family_expires_at, rotation_end) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

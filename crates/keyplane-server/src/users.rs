@@ -274,7 +274,7 @@ pub async fn update(
         {
             MembershipOutcome::Done => {
                 forget(state, &changed).await;
-                return reread(state, &changed).await;
+                return Ok(changed);
             }
             MembershipOutcome::LastOwner => return Err(UserError::LastOwner),
             MembershipOutcome::NotFound => return Err(UserError::NotFound),
@@ -356,9 +356,7 @@ async fn may_manage_invitation(
         .membership(invitation.organization_id, invitation.user_id)
         .await?
         .ok_or(UserError::InvitationNotFound)?;
-    if offered.role == Role::Owner {
-        require(actor, Action::ManageOwners)?;
-    }
+    may_change(actor, &offered, None)?;
     Ok(offered.role)
 }
 

@@ -327,6 +327,7 @@ pub async fn list(
         (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "`managed_by_organization_id` names no organization the caller can see", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
