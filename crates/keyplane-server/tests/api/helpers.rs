@@ -189,6 +189,11 @@ impl TestApp {
         self.config.store.data_dir.as_path()
     }
 
+    /// A URL that opens this app's SQLite database beside it (for plans and direct loads).
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir().join("keyplane.db").display())
+    }
+
     /// Creates the first organization with its owner and a `test` key, as `keyplane bootstrap` does.
     pub async fn bootstrap(&self) -> BootstrapOutput {
         keyplane_server::bootstrap::bootstrap(
