@@ -306,3 +306,10 @@ mod tests {
         assert!(validate_grace_period(-1).is_err() && validate_grace_period(604_801).is_err());
     }
 }
+
+impl ApiKey {
+    /// Whether the key may act now: enabled and not expired.
+    pub fn is_usable(&self, now: i64) -> bool {
+        self.status == ApiKeyStatus::Enabled && self.expires_at.is_none_or(|at| at > now)
+    }
+}

@@ -9,6 +9,7 @@ pub mod organizations;
 pub mod policy;
 pub mod records;
 pub mod secrets;
+pub mod standing;
 pub mod time;
 pub mod tokens;
 pub mod values;

@@ -15,9 +15,9 @@ use keyplane_core::tokens::{
     AccessClaims, KEY_PROPAGATION_SECONDS, SigningKey, SubjectType, TokenKeys,
 };
 use keyplane_core::values::Env;
-use keyplane_server::access::verify_access_token;
-use keyplane_server::app::open_store;
 use keyplane_server::http::bearer::Bearer;
+use keyplane_server::service::access::verify_access_token;
+use keyplane_server::startup::open_store;
 use keyplane_server::{AppState, ServeConfig};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
@@ -125,7 +125,7 @@ async fn server() -> Server {
     let state = AppState::new(store, secrets, &config)
         .await
         .expect("the state builds");
-    let created = keyplane_server::bootstrap::bootstrap(
+    let created = keyplane_server::service::bootstrap::bootstrap(
         state.store(),
         state.secrets(),
         "Bench Organization",

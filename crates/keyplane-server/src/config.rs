@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::throttle::ThrottlePolicy;
+use crate::infra::throttle::ThrottlePolicy;
 use clap::parser::ValueSource;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;

@@ -1,26 +1,22 @@
 //! Keyplane's server: configuration, the HTTPS listener, the HTTP API and operator commands.
+//!
+//! The layers, each importing only those below it:
+//! - [`http`]: routes, extractors, middleware and error rendering; thin handlers that call
+//! - [`service`]: the use cases (one module per resource, plus credentials and refresh), which
+//!   never import `http`; they use
+//! - [`state`]: what every request shares, built on
+//! - [`infra`]: TLS and the listener, throttles, group commit, usage, signing, passwords, mail,
+//!   metrics, files and caches; and the store (`keyplane-store`) and domain (`keyplane-core`).
+//!
+//! [`startup`] assembles them; [`config`] is the command line and file settings.
 
-pub mod access;
-pub mod api_keys;
-pub mod app;
-pub mod audit;
-pub mod auth;
-pub mod bootstrap;
 pub mod config;
-pub mod files;
-pub mod group_commit;
 pub mod http;
-pub mod mail;
-pub mod metrics;
-pub mod organizations;
-pub mod passwords;
-pub mod server;
-pub mod signing;
-pub mod telemetry;
-pub mod throttle;
-pub mod tls;
-pub mod usage;
-pub mod users;
+pub mod infra;
+pub mod service;
+pub mod startup;
+pub mod state;
 
-pub use app::{AppState, Application, StartupError};
 pub use config::{ServeConfig, StoreConfig};
+pub use startup::{Application, StartupError};
+pub use state::AppState;

@@ -7,9 +7,13 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyplane_core::secrets::MasterKey;
 use keyplane_core::tokens::KEY_PROPAGATION_SECONDS;
-use keyplane_server::bootstrap::{BootstrapError, RecoveryError, bootstrap, recover_owner};
+use keyplane_server::Application;
 use keyplane_server::config::{LogFormat, ServeConfig, StoreConfig, file_settings_as_flags};
-use keyplane_server::{Application, app, signing, telemetry};
+use keyplane_server::infra::{signing, telemetry};
+use keyplane_server::service::bootstrap::{
+    BootstrapError, RecoveryError, bootstrap, recover_owner,
+};
+use keyplane_server::startup as app;
 
 /// Each request makes many small, short-lived allocations; mimalloc serves them in about half
 /// the time glibc's allocator takes (BENCHMARKS.md).

@@ -1,6 +1,6 @@
 //! API keys on both path styles of the contract. Each handler only translates: the path style
 //! picks the organization (`None`: the caller's own) and the key reference (name or id), and
-//! [`crate::api_keys`] does the rest for both.
+//! [`crate::service::api_keys`] does the rest for both.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -12,13 +12,14 @@ use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
-use crate::app::AppState;
-use crate::auth::RequestContext;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
-use crate::http::{Deleted, JsonResponse, query};
+use crate::http::query;
+use crate::http::response::{Deleted, JsonResponse};
+use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
+use crate::service::credentials::RequestContext;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -188,7 +189,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
 
 async fn list(
     state: &AppState,
-    actor: &crate::access::Actor,
+    actor: &crate::service::access::Actor,
     organization_id: Option<&str>,
     raw: Option<&str>,
 ) -> Result<JsonResponse<ApiKeyList>, ApiError> {
@@ -258,7 +259,7 @@ pub struct RotateApiKey {
 
 async fn located(
     state: &AppState,
-    actor: &crate::access::Actor,
+    actor: &crate::service::access::Actor,
     organization_id: Option<&str>,
     key: KeyRef<'_>,
 ) -> Result<(Organization, ApiKey), ApiError> {

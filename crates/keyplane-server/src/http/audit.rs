@@ -10,11 +10,12 @@ use keyplane_core::values::Env;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::{JsonResponse, query};
-use crate::organizations;
+use crate::http::query;
+use crate::http::response::JsonResponse;
+use crate::service::organizations;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(

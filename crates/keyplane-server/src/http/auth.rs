@@ -9,11 +9,11 @@ use axum::{Router, extract::State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::auth::{self, AuthError, IssuedTokens, RequestContext};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::http::{JsonResponse, json_body};
+use crate::http::response::{JsonResponse, json_body};
+use crate::service::credentials::{self, AuthError, IssuedTokens, RequestContext};
+use crate::state::AppState;
 use keyplane_core::tokens::Jwk;
 use keyplane_core::values::Env;
 
@@ -105,7 +105,7 @@ pub async fn authenticate(
                 "cannot be combined with other credentials",
             ));
         }
-        auth::refresh(
+        credentials::refresh(
             &state,
             required("refresh_token", &body.refresh_token)?,
             None,
@@ -129,7 +129,8 @@ pub async fn authenticate(
                     .map_err(|_| ApiError::validation("organization_id", "must be a UUID"))
             })
             .transpose()?;
-        auth::authenticate_password(&state, email, password, organization_id, &context).await?
+        credentials::authenticate_password(&state, email, password, organization_id, &context)
+            .await?
     } else {
         if body.organization_id.is_some() {
             return Err(ApiError::validation(
@@ -139,7 +140,7 @@ pub async fn authenticate(
         }
         let key = required("api_key", &body.api_key)?;
         let secret = required("api_secret", &body.api_secret)?;
-        auth::authenticate_api_key(&state, key, secret, true, &context).await?
+        credentials::authenticate_api_key(&state, key, secret, true, &context).await?
     };
     Ok(JsonResponse(auth_response(issued)))
 }
@@ -226,7 +227,8 @@ pub async fn fiskil_token(
             );
         }
     };
-    match auth::authenticate_api_key(&state, client_id, client_secret, false, &context).await {
+    match credentials::authenticate_api_key(&state, client_id, client_secret, false, &context).await
+    {
         Ok(issued) => json_body(&FiskilTokenResponse {
             expires_in: issued.claims.exp - issued.claims.iat,
             token: issued.access_token,

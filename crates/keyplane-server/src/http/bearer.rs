@@ -1,14 +1,14 @@
 //! The bearer-token extractor every management endpoint takes: it verifies the token and yields
-//! the [`Actor`], or answers 401 with an RFC 6750 challenge. See [`crate::access`] for how
+//! the [`Actor`], or answers 401 with an RFC 6750 challenge. See [`crate::service::access`] for how
 //! revocation reaches every node.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use crate::access::{self, AccessError, Actor};
-use crate::app::AppState;
 use crate::http::error::ApiError;
+use crate::service::access::{self, AccessError, Actor};
+use crate::state::AppState;
 
 /// Longest bearer token read; ours are a few hundred bytes.
 const MAX_TOKEN_LENGTH: usize = 4096;

@@ -242,7 +242,7 @@ impl IntoResponse for ApiError {
             message: self.message.into_owned(),
             request_id,
         };
-        let mut response = (self.status, crate::http::json_body(&body)).into_response();
+        let mut response = (self.status, crate::http::response::json_body(&body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

@@ -9,9 +9,10 @@ use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::{ClientInfo, JsonResponse};
+use crate::http::response::JsonResponse;
+use crate::infra::listener::ClientInfo;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

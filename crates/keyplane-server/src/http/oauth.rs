@@ -19,12 +19,12 @@ use keyplane_core::records::{ActorType, ApiKey};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::access::{self, AccessError};
-use crate::app::AppState;
-use crate::auth::{self, AuthError, RequestContext};
 use crate::http::auth::MAX_CREDENTIAL_LENGTH;
 use crate::http::error::ApiError;
-use crate::http::json_body;
+use crate::http::response::json_body;
+use crate::service::access::{self, AccessError};
+use crate::service::credentials::{self, AuthError, RequestContext};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -273,7 +273,7 @@ async fn authenticated_client(
     context: &RequestContext,
 ) -> Result<Arc<ApiKey>, OAuthError> {
     let (id, secret) = client_credentials(headers, form)?.ok_or_else(OAuthError::invalid_client)?;
-    auth::verify_client(state, &id, &secret, context)
+    credentials::verify_client(state, &id, &secret, context)
         .await
         .map_err(OAuthError::from_client_auth)
 }
@@ -320,7 +320,7 @@ pub async fn token(
     let issued = match grant_type {
         "client_credentials" => {
             let (id, secret) = credentials.ok_or_else(OAuthError::invalid_client)?;
-            auth::authenticate_api_key(&state, &id, &secret, false, &context)
+            credentials::authenticate_api_key(&state, &id, &secret, false, &context)
                 .await
                 .map_err(OAuthError::from_client_auth)?
         }
@@ -328,13 +328,13 @@ pub async fn token(
             let refresh_token = form.require("refresh_token")?;
             let client = match credentials {
                 Some((id, secret)) => Some(
-                    auth::verify_client(&state, &id, &secret, &context)
+                    credentials::verify_client(&state, &id, &secret, &context)
                         .await
                         .map_err(OAuthError::from_client_auth)?,
                 ),
                 None => None,
             };
-            auth::refresh(&state, refresh_token, client.as_deref(), &context)
+            credentials::refresh(&state, refresh_token, client.as_deref(), &context)
                 .await
                 .map_err(OAuthError::from_auth)?
         }
@@ -445,11 +445,11 @@ pub async fn introspect(
         }
         Err(AccessError::Invalid(_)) => {}
     }
-    let Some(token) = auth::find_refresh_token(&state, presented).await? else {
+    let Some(token) = credentials::find_refresh_token(&state, presented).await? else {
         return inactive();
     };
     if !visible(&state, &caller, token.organization_id).await?
-        || !auth::refresh_token_is_active(&state, &token).await?
+        || !credentials::refresh_token_is_active(&state, &token).await?
     {
         return inactive();
     }
@@ -487,11 +487,16 @@ pub async fn revoke(
     let form = Form::parse(&headers, &body)?;
     let caller = authenticated_client(&state, &headers, &form, &context).await?;
     let presented = form.require("token")?;
-    if let Some(token) = auth::find_refresh_token(&state, presented).await? {
+    if let Some(token) = credentials::find_refresh_token(&state, presented).await? {
         if visible(&state, &caller, token.organization_id).await? {
             let caller_id = caller.id.to_string();
-            auth::revoke_refresh_token(&state, &token, (ActorType::ApiKey, &caller_id), &context)
-                .await?;
+            credentials::revoke_refresh_token(
+                &state,
+                &token,
+                (ActorType::ApiKey, &caller_id),
+                &context,
+            )
+            .await?;
         }
         return Ok(json_body(&serde_json::json!({})));
     }

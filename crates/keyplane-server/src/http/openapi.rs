@@ -5,10 +5,10 @@ use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::app::AppState;
-use crate::http::JsonResponse;
 use crate::http::error::ErrorBody;
+use crate::http::response::JsonResponse;
 use crate::http::{api_keys, audit, auth, health, oauth, organizations, users};
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

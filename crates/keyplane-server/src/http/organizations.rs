@@ -1,4 +1,4 @@
-//! Organizations (contract section 5). Handlers translate; [`crate::organizations`] decides.
+//! Organizations (contract section 5). Handlers translate; [`crate::service::organizations`] decides.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -9,13 +9,14 @@ use keyplane_core::values::Env;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::auth::RequestContext;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
-use crate::http::{Deleted, JsonResponse, query};
-use crate::organizations::{self, OrganizationError};
+use crate::http::query;
+use crate::http::response::{Deleted, JsonResponse};
+use crate::service::credentials::RequestContext;
+use crate::service::organizations::{self, OrganizationError};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,6 +1,6 @@
 //! People and invitations on both path styles (contract section 7): the caller's organization
 //! (`/users…`) or any organization it can see (`/organizations/{id}/users…`). Handlers translate;
-//! [`crate::users`] decides.
+//! [`crate::service::people`] decides.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -10,15 +10,16 @@ use keyplane_core::values::{Env, Role, UserStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::access::Actor;
-use crate::app::AppState;
-use crate::auth::RequestContext;
 use crate::http::bearer::Bearer;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
-use crate::http::{Deleted, JsonResponse, query};
-use crate::organizations;
-use crate::users::{self, Invite, UserError};
+use crate::http::query;
+use crate::http::response::{Deleted, JsonResponse};
+use crate::service::access::Actor;
+use crate::service::credentials::RequestContext;
+use crate::service::organizations;
+use crate::service::people::{self, Invite, UserError};
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -244,7 +245,7 @@ async fn list(
         statuses,
         roles,
     };
-    let (people, count) = users::list(state, &organization, &query).await?;
+    let (people, count) = people::list(state, &organization, &query).await?;
     Ok(JsonResponse(UserList {
         data: people
             .into_iter()
@@ -269,7 +270,7 @@ async fn invite(
         last_name: body.last_name,
         role: body.role.unwrap_or(Role::Developer),
     };
-    let (user, membership) = users::invite(state, actor, context, &organization, request).await?;
+    let (user, membership) = people::invite(state, actor, context, &organization, request).await?;
     Ok(JsonResponse(user_resource(
         user,
         &membership,
@@ -284,7 +285,7 @@ async fn retrieve(
     user_id: &str,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
     let organization = organization(state, actor, organization_id).await?;
-    let (user, membership) = users::find(state, &organization, user_id).await?;
+    let (user, membership) = people::find(state, &organization, user_id).await?;
     Ok(JsonResponse(user_resource(
         user,
         &membership,
@@ -301,9 +302,9 @@ async fn update(
     body: UpdateUserBody,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
     let organization = organization(state, actor, organization_id).await?;
-    let (user, membership) = users::find(state, &organization, user_id).await?;
+    let (user, membership) = people::find(state, &organization, user_id).await?;
     let membership =
-        users::update(state, actor, context, membership, body.role, body.status).await?;
+        people::update(state, actor, context, membership, body.role, body.status).await?;
     Ok(JsonResponse(user_resource(
         user,
         &membership,
@@ -319,8 +320,8 @@ async fn remove(
     user_id: &str,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
     let organization = organization(state, actor, organization_id).await?;
-    let (_, membership) = users::find(state, &organization, user_id).await?;
-    users::remove(state, actor, context, membership).await?;
+    let (_, membership) = people::find(state, &organization, user_id).await?;
+    people::remove(state, actor, context, membership).await?;
     Ok(Deleted::response())
 }
 
@@ -549,7 +550,7 @@ pub async fn list_invitations(
     Path(organization_id): Path<String>,
 ) -> Result<JsonResponse<InvitationList>, ApiError> {
     let organization = organization(&state, &actor, Some(&organization_id)).await?;
-    let pending = users::pending_invitations(&state, &organization).await?;
+    let pending = people::pending_invitations(&state, &organization).await?;
     let data: Vec<InvitationResource> = pending
         .into_iter()
         .map(|pending| invitation_resource(pending, &organization.envs))
@@ -577,8 +578,9 @@ pub async fn resend_invitation(
     context: RequestContext,
     Path(invitation_id): Path<String>,
 ) -> Result<JsonResponse<InvitationResource>, ApiError> {
-    let (invitation, organization) = users::find_invitation(&state, &actor, &invitation_id).await?;
-    let pending = users::resend(&state, &actor, &context, invitation, &organization).await?;
+    let (invitation, organization) =
+        people::find_invitation(&state, &actor, &invitation_id).await?;
+    let pending = people::resend(&state, &actor, &context, invitation, &organization).await?;
     Ok(JsonResponse(invitation_resource(
         pending,
         &organization.envs,
@@ -601,8 +603,8 @@ pub async fn revoke_invitation(
     context: RequestContext,
     Path(invitation_id): Path<String>,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
-    let (invitation, _) = users::find_invitation(&state, &actor, &invitation_id).await?;
-    users::revoke(&state, &actor, &context, invitation).await?;
+    let (invitation, _) = people::find_invitation(&state, &actor, &invitation_id).await?;
+    people::revoke(&state, &actor, &context, invitation).await?;
     Ok(Deleted::response())
 }
 
@@ -622,7 +624,7 @@ pub async fn accept(
     if body.token.is_empty() || body.token.len() > crate::http::auth::MAX_CREDENTIAL_LENGTH {
         return Err(UserError::InvalidInvitation.into());
     }
-    let (user, membership) = users::accept(
+    let (user, membership) = people::accept(
         &state,
         &context,
         &body.token,

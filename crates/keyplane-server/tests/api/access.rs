@@ -12,7 +12,7 @@ use keyplane_core::records::ApiKeyChanges;
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, KEY_PROPAGATION_SECONDS, SigningKey, TokenKeys};
 use keyplane_core::values::ApiKeyStatus;
-use keyplane_server::access::SUBJECT_STATE_TTL;
+use keyplane_server::service::access::SUBJECT_STATE_TTL;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, TestAppBuilder, assert_error};
@@ -373,7 +373,7 @@ async fn rotation_keeps_live_tokens_and_publishes_the_new_key_first(backend: Bac
     let old_token = app.access_token(&boot.api_key, &boot.api_secret).await;
     let old_kid = app.state.signing_keys().current().current_kid().to_owned();
 
-    let new_kid = keyplane_server::signing::rotate(app.state.store(), app.state.secrets())
+    let new_kid = keyplane_server::infra::signing::rotate(app.state.store(), app.state.secrets())
         .await
         .unwrap()
         .expect("rotated");

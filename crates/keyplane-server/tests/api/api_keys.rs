@@ -75,7 +75,7 @@ pub async fn another_client(
 }
 
 /// A started app, its bootstrap, and an access token of the bootstrap key.
-fn org_keys(boot: &keyplane_server::bootstrap::BootstrapOutput) -> String {
+fn org_keys(boot: &keyplane_server::service::bootstrap::BootstrapOutput) -> String {
     format!("/api/v0/organizations/{}/api-keys", boot.organization_id)
 }
 

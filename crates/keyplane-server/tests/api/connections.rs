@@ -12,7 +12,7 @@ use crate::durability::spawn_server_with;
 use crate::helpers::{Backend, TestAppBuilder, client_trusting};
 
 /// A TLS client that trusts exactly `certificate`, for hand-made requests.
-fn tls_connector(certificate: &keyplane_server::tls::CertificateInfo) -> TlsConnector {
+fn tls_connector(certificate: &keyplane_server::infra::tls::CertificateInfo) -> TlsConnector {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.add(certificate.chain[0].clone()).unwrap();
     let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -39,7 +39,7 @@ async fn idle_connections_under_a_low_descriptor_limit_do_not_keep_others_out() 
         Some(256),
         Some(log.clone()),
     );
-    let certificate = keyplane_server::tls::load_or_generate(dir.path(), None, &[])
+    let certificate = keyplane_server::infra::tls::load_or_generate(dir.path(), None, &[])
         .unwrap()
         .certificate;
     let connector = tls_connector(&certificate);
@@ -145,7 +145,7 @@ async fn requests_sent_before_sigterm_are_answered() {
 
     let dir = tempfile::TempDir::new().unwrap();
     let (server, port, _drain) = spawn_server_with(dir.path(), "json", "info", &[], None, None);
-    let certificate = keyplane_server::tls::load_or_generate(dir.path(), None, &[])
+    let certificate = keyplane_server::infra::tls::load_or_generate(dir.path(), None, &[])
         .unwrap()
         .certificate;
     let url = format!("https://localhost:{port}/healthz");

@@ -147,7 +147,7 @@ async fn an_acknowledged_refresh_token_survives_kill_9() {
     let dir = tempfile::TempDir::new().unwrap();
     let boot = bootstrap(dir.path());
     let (mut server, port, _) = spawn_server(dir.path(), "info", None);
-    let certificate = keyplane_server::tls::load_or_generate(dir.path(), None, &[])
+    let certificate = keyplane_server::infra::tls::load_or_generate(dir.path(), None, &[])
         .unwrap()
         .certificate;
     let client = client_trusting(&certificate);
@@ -212,7 +212,7 @@ async fn no_secret_or_token_appears_in_the_log() {
     let boot = bootstrap(dir.path());
     let log = Arc::new(Mutex::new(String::new()));
     let (mut server, port, drain) = spawn_server(dir.path(), "trace", Some(log.clone()));
-    let certificate = keyplane_server::tls::load_or_generate(dir.path(), None, &[])
+    let certificate = keyplane_server::infra::tls::load_or_generate(dir.path(), None, &[])
         .unwrap()
         .certificate;
     let client = client_trusting(&certificate);

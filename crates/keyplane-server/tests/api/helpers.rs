@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use keyplane_server::bootstrap::BootstrapOutput;
-use keyplane_server::tls::CertificateInfo;
+use keyplane_server::infra::tls::CertificateInfo;
+use keyplane_server::service::bootstrap::BootstrapOutput;
 use keyplane_server::{AppState, Application, ServeConfig};
 use reqwest::{Certificate, Client, Url};
 use tempfile::TempDir;
@@ -136,7 +136,10 @@ impl TestAppBuilder {
 
     pub async fn start(self) -> TestApp {
         if std::env::var_os("KEYPLANE_TEST_LOG").is_some() {
-            keyplane_server::telemetry::init("debug", keyplane_server::config::LogFormat::Text);
+            keyplane_server::infra::telemetry::init(
+                "debug",
+                keyplane_server::config::LogFormat::Text,
+            );
         }
         let config = self.config.clone();
         let application = Application::build(self.config)
@@ -196,7 +199,7 @@ impl TestApp {
 
     /// Creates the first organization with its owner and a `test` key, as `keyplane bootstrap` does.
     pub async fn bootstrap(&self) -> BootstrapOutput {
-        keyplane_server::bootstrap::bootstrap(
+        keyplane_server::service::bootstrap::bootstrap(
             self.state.store(),
             self.state.secrets(),
             "Test Organization",

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Output;
 
 use keyplane_core::secrets::CredentialKind;
-use keyplane_server::app::open_store;
 use keyplane_server::config::StoreConfig;
+use keyplane_server::startup::open_store;
 use keyplane_server::{Application, ServeConfig, StartupError};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -435,7 +435,7 @@ async fn keys_rotate_adds_a_key_and_schedules_the_old_ones_retirement(backend: B
             .to_owned();
         kids.push(kid);
     }
-    let (store, _) = keyplane_server::app::open_store(&under_test.config)
+    let (store, _) = keyplane_server::startup::open_store(&under_test.config)
         .await
         .unwrap();
     let stored = store.signing_keys().await.unwrap();

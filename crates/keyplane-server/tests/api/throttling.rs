@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use keyplane_server::config::ThrottlePolicies;
-use keyplane_server::throttle::ThrottlePolicy;
+use keyplane_server::infra::throttle::ThrottlePolicy;
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, TestAppBuilder, assert_error};

@@ -382,7 +382,7 @@ async fn records_every_authentication_outcome_in_the_audit_log(backend: Backend)
 /// invitation does.
 pub async fn activate_owner(
     app: &TestApp,
-    boot: &keyplane_server::bootstrap::BootstrapOutput,
+    boot: &keyplane_server::service::bootstrap::BootstrapOutput,
     password: &str,
 ) {
     let store = app.state.store();

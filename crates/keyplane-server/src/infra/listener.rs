@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, header};
-use axum::middleware;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -31,9 +30,11 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::http::ClientInfo;
-use crate::http::error::ApiError;
-use crate::http::request_id;
+/// Who sent the request, as the listener saw it (or as a trusted proxy reported it).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+}
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -84,6 +85,8 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub tls: TlsAcceptor,
     pub router: Router,
+    /// What plain HTTP gets on the HTTPS port (not from a trusted proxy).
+    pub refusal: Router,
     pub trusted_proxies: Arc<[IpNet]>,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
@@ -100,7 +103,7 @@ const DRAIN: Duration = Duration::from_millis(500);
 impl Listener {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let graceful = GracefulShutdown::new();
-        let refusal = https_required_router();
+        let refusal = self.refusal.clone();
         let slots = Arc::new(Semaphore::new(self.max_connections));
         let (mut limit_warning, mut accept_warning) = (Rare::default(), Rare::default());
         tracing::debug!(max_connections = self.max_connections, "connection limit");
@@ -292,13 +295,6 @@ fn close_when_draining(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-}
-
-/// Answers every request with 400 `E_HTTPS_REQUIRED`, with a request id and the usual headers.
-fn https_required_router() -> Router {
-    Router::new()
-        .fallback(|| async { ApiError::https_required() })
-        .layer(middleware::from_fn(request_id::assign_request_id))
 }
 
 fn forwarded_https<B>(request: &Request<B>) -> bool {

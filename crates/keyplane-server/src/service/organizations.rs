@@ -9,9 +9,9 @@ use keyplane_core::values::Env;
 use keyplane_core::{OrganizationId, ValidationError};
 use keyplane_store::{OrganizationDeletion, StoreError};
 
-use crate::access::{self, Actor};
-use crate::app::AppState;
-use crate::auth::RequestContext;
+use crate::service::access::{self, Actor};
+use crate::service::credentials::RequestContext;
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrganizationError {

@@ -9,7 +9,7 @@ use aws_lc_rs::digest;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::files::write_private_file;
+use crate::infra::files::write_private_file;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

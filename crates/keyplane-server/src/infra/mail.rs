@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::files::{ensure_private_dir, write_private_file};
+use crate::infra::files::{ensure_private_dir, write_private_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {

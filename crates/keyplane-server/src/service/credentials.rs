@@ -4,17 +4,16 @@
 //!
 //! - The secret check is HMAC-SHA-256 under the pepper with a constant-time comparison; an
 //!   unknown key is checked against a dummy hash so that it costs the same as a wrong secret, and
-//!   failure events go to the background [`crate::audit::AuditQueue`], so neither waits for a
+//!   failure events go to the background [`crate::infra::audit_queue::AuditQueue`], so neither waits for a
 //!   write.
-//! - Passwords are Argon2id, on the bounded pool of [`crate::passwords`].
-//! - Failures are throttled per client address and per credential ([`crate::throttle`]). A
+//! - Passwords are Argon2id, on the bounded pool of [`crate::infra::passwords`].
+//! - Failures are throttled per client address and per credential ([`crate::infra::throttle`]). A
 //!   throttled address is refused before any lookup. A throttled API key still has its secret
 //!   checked: a right secret succeeds, so a flood of wrong ones cannot lock its owner out, and
 //!   guessing a 256-bit secret is hopeless anyway. A throttled account is refused before its
 //!   password is checked, because passwords can be guessed; the refusal ends when the failures
 //!   drain, as `Retry-After` says.
 
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +26,11 @@ use keyplane_core::values::{Env, Role, UserStatus};
 use keyplane_core::{AuditEventId, OrganizationId};
 use keyplane_store::StoreError;
 
-use crate::access::{Standing, current_standing, key_is_usable};
-use crate::app::AppState;
-use crate::throttle::{Throttle, ThrottlePolicy, Verdict};
+use keyplane_core::standing::Standing;
+
+use crate::infra::throttle::{Verdict, client_unit};
+use crate::service::access::current_standing;
+use crate::state::AppState;
 
 /// A freshly minted token pair; shown once.
 pub struct IssuedTokens {
@@ -89,7 +90,7 @@ impl RequestContext {
     /// An audit event of this request by an authenticated caller.
     pub fn event_by(
         &self,
-        actor: &crate::access::Actor,
+        actor: &crate::service::access::Actor,
         organization_id: OrganizationId,
         action: &str,
         target: (&str, &str),
@@ -115,74 +116,13 @@ fn key_accepts(state: &AppState, key: &ApiKey, secret: &str, now: i64) -> Option
         }
         _ => false,
     };
-    if !key_is_usable(key, now) {
+    if !key.is_usable(now) {
         return None;
     }
     match (current, previous) {
         (true, _) => Some(None),
         (false, true) => Some(key.previous_secret_expires_at),
         (false, false) => None,
-    }
-}
-
-/// Failed-authentication throttles of one node. Credentials are keyed by a keyed hash (constant
-/// memory per entry); API keys and accounts have separate tables, so a flood of made-up keys
-/// cannot crowd out the accounts whose passwords can be guessed.
-pub struct Throttles {
-    /// IPv4 addresses, and IPv6 addresses by /64 (what one client usually holds).
-    by_address: Throttle<IpAddr>,
-    by_key: Throttle<u64>,
-    /// An account from one address: refused when throttled.
-    by_account_at_address: Throttle<u64>,
-    /// An account from anywhere: only slowed, never refused, so that nobody can lock a person
-    /// out by knowing their email address.
-    by_account: Throttle<u64>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-/// The unit a client address is throttled by.
-fn client_unit(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-        v4 => v4,
-    }
-}
-
-impl Throttles {
-    pub fn new(by_address: ThrottlePolicy, by_credential: ThrottlePolicy) -> Self {
-        Self {
-            by_address: Throttle::new(by_address),
-            by_key: Throttle::new(by_credential),
-            by_account_at_address: Throttle::new(by_credential),
-            by_account: Throttle::new(by_credential),
-            hasher: Default::default(),
-        }
-    }
-
-    fn credential(&self, credential: &str) -> u64 {
-        self.hasher.hash_one(credential)
-    }
-
-    fn account_at(&self, email: &str, context: &RequestContext) -> u64 {
-        self.hasher
-            .hash_one((email.to_lowercase(), context.ip.map(client_unit)))
-    }
-
-    /// Before an attempt: refuse a throttled address, slow down a suspicious one.
-    async fn admit_address(&self, context: &RequestContext) -> Result<(), AuthError> {
-        let Some(ip) = context.ip else { return Ok(()) };
-        obey(self.by_address.check(&client_unit(ip), Instant::now())).await
-    }
-
-    fn record_address_failure(&self, context: &RequestContext, now: Instant) {
-        if let Some(ip) = context.ip {
-            self.by_address.record_failure(client_unit(ip), now);
-        }
     }
 }
 
@@ -221,7 +161,7 @@ async fn verify_key(
     context: &RequestContext,
 ) -> Result<(Arc<ApiKey>, Option<i64>), AuthError> {
     let throttles = state.throttles();
-    throttles.admit_address(context).await?;
+    obey(throttles.check_address(context.ip, Instant::now())).await?;
     let credential = throttles.credential(public_key);
     let refused = match throttles.by_key.check(&credential, Instant::now()) {
         Verdict::Refuse { retry_after } => Some(whole_seconds(retry_after)),
@@ -232,7 +172,7 @@ async fn verify_key(
     };
     let failed = || {
         let now = Instant::now();
-        throttles.record_address_failure(context, now);
+        throttles.record_address_failure(context.ip, now);
         throttles.by_key.record_failure(credential, now);
         Err(refused.map_or(AuthError::InvalidCredentials, AuthError::Throttled))
     };
@@ -313,9 +253,9 @@ pub async fn authenticate_password(
     context: &RequestContext,
 ) -> Result<IssuedTokens, AuthError> {
     let throttles = state.throttles();
-    throttles.admit_address(context).await?;
+    obey(throttles.check_address(context.ip, Instant::now())).await?;
     let account = throttles.credential(&email.to_lowercase());
-    let account_here = throttles.account_at(email, context);
+    let account_here = throttles.account_at(email, context.ip);
     let now = Instant::now();
     obey(throttles.by_account_at_address.check(&account_here, now)).await?;
     match throttles.by_account.check(&account, now) {
@@ -357,7 +297,7 @@ pub async fn authenticate_password(
     };
     let Some(membership) = membership else {
         let now = Instant::now();
-        throttles.record_address_failure(context, now);
+        throttles.record_address_failure(context.ip, now);
         throttles
             .by_account_at_address
             .record_failure(account_here, now);

@@ -13,10 +13,10 @@ use keyplane_core::values::{Email, Role, UserStatus, ValidationError, check_text
 use keyplane_core::{InvitationId, UserId};
 use keyplane_store::StoreError;
 
-use crate::access::Actor;
-use crate::app::AppState;
-use crate::auth::RequestContext;
-use crate::bootstrap::invitation_url;
+use crate::service::access::Actor;
+use crate::service::bootstrap::invitation_url;
+use crate::service::credentials::RequestContext;
+use crate::state::AppState;
 
 /// Password length bounds, in characters.
 const PASSWORD_LENGTH: (usize, usize) = (12, 256);
@@ -334,10 +334,13 @@ pub async fn find_invitation(
         .invitation(id)
         .await?
         .ok_or(UserError::InvitationNotFound)?;
-    let organization =
-        crate::organizations::visible(state, actor, &invitation.organization_id.to_string())
-            .await
-            .map_err(|_| UserError::InvitationNotFound)?;
+    let organization = crate::service::organizations::visible(
+        state,
+        actor,
+        &invitation.organization_id.to_string(),
+    )
+    .await
+    .map_err(|_| UserError::InvitationNotFound)?;
     Ok((invitation, organization))
 }
 

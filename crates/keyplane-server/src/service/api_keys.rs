@@ -12,10 +12,10 @@ use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
 use keyplane_core::{ApiKeyId, ValidationError};
 use keyplane_store::StoreError;
 
-use crate::access::Actor;
-use crate::app::AppState;
-use crate::auth::RequestContext;
-use crate::organizations::OrganizationError;
+use crate::service::access::Actor;
+use crate::service::credentials::RequestContext;
+use crate::service::organizations::OrganizationError;
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
@@ -52,7 +52,7 @@ pub async fn organization(
     id: Option<&str>,
 ) -> Result<Organization, ApiKeyError> {
     let own = actor.organization_id.to_string();
-    crate::organizations::visible(state, actor, id.unwrap_or(&own))
+    crate::service::organizations::visible(state, actor, id.unwrap_or(&own))
         .await
         .map_err(|error| match error {
             OrganizationError::Store(error) => ApiKeyError::Store(error),

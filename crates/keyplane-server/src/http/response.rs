@@ -1,0 +1,46 @@
+//! Successful JSON answers: the body serialiser with the content type every answer carries, a
+//! `200 OK` wrapper, and the body of a delete.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Serialises a value as the JSON body of a response, with the contract's content type.
+pub fn json_body<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => {
+            // The outermost middleware gives this bodiless 500 the error body of its status.
+            tracing::error!(%error, "serialising a response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The body of a successful delete or removal: `{"deleted": true}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+impl Deleted {
+    pub fn response() -> JsonResponse<Deleted> {
+        JsonResponse(Deleted { deleted: true })
+    }
+}
+
+/// A `200 OK` JSON response.
+pub struct JsonResponse<T>(pub T);
+
+impl<T: Serialize> IntoResponse for JsonResponse<T> {
+    fn into_response(self) -> Response {
+        json_body(&self.0)
+    }
+}
