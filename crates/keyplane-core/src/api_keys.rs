@@ -207,6 +207,13 @@ pub struct ApiKeyQuery {
     pub statuses: Vec<ApiKeyStatus>,
 }
 
+impl ApiKey {
+    /// Whether the key may act now: enabled and not expired.
+    pub fn is_usable(&self, now: i64) -> bool {
+        self.status == ApiKeyStatus::Enabled && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,12 +311,5 @@ mod tests {
         assert!(validate_expires_at(100 + MAX_EXPIRY_SECONDS + 1, 100).is_err());
         assert!(validate_grace_period(0).is_ok() && validate_grace_period(604_800).is_ok());
         assert!(validate_grace_period(-1).is_err() && validate_grace_period(604_801).is_err());
-    }
-}
-
-impl ApiKey {
-    /// Whether the key may act now: enabled and not expired.
-    pub fn is_usable(&self, now: i64) -> bool {
-        self.status == ApiKeyStatus::Enabled && self.expires_at.is_none_or(|at| at > now)
     }
 }

@@ -140,6 +140,25 @@ fn describe(error: &serde_json::Error) -> String {
     }
 }
 
+/// Where a request came from, for the audit log: its request id (set by the outermost
+/// middleware) and the client address (set by the listener). Never fails.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            request_id: parts
+                .extensions
+                .get::<crate::http::request_id::RequestId>()
+                .map(|id| id.0.clone()),
+            ip: parts.extensions.get::<ClientInfo>().map(|client| client.ip),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,24 +215,5 @@ mod tests {
         assert!(parse_json::<Sample>(b"{not json").is_err());
         assert!(parse_json::<Sample>(b"").is_err());
         assert!(parse_json::<Sample>(br#"{"kind":"t","limit":1} trailing"#).is_err());
-    }
-}
-
-/// Where a request came from, for the audit log: its request id (set by the outermost
-/// middleware) and the client address (set by the listener). Never fails.
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestContext {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self {
-            request_id: parts
-                .extensions
-                .get::<crate::http::request_id::RequestId>()
-                .map(|id| id.0.clone()),
-            ip: parts.extensions.get::<ClientInfo>().map(|client| client.ip),
-        })
     }
 }

@@ -279,6 +279,70 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Failed-authentication throttles of one node. Credentials are keyed by a keyed hash (constant
+/// memory per entry); API keys and accounts have separate tables, so a flood of made-up keys
+/// cannot crowd out the accounts whose passwords can be guessed.
+pub struct Throttles {
+    /// IPv4 addresses, and IPv6 addresses by /64 (what one client usually holds).
+    by_address: Throttle<IpAddr>,
+    pub by_key: Throttle<u64>,
+    /// An account from one address: refused when throttled.
+    pub by_account_at_address: Throttle<u64>,
+    /// An account from anywhere: only slowed, never refused, so that nobody can lock a person
+    /// out by knowing their email address.
+    pub by_account: Throttle<u64>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// The unit a client address is throttled by.
+pub fn client_unit(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+        v4 => v4,
+    }
+}
+
+impl Throttles {
+    pub fn new(by_address: ThrottlePolicy, by_credential: ThrottlePolicy) -> Self {
+        Self {
+            by_address: Throttle::new(by_address),
+            by_key: Throttle::new(by_credential),
+            by_account_at_address: Throttle::new(by_credential),
+            by_account: Throttle::new(by_credential),
+            hasher: Default::default(),
+        }
+    }
+
+    pub fn credential(&self, credential: &str) -> u64 {
+        self.hasher.hash_one(credential)
+    }
+
+    /// An account as tried from one client.
+    pub fn account_at(&self, email: &str, ip: Option<IpAddr>) -> u64 {
+        self.hasher
+            .hash_one((email.to_lowercase(), ip.map(client_unit)))
+    }
+
+    /// Before an attempt: refuse a throttled address, slow down a suspicious one.
+    pub fn check_address(&self, ip: Option<IpAddr>, now: Instant) -> Verdict {
+        match ip {
+            Some(ip) => self.by_address.check(&client_unit(ip), now),
+            None => Verdict::Allow,
+        }
+    }
+
+    pub fn record_address_failure(&self, ip: Option<IpAddr>, now: Instant) {
+        if let Some(ip) = ip {
+            self.by_address.record_failure(client_unit(ip), now);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,70 +605,6 @@ mod tests {
             assert!(policy.free_failures < policy.max_failures);
             assert!(policy.delay_step <= policy.max_delay);
             assert!(policy.capacity >= SHARDS);
-        }
-    }
-}
-
-/// Failed-authentication throttles of one node. Credentials are keyed by a keyed hash (constant
-/// memory per entry); API keys and accounts have separate tables, so a flood of made-up keys
-/// cannot crowd out the accounts whose passwords can be guessed.
-pub struct Throttles {
-    /// IPv4 addresses, and IPv6 addresses by /64 (what one client usually holds).
-    by_address: Throttle<IpAddr>,
-    pub by_key: Throttle<u64>,
-    /// An account from one address: refused when throttled.
-    pub by_account_at_address: Throttle<u64>,
-    /// An account from anywhere: only slowed, never refused, so that nobody can lock a person
-    /// out by knowing their email address.
-    pub by_account: Throttle<u64>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-/// The unit a client address is throttled by.
-pub fn client_unit(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-        },
-        v4 => v4,
-    }
-}
-
-impl Throttles {
-    pub fn new(by_address: ThrottlePolicy, by_credential: ThrottlePolicy) -> Self {
-        Self {
-            by_address: Throttle::new(by_address),
-            by_key: Throttle::new(by_credential),
-            by_account_at_address: Throttle::new(by_credential),
-            by_account: Throttle::new(by_credential),
-            hasher: Default::default(),
-        }
-    }
-
-    pub fn credential(&self, credential: &str) -> u64 {
-        self.hasher.hash_one(credential)
-    }
-
-    /// An account as tried from one client.
-    pub fn account_at(&self, email: &str, ip: Option<IpAddr>) -> u64 {
-        self.hasher
-            .hash_one((email.to_lowercase(), ip.map(client_unit)))
-    }
-
-    /// Before an attempt: refuse a throttled address, slow down a suspicious one.
-    pub fn check_address(&self, ip: Option<IpAddr>, now: Instant) -> Verdict {
-        match ip {
-            Some(ip) => self.by_address.check(&client_unit(ip), now),
-            None => Verdict::Allow,
-        }
-    }
-
-    pub fn record_address_failure(&self, ip: Option<IpAddr>, now: Instant) {
-        if let Some(ip) = ip {
-            self.by_address.record_failure(client_unit(ip), now);
         }
     }
 }

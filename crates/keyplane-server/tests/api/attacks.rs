@@ -8,12 +8,12 @@ use keyplane_core::values::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::api_keys::{another_client, another_organization};
 use crate::helpers::{
     Backend, TestApp, TestAppBuilder, assert_error, jwt_claims, mailed_invitation_token, ok, send,
     setup,
 };
 use crate::on_both_stores;
-use crate::api_keys::{another_client, another_organization};
 
 /// Made-up methods are arbitrary tokens of any length. Each used to become a metric label kept
 /// forever (and a log field): twenty 200 KB methods grew `/metrics` past 4 MB.

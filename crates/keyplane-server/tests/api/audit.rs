@@ -3,9 +3,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::api_keys::another_organization;
 use crate::helpers::{Backend, TestApp, assert_error, ok};
 use crate::on_both_stores;
-use crate::api_keys::another_organization;
 
 on_both_stores!(
     the_audit_log_records_every_change_and_outcome_newest_first,

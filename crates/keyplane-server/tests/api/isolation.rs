@@ -6,9 +6,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::api_keys::{another_client, another_organization};
 use crate::helpers::{self, Backend, TestApp};
 use crate::on_both_stores;
-use crate::api_keys::{another_client, another_organization};
 
 on_both_stores!(
     an_unrelated_organization_sees_nothing_anywhere,

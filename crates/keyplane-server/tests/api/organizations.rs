@@ -4,9 +4,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::api_keys::{assert_has_keys, interaction};
 use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
 use crate::on_both_stores;
-use crate::api_keys::{assert_has_keys, interaction};
 
 on_both_stores!(
     a_managed_organization_lives_a_whole_lifecycle,

@@ -5,9 +5,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::api_keys::another_organization;
 use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
 use crate::on_both_stores;
-use crate::api_keys::another_organization;
 
 on_both_stores!(
     an_invited_person_accepts_logs_in_and_acts_within_the_role,
