@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or SQL; the server and the store both speak these types.
 
 pub mod api_keys;
+pub mod audit;
 pub mod ids;
 pub mod onboarding;
 pub mod organizations;

@@ -1,6 +1,7 @@
 //! What `keyplane bootstrap` creates, assembled from validated input: the first organization, its
 //! owner (invited, with no password yet), the owner's invitation and a first `test` API key.
 
+use crate::audit::AuditAction;
 use crate::ids::InvitationId;
 use crate::records::{ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, User};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets};
@@ -81,21 +82,21 @@ pub fn plan_bootstrap(
     let events = vec![
         AuditEvent::system(
             organization.id,
-            "organization.created",
+            AuditAction::OrganizationCreated,
             "organization",
             organization.id.to_string(),
             now,
         ),
         AuditEvent::system(
             organization.id,
-            "user.invited",
+            AuditAction::UserInvited,
             "user",
             user.id.to_string(),
             now,
         ),
         AuditEvent::system(
             organization.id,
-            "api_key.created",
+            AuditAction::ApiKeyCreated,
             "api_key",
             api_key.id.to_string(),
             now,

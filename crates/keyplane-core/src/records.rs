@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditAction;
 use crate::ids::{ApiKeyId, AuditEventId, InvitationId, OrganizationId, UserId};
 use crate::secrets::CredentialHash;
 use crate::values::{ApiKeyKind, ApiKeyStatus, Env, Role, UserStatus};
@@ -54,6 +55,12 @@ impl User {
 }
 
 impl Membership {
+    /// Whether the person may act in the organization: an active member (not still invited,
+    /// not disabled).
+    pub fn may_act(&self) -> bool {
+        self.status == UserStatus::Active
+    }
+
     /// A first token version for a new membership: random, so that no token of an earlier
     /// membership of the same person in the same organization matches it.
     pub fn fresh_token_version() -> i64 {
@@ -210,6 +217,17 @@ pub struct RefreshToken {
     pub subject_token_version: i64,
 }
 
+impl RefreshToken {
+    /// Whether the token itself may still be exchanged at `now`: not revoked, not expired, and
+    /// its family not ended. Whether it was spent already, and whether its subject may still act,
+    /// are judged by the caller (a retried exchange may present a spent token within a grace).
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none()
+            && self.expires_at > now
+            && self.family_expires_at.is_none_or(|end| end > now)
+    }
+}
+
 /// A refresh token to store, with the audit events of the login or refresh that issued it and,
 /// for a refresh, the token it replaces (spent in the same transaction).
 #[derive(Clone, Debug)]
@@ -318,7 +336,7 @@ pub struct AuditEvent {
 impl AuditEvent {
     pub fn system(
         organization_id: OrganizationId,
-        action: &str,
+        action: AuditAction,
         target_type: &str,
         target_id: String,
         created_at: i64,
@@ -326,7 +344,7 @@ impl AuditEvent {
         Self {
             id: AuditEventId::new(),
             organization_id,
-            action: action.to_owned(),
+            action: action.as_str().to_owned(),
             actor_type: ActorType::System,
             actor_id: None,
             target_type: target_type.to_owned(),
@@ -335,5 +353,62 @@ impl AuditEvent {
             ip: None,
             created_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::CredentialHash;
+    use crate::tokens::SubjectType;
+
+    fn token(expires_at: i64, family_expires_at: Option<i64>) -> RefreshToken {
+        RefreshToken {
+            id: "id".into(),
+            family_id: "family".into(),
+            token_hash: CredentialHash::from_slice(&[0; 32]).unwrap(),
+            subject_type: SubjectType::ApiKey,
+            subject_id: "key".into(),
+            organization_id: OrganizationId::new(),
+            env: Env::Test,
+            created_at: 0,
+            expires_at,
+            used_at: None,
+            revoked_at: None,
+            family_expires_at,
+            key_generation: Some(0),
+            subject_token_version: 0,
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_is_live_until_it_or_its_family_ends_or_it_is_revoked() {
+        assert!(token(100, None).is_live(99));
+        assert!(!token(100, None).is_live(100));
+        assert!(token(100, Some(200)).is_live(99));
+        assert!(!token(100, Some(50)).is_live(60), "its family ended");
+        let mut revoked = token(100, None);
+        revoked.revoked_at = Some(10);
+        assert!(!revoked.is_live(20));
+        let mut spent = token(100, None);
+        spent.used_at = Some(10);
+        assert!(spent.is_live(20), "spending is judged by the exchange");
+    }
+
+    #[test]
+    fn only_active_members_may_act() {
+        let membership = |status| Membership {
+            user_id: UserId::random(),
+            organization_id: OrganizationId::new(),
+            role: Role::Admin,
+            status,
+            created_at: 0,
+            token_version: 0,
+            invited_first_name: None,
+            invited_last_name: None,
+        };
+        assert!(membership(UserStatus::Active).may_act());
+        assert!(!membership(UserStatus::Invited).may_act());
+        assert!(!membership(UserStatus::Disabled).may_act());
     }
 }

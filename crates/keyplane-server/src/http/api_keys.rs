@@ -18,7 +18,7 @@ use crate::http::extract::ApiJson;
 use crate::http::query;
 use crate::http::response::{Deleted, JsonResponse};
 use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
-use crate::service::credentials::RequestContext;
+use crate::service::context::RequestContext;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
-use keyplane_core::policy::{self, Action};
+use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, AuditQuery};
 use keyplane_core::values::Env;
 use serde::Serialize;
@@ -117,7 +117,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<JsonResponse<AuditEventList>, ApiError> {
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
-    if !policy::allows(actor.role, Action::Read) {
+    if actor.require(Action::Read).is_err() {
         return Err(ApiError::forbidden(
             "Your role does not allow reading the audit log.",
         ));

@@ -12,7 +12,10 @@ use utoipa::ToSchema;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::response::{JsonResponse, json_body};
-use crate::service::credentials::{self, AuthError, IssuedTokens, RequestContext};
+use crate::service::context::RequestContext;
+use crate::service::credentials;
+use crate::service::refresh;
+use crate::service::tokens::{AuthError, IssuedTokens};
 use crate::state::AppState;
 use keyplane_core::tokens::Jwk;
 use keyplane_core::values::Env;
@@ -105,7 +108,7 @@ pub async fn authenticate(
                 "cannot be combined with other credentials",
             ));
         }
-        credentials::refresh(
+        refresh::refresh(
             &state,
             required("refresh_token", &body.refresh_token)?,
             None,

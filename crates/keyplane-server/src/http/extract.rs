@@ -1,7 +1,7 @@
 //! Extractors whose rejections are the contract's JSON errors, naming the offending field.
 
 use crate::infra::listener::ClientInfo;
-use crate::service::credentials::RequestContext;
+use crate::service::context::RequestContext;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};

@@ -23,7 +23,10 @@ use crate::http::auth::MAX_CREDENTIAL_LENGTH;
 use crate::http::error::ApiError;
 use crate::http::response::json_body;
 use crate::service::access::{self, AccessError};
-use crate::service::credentials::{self, AuthError, RequestContext};
+use crate::service::context::RequestContext;
+use crate::service::credentials;
+use crate::service::refresh;
+use crate::service::tokens::AuthError;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -334,7 +337,7 @@ pub async fn token(
                 ),
                 None => None,
             };
-            credentials::refresh(&state, refresh_token, client.as_deref(), &context)
+            refresh::refresh(&state, refresh_token, client.as_deref(), &context)
                 .await
                 .map_err(OAuthError::from_auth)?
         }
@@ -445,11 +448,11 @@ pub async fn introspect(
         }
         Err(AccessError::Invalid(_)) => {}
     }
-    let Some(token) = credentials::find_refresh_token(&state, presented).await? else {
+    let Some(token) = refresh::find_refresh_token(&state, presented).await? else {
         return inactive();
     };
     if !visible(&state, &caller, token.organization_id).await?
-        || !credentials::refresh_token_is_active(&state, &token).await?
+        || !refresh::refresh_token_is_active(&state, &token).await?
     {
         return inactive();
     }
@@ -487,10 +490,10 @@ pub async fn revoke(
     let form = Form::parse(&headers, &body)?;
     let caller = authenticated_client(&state, &headers, &form, &context).await?;
     let presented = form.require("token")?;
-    if let Some(token) = credentials::find_refresh_token(&state, presented).await? {
+    if let Some(token) = refresh::find_refresh_token(&state, presented).await? {
         if visible(&state, &caller, token.organization_id).await? {
             let caller_id = caller.id.to_string();
-            credentials::revoke_refresh_token(
+            refresh::revoke_refresh_token(
                 &state,
                 &token,
                 (ActorType::ApiKey, &caller_id),

@@ -14,7 +14,7 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::query;
 use crate::http::response::{Deleted, JsonResponse};
-use crate::service::credentials::RequestContext;
+use crate::service::context::RequestContext;
 use crate::service::organizations::{self, OrganizationError};
 use crate::state::AppState;
 

@@ -16,7 +16,7 @@ use crate::http::extract::ApiJson;
 use crate::http::query;
 use crate::http::response::{Deleted, JsonResponse};
 use crate::service::access::Actor;
-use crate::service::credentials::RequestContext;
+use crate::service::context::RequestContext;
 use crate::service::organizations;
 use crate::service::people::{self, Invite, UserError};
 use crate::state::AppState;
@@ -213,8 +213,7 @@ async fn organization(
     actor: &Actor,
     id: Option<&str>,
 ) -> Result<Organization, ApiError> {
-    let own = actor.organization_id.to_string();
-    Ok(organizations::visible(state, actor, id.unwrap_or(&own)).await?)
+    Ok(organizations::visible_or_own(state, actor, id).await?)
 }
 
 async fn list(

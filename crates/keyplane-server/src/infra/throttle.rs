@@ -607,4 +607,14 @@ mod tests {
             assert!(policy.capacity >= SHARDS);
         }
     }
+
+    #[test]
+    fn clients_are_throttled_by_ipv4_address_or_ipv6_slash_64() {
+        let unit = |text: &str| client_unit(text.parse().unwrap()).to_string();
+        assert_eq!(unit("192.0.2.7"), "192.0.2.7");
+        assert_eq!(unit("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(unit("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(unit("2001:db8:1:2::1"), unit("2001:db8:1:2:ffff::9"));
+        assert_ne!(unit("2001:db8:1:2::1"), unit("2001:db8:1:3::1"));
+    }
 }

@@ -10,12 +10,13 @@
 
 use std::sync::Arc;
 
-use keyplane_core::OrganizationId;
 use keyplane_core::api_keys::SecretState;
-use keyplane_core::records::{ApiKey, Organization};
+use keyplane_core::policy::{self, Action};
+use keyplane_core::records::{ApiKey, Membership, Organization};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::{AccessClaims, SubjectType, TokenRejected};
-use keyplane_core::values::{Env, Role, UserStatus};
+use keyplane_core::values::{Env, Role};
+use keyplane_core::{OrganizationId, UserId};
 use keyplane_store::{Store, StoreError};
 
 use keyplane_core::standing::Standing;
@@ -36,6 +37,31 @@ pub struct Actor {
     pub role: Role,
     pub claims: AccessClaims,
 }
+
+impl Actor {
+    /// The person acting, when a person acts; `None` for an API key.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self.subject_type {
+            SubjectType::User => self.subject_id.parse().ok(),
+            SubjectType::ApiKey => None,
+        }
+    }
+
+    /// Whether the caller's role allows `action`, by the one policy table
+    /// ([`keyplane_core::policy`]).
+    pub fn require(&self, action: Action) -> Result<(), Forbidden> {
+        if policy::allows(self.role, action) {
+            Ok(())
+        } else {
+            Err(Forbidden)
+        }
+    }
+}
+
+/// The caller's role does not allow what it asked.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the caller's role does not allow this")]
+pub struct Forbidden;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -72,7 +98,7 @@ pub async fn current_standing(
             Ok(store
                 .membership(organization_id, id)
                 .await?
-                .filter(|m| m.status == UserStatus::Active)
+                .filter(Membership::may_act)
                 .map(|m| Standing {
                     role: m.role,
                     token_version: m.token_version,

@@ -3,17 +3,17 @@
 //! the audit events, and telling the bearer cache about changes.
 
 use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
+use keyplane_core::audit::AuditAction;
 use keyplane_core::policy::{self, Action, KeyRoleRefusal};
 use keyplane_core::records::{ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
-use keyplane_core::tokens::SubjectType;
 use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
 use keyplane_core::{ApiKeyId, ValidationError};
 use keyplane_store::StoreError;
 
-use crate::service::access::Actor;
-use crate::service::credentials::RequestContext;
+use crate::service::access::{Actor, Forbidden};
+use crate::service::context::RequestContext;
 use crate::service::organizations::OrganizationError;
 use crate::state::AppState;
 
@@ -51,8 +51,7 @@ pub async fn organization(
     actor: &Actor,
     id: Option<&str>,
 ) -> Result<Organization, ApiKeyError> {
-    let own = actor.organization_id.to_string();
-    crate::service::organizations::visible(state, actor, id.unwrap_or(&own))
+    crate::service::organizations::visible_or_own(state, actor, id)
         .await
         .map_err(|error| match error {
             OrganizationError::Store(error) => ApiKeyError::Store(error),
@@ -60,14 +59,18 @@ pub async fn organization(
         })
 }
 
+impl From<Forbidden> for ApiKeyError {
+    fn from(_: Forbidden) -> Self {
+        ApiKeyError::Forbidden
+    }
+}
+
 /// Whether the caller may manage a key of this role: its role allows managing keys, and the
 /// key's role is not above its own. The env of the caller's token does not matter: it names
 /// the platform environment the token's holder calls, while the management plane is one for
 /// both (a key that must not manage keys gets the `viewer` role).
 fn may_manage(actor: &Actor, role: Role) -> Result<(), ApiKeyError> {
-    if !policy::allows(actor.role, Action::ManageApiKeys) {
-        return Err(ApiKeyError::Forbidden);
-    }
+    actor.require(Action::ManageApiKeys)?;
     if !policy::may_touch_key(actor.role, role) {
         return Err(ApiKeyError::AboveCallerRole);
     }
@@ -103,7 +106,7 @@ pub async fn find(
         .ok_or(ApiKeyError::NotFound)
 }
 
-fn event(context: &RequestContext, actor: &Actor, key: &ApiKey, action: &str) -> AuditEvent {
+fn event(context: &RequestContext, actor: &Actor, key: &ApiKey, action: AuditAction) -> AuditEvent {
     context.event_by(
         actor,
         key.organization_id,
@@ -141,10 +144,7 @@ pub async fn create(
     if request.kind == ApiKeyKind::Live && !organization.envs.contains(&Env::Live) {
         return Err(ApiKeyError::EnvNotEnabled);
     }
-    let created_by_user = match actor.subject_type {
-        SubjectType::User => actor.subject_id.parse().ok(),
-        SubjectType::ApiKey => None,
-    };
+    let created_by_user = actor.user_id();
     let (key, secret) = api_keys::create(
         NewApiKey {
             organization_id: organization.id,
@@ -159,7 +159,7 @@ pub async fn create(
         state.secrets(),
         now,
     );
-    let created = event(context, actor, &key, "api_key.created");
+    let created = event(context, actor, &key, AuditAction::ApiKeyCreated);
     match state.store().create_api_key(&key, &[created]).await {
         Ok(()) => Ok((key, secret)),
         Err(StoreError::Conflict(_)) => Err(ApiKeyError::NameTaken),
@@ -235,10 +235,10 @@ pub async fn update(
     checked_update(state, actor, key, |key| {
         let action = match request.status {
             Some(status) if status != key.status => match status {
-                ApiKeyStatus::Enabled => "api_key.enabled",
-                ApiKeyStatus::Disabled => "api_key.disabled",
+                ApiKeyStatus::Enabled => AuditAction::ApiKeyEnabled,
+                ApiKeyStatus::Disabled => AuditAction::ApiKeyDisabled,
             },
-            _ => "api_key.updated",
+            _ => AuditAction::ApiKeyUpdated,
         };
         let changes = ApiKeyChanges {
             status: request.status,
@@ -272,7 +272,7 @@ pub async fn rotate(
         };
         (
             changes,
-            event(context, actor, key, "api_key.rotated"),
+            event(context, actor, key, AuditAction::ApiKeyRotated),
             secret,
         )
     })
@@ -287,7 +287,7 @@ pub async fn delete(
 ) -> Result<(), ApiKeyError> {
     for _ in 0..ATTEMPTS {
         may_manage(actor, key.role)?;
-        let deleted = event(context, actor, &key, "api_key.deleted");
+        let deleted = event(context, actor, &key, AuditAction::ApiKeyDeleted);
         if state
             .store()
             .delete_api_key(key.id, Some(key.role), &[deleted])

@@ -1,6 +1,7 @@
 //! `keyplane bootstrap`: the first organization, its owner and a first API key, on an empty store.
 
 use keyplane_core::ValidationError;
+use keyplane_core::audit::AuditAction;
 use keyplane_core::onboarding::{DEFAULT_INVITATION_TTL_SECONDS, plan_bootstrap};
 use keyplane_core::secrets::ServerSecrets;
 use keyplane_core::time::now_unix;
@@ -142,7 +143,7 @@ pub async fn recover_owner(
     };
     let event = AuditEvent::system(
         organization_id,
-        "owner.recovered",
+        AuditAction::OwnerRecovered,
         "user",
         user_id.to_string(),
         now,

@@ -6,6 +6,9 @@
 pub mod access;
 pub mod api_keys;
 pub mod bootstrap;
+pub mod context;
 pub mod credentials;
 pub mod organizations;
 pub mod people;
+pub mod refresh;
+pub mod tokens;

@@ -1,7 +1,8 @@
 //! The organization use cases (contract section 5): who may do what, the rules, the audit events.
 
+use keyplane_core::audit::AuditAction;
 use keyplane_core::organizations::{self, OrganizationFields, OrganizationQuery};
-use keyplane_core::policy::{self, Action};
+use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, Organization};
 use keyplane_core::time::now_unix;
 use keyplane_core::tokens::SubjectType;
@@ -9,8 +10,8 @@ use keyplane_core::values::Env;
 use keyplane_core::{OrganizationId, ValidationError};
 use keyplane_store::{OrganizationDeletion, StoreError};
 
-use crate::service::access::{self, Actor};
-use crate::service::credentials::RequestContext;
+use crate::service::access::{self, Actor, Forbidden};
+use crate::service::context::RequestContext;
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +34,9 @@ pub enum OrganizationError {
     Store(#[from] StoreError),
 }
 
-fn may_manage(actor: &Actor) -> Result<(), OrganizationError> {
-    if policy::allows(actor.role, Action::ManageOrganizations) {
-        Ok(())
-    } else {
-        Err(OrganizationError::Forbidden)
+impl From<Forbidden> for OrganizationError {
+    fn from(_: Forbidden) -> Self {
+        OrganizationError::Forbidden
     }
 }
 
@@ -53,11 +52,24 @@ pub async fn visible(
         .ok_or(OrganizationError::NotFound)
 }
 
+/// The organization a request acts on: the caller's own when the path names none (`None`),
+/// else the one it names if the caller can see it.
+pub async fn visible_or_own(
+    state: &AppState,
+    actor: &Actor,
+    id: Option<&str>,
+) -> Result<Organization, OrganizationError> {
+    match id {
+        Some(id) => visible(state, actor, id).await,
+        None => visible(state, actor, &actor.organization_id.to_string()).await,
+    }
+}
+
 fn event(
     context: &RequestContext,
     actor: &Actor,
     target: OrganizationId,
-    action: &str,
+    action: AuditAction,
 ) -> AuditEvent {
     context.event_by(actor, target, action, ("organization", &target.to_string()))
 }
@@ -81,7 +93,7 @@ pub async fn create(
     manager: Option<&str>,
     fields: OrganizationFields,
 ) -> Result<Organization, OrganizationError> {
-    may_manage(actor)?;
+    actor.require(Action::ManageOrganizations)?;
     let manager = match manager {
         None | Some("") => actor.organization_id,
         Some(id) => {
@@ -103,12 +115,14 @@ pub async fn create(
         }
         None => return Err(OrganizationError::NotFound),
     }
-    let created_by_user = match actor.subject_type {
-        SubjectType::User => actor.subject_id.parse().ok(),
-        SubjectType::ApiKey => None,
-    };
+    let created_by_user = actor.user_id();
     let organization = organizations::create(fields, manager, created_by_user, now_unix())?;
-    let created = event(context, actor, organization.id, "organization.created");
+    let created = event(
+        context,
+        actor,
+        organization.id,
+        AuditAction::OrganizationCreated,
+    );
     match state
         .store()
         .create_organization(&organization, &[created])
@@ -128,8 +142,13 @@ pub async fn update(
     organization: Organization,
     fields: OrganizationFields,
 ) -> Result<Organization, OrganizationError> {
-    may_manage(actor)?;
-    let updated = event(context, actor, organization.id, "organization.updated");
+    actor.require(Action::ManageOrganizations)?;
+    let updated = event(
+        context,
+        actor,
+        organization.id,
+        AuditAction::OrganizationUpdated,
+    );
     change_organization(state, organization.id, updated, |organization| {
         organizations::update(organization, fields.clone())?;
         Ok(true)
@@ -176,7 +195,7 @@ pub async fn enable_env(
     organization: Organization,
     env: Env,
 ) -> Result<Organization, OrganizationError> {
-    may_manage(actor)?;
+    actor.require(Action::ManageOrganizations)?;
     let organization = fresh(state, organization.id).await?;
     if env == Env::Live
         && let Some(manager) = organization.managed_by
@@ -190,7 +209,12 @@ pub async fn enable_env(
             return Err(OrganizationError::LiveNeedsManager);
         }
     }
-    let enabled = event(context, actor, organization.id, "organization.env_enabled");
+    let enabled = event(
+        context,
+        actor,
+        organization.id,
+        AuditAction::OrganizationEnvEnabled,
+    );
     change_organization(state, organization.id, enabled, |organization| {
         if organization.envs.contains(&env) {
             return Ok(false);
@@ -220,11 +244,16 @@ pub async fn delete(
     context: &RequestContext,
     organization: Organization,
 ) -> Result<(), OrganizationError> {
-    may_manage(actor)?;
+    actor.require(Action::ManageOrganizations)?;
     if organization.id == actor.organization_id {
         return Err(OrganizationError::DeleteOwn);
     }
-    let deleted = event(context, actor, organization.id, "organization.deleted");
+    let deleted = event(
+        context,
+        actor,
+        organization.id,
+        AuditAction::OrganizationDeleted,
+    );
     match state
         .store()
         .delete_organization(organization.id, &[deleted])

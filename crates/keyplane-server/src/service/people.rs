@@ -1,7 +1,8 @@
 //! People, memberships and invitations (contract section 7): who may do what, the rules, the
 //! audit events, the mail.
 
-use keyplane_core::policy::{self, Action};
+use keyplane_core::audit::AuditAction;
+use keyplane_core::policy::Action;
 use keyplane_core::records::{
     ActorType, Invitation, Membership, MembershipOutcome, Organization, PendingInvitation, User,
     UserQuery,
@@ -13,9 +14,9 @@ use keyplane_core::values::{Email, Role, UserStatus, ValidationError, check_text
 use keyplane_core::{InvitationId, UserId};
 use keyplane_store::StoreError;
 
-use crate::service::access::Actor;
+use crate::service::access::{Actor, Forbidden};
 use crate::service::bootstrap::invitation_url;
-use crate::service::credentials::RequestContext;
+use crate::service::context::RequestContext;
 use crate::state::AppState;
 
 /// Password length bounds, in characters.
@@ -45,11 +46,9 @@ pub enum UserError {
     Store(#[from] StoreError),
 }
 
-fn require(actor: &Actor, action: Action) -> Result<(), UserError> {
-    if policy::allows(actor.role, action) {
-        Ok(())
-    } else {
-        Err(UserError::Forbidden)
+impl From<Forbidden> for UserError {
+    fn from(_: Forbidden) -> Self {
+        UserError::Forbidden
     }
 }
 
@@ -106,9 +105,9 @@ pub async fn invite(
         last_name,
         role,
     } = request;
-    require(actor, Action::ManageUsers)?;
+    actor.require(Action::ManageUsers)?;
     if role == Role::Owner {
-        require(actor, Action::ManageOwners)?;
+        actor.require(Action::ManageOwners)?;
     }
     let email = Email::parse(email)?;
     optional_name("first_name", &first_name)?;
@@ -142,10 +141,7 @@ pub async fn invite(
         token_hash: state
             .secrets()
             .hash_credential(CredentialKind::InvitationToken, token.expose()),
-        invited_by: match actor.subject_type {
-            SubjectType::User => actor.subject_id.parse().ok(),
-            SubjectType::ApiKey => None,
-        },
+        invited_by: actor.user_id(),
         created_at: now,
         expires_at: now + state.invitation_ttl(),
         accepted_at: None,
@@ -154,7 +150,7 @@ pub async fn invite(
     let invited = context.event_by(
         actor,
         organization.id,
-        "user.invited",
+        AuditAction::UserInvited,
         ("user", &user.id.to_string()),
     );
     match state
@@ -218,9 +214,9 @@ fn may_change(
     current: &Membership,
     new_role: Option<Role>,
 ) -> Result<(), UserError> {
-    require(actor, Action::ManageUsers)?;
+    actor.require(Action::ManageUsers)?;
     if current.role == Role::Owner || new_role == Some(Role::Owner) {
-        require(actor, Action::ManageOwners)?;
+        actor.require(Action::ManageOwners)?;
     }
     Ok(())
 }
@@ -264,7 +260,7 @@ pub async fn update(
         let event = context.event_by(
             actor,
             current.organization_id,
-            "user.updated",
+            AuditAction::UserUpdated,
             ("user", &current.user_id.to_string()),
         );
         match state
@@ -295,7 +291,7 @@ pub async fn remove(
         let event = context.event_by(
             actor,
             current.organization_id,
-            "user.removed",
+            AuditAction::UserRemoved,
             ("user", &current.user_id.to_string()),
         );
         match state.store().remove_membership(&current, &[event]).await? {
@@ -353,7 +349,7 @@ async fn may_manage_invitation(
     actor: &Actor,
     invitation: &Invitation,
 ) -> Result<Role, UserError> {
-    require(actor, Action::ManageUsers)?;
+    actor.require(Action::ManageUsers)?;
     let offered = state
         .store()
         .membership(invitation.organization_id, invitation.user_id)
@@ -407,7 +403,7 @@ pub async fn resend(
     let resent = context.event_by(
         actor,
         organization.id,
-        "invitation.resent",
+        AuditAction::InvitationResent,
         ("invitation", &invitation.id.to_string()),
     );
     let role = checked_invitation_change(state, actor, &invitation, |offered| {
@@ -438,7 +434,7 @@ pub async fn revoke(
     let revoked = context.event_by(
         actor,
         invitation.organization_id,
-        "invitation.revoked",
+        AuditAction::InvitationRevoked,
         ("invitation", &invitation.id.to_string()),
     );
     checked_invitation_change(state, actor, &invitation, |offered| {
@@ -498,7 +494,7 @@ pub async fn accept(
     let user_id = user.id.to_string();
     let accepted = context.event(
         invitation.organization_id,
-        "invitation.accepted",
+        AuditAction::InvitationAccepted,
         (ActorType::User, &user_id),
         ("user", &user_id),
     );
