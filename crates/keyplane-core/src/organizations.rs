@@ -8,6 +8,22 @@ use crate::values::{Env, ValidationError, check_text};
 /// at creation, so every organization in a manager's list can be reached through it.
 pub const MAX_MANAGEMENT_LEVELS: usize = 64;
 
+/// Whether `organization` may have `env` enabled by a caller acting for `caller`. LIVE means
+/// real money or real data: a managed organization gets it from the organization that manages
+/// it (which answers for it), never from itself, and only from a manager that has LIVE itself,
+/// or an organization without LIVE could hand it on through one it creates. `manager_has_live`
+/// is read for the organization's manager (ignored when it has none).
+pub fn may_enable(
+    organization: &Organization,
+    env: Env,
+    caller: OrganizationId,
+    manager_has_live: bool,
+) -> bool {
+    env != Env::Live
+        || organization.managed_by.is_none()
+        || (organization.id != caller && manager_has_live)
+}
+
 /// The fields a create or update carries. On create `None` means "not given"; on update the
 /// outer `Option` of an optional field is "not given" and the inner one "clear it".
 #[derive(Clone, Debug, Default)]
@@ -295,5 +311,22 @@ mod tests {
         assert_eq!(organization.town.as_deref(), Some("Roma"));
         assert_eq!(organization.display_name, None);
         assert_eq!(organization.name, "Venue");
+    }
+
+    #[test]
+    fn live_comes_only_from_a_manager_that_has_it() {
+        use crate::records::Organization;
+        let manager = Organization::named("m".into(), vec![Env::Test, Env::Live], 0);
+        let mut managed = Organization::named("c".into(), vec![Env::Test], 0);
+        managed.managed_by = Some(manager.id);
+        assert!(may_enable(&managed, Env::Live, manager.id, true));
+        assert!(!may_enable(&managed, Env::Live, manager.id, false));
+        assert!(
+            !may_enable(&managed, Env::Live, managed.id, true),
+            "not from itself"
+        );
+        assert!(may_enable(&managed, Env::Test, managed.id, false));
+        let root = Organization::named("r".into(), vec![Env::Test], 0);
+        assert!(may_enable(&root, Env::Live, root.id, false));
     }
 }

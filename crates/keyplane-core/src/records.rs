@@ -55,6 +55,28 @@ impl User {
 }
 
 impl Membership {
+    /// Sets the status a caller asked for, where that is a change a caller may make: between
+    /// active and disabled. Nobody sets a person invited, and an invited person becomes active
+    /// only by accepting: a pending invitation is revoked, not disabled (a disabled one could
+    /// be enabled into an active member who never accepted).
+    pub fn change_status(&mut self, to: UserStatus) -> Result<(), crate::ValidationError> {
+        match (self.status, to) {
+            (_, UserStatus::Invited) => Err(crate::ValidationError::new(
+                "status",
+                "cannot be set to invited",
+            )),
+            (UserStatus::Invited, _) => Err(crate::ValidationError::new(
+                "status",
+                "an invited person becomes active by accepting; revoke the invitation or \
+                 remove them instead",
+            )),
+            _ => {
+                self.status = to;
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the person may act in the organization: an active member (not still invited,
     /// not disabled).
     pub fn may_act(&self) -> bool {
@@ -73,6 +95,11 @@ impl Membership {
 }
 
 impl Organization {
+    /// Whether the organization may hold keys of `kind`: live keys need its LIVE env.
+    pub fn may_hold(&self, kind: ApiKeyKind) -> bool {
+        kind != ApiKeyKind::Live || self.envs.contains(&Env::Live)
+    }
+
     /// A new organization with only a name, as `keyplane bootstrap` creates it.
     pub fn named(name: String, envs: Vec<Env>, created_at: i64) -> Self {
         Self {
@@ -410,5 +437,40 @@ mod tests {
         assert!(membership(UserStatus::Active).may_act());
         assert!(!membership(UserStatus::Invited).may_act());
         assert!(!membership(UserStatus::Disabled).may_act());
+    }
+
+    #[test]
+    fn status_changes_go_between_active_and_disabled_only() {
+        let mut member = Membership {
+            user_id: UserId::random(),
+            organization_id: OrganizationId::new(),
+            role: Role::Admin,
+            status: UserStatus::Active,
+            created_at: 0,
+            token_version: 0,
+            invited_first_name: None,
+            invited_last_name: None,
+        };
+        member.change_status(UserStatus::Disabled).unwrap();
+        assert_eq!(member.status, UserStatus::Disabled);
+        member.change_status(UserStatus::Active).unwrap();
+        assert_eq!(member.status, UserStatus::Active);
+        assert_eq!(
+            member.change_status(UserStatus::Invited).unwrap_err().field,
+            "status"
+        );
+        member.status = UserStatus::Invited;
+        assert!(member.change_status(UserStatus::Active).is_err());
+        assert!(member.change_status(UserStatus::Disabled).is_err());
+        assert_eq!(member.status, UserStatus::Invited);
+    }
+
+    #[test]
+    fn live_keys_need_the_live_env() {
+        let mut organization = Organization::named("o".into(), vec![Env::Test], 0);
+        assert!(organization.may_hold(ApiKeyKind::Test));
+        assert!(!organization.may_hold(ApiKeyKind::Live));
+        organization.envs.push(Env::Live);
+        assert!(organization.may_hold(ApiKeyKind::Live));
     }
 }

@@ -25,6 +25,15 @@ impl ValidationError {
 
 /// Checks a free-text field: length in characters within `min..=max`, no control characters.
 /// Strings are stored as sent, so nothing is trimmed.
+/// How long a person's password may be, in characters.
+pub const PASSWORD_LENGTH: (usize, usize) = (12, 256);
+
+/// A person's new password: 12 to 256 characters (anything else about it is the person's).
+pub fn check_password(password: &str) -> Result<(), ValidationError> {
+    check_text("password", password, PASSWORD_LENGTH.0, PASSWORD_LENGTH.1)
+        .map_err(|_| ValidationError::new("password", "must be 12 to 256 characters"))
+}
+
 pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ValidationError> {
     let len = value.chars().count();
     if len < min || len > max {

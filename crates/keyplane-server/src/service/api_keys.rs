@@ -8,7 +8,7 @@ use keyplane_core::policy::{self, Action, KeyRoleRefusal};
 use keyplane_core::records::{ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::time::now_unix;
-use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, KeyName, Role};
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, KeyName, Role};
 use keyplane_core::{ApiKeyId, ValidationError};
 use keyplane_store::StoreError;
 
@@ -141,7 +141,7 @@ pub async fn create(
     if let Some(at) = request.expires_at {
         api_keys::validate_expires_at(at, now)?;
     }
-    if request.kind == ApiKeyKind::Live && !organization.envs.contains(&Env::Live) {
+    if !organization.may_hold(request.kind) {
         return Err(ApiKeyError::EnvNotEnabled);
     }
     let created_by_user = actor.user_id();

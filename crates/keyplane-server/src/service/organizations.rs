@@ -197,17 +197,12 @@ pub async fn enable_env(
 ) -> Result<Organization, OrganizationError> {
     actor.require(Action::ManageOrganizations)?;
     let organization = fresh(state, organization.id).await?;
-    if env == Env::Live
-        && let Some(manager) = organization.managed_by
-    {
-        // LIVE means real money or real data: a managed organization gets it from the
-        // organization that manages it (which answers for it), never from itself, and only
-        // from a manager that has LIVE itself — or an organization without LIVE could hand it
-        // on through one it creates.
-        let manager_has_live = fresh(state, manager).await?.envs.contains(&Env::Live);
-        if organization.id == actor.organization_id || !manager_has_live {
-            return Err(OrganizationError::LiveNeedsManager);
-        }
+    let manager_has_live = match organization.managed_by {
+        Some(manager) if env == Env::Live => fresh(state, manager).await?.envs.contains(&Env::Live),
+        _ => false,
+    };
+    if !organizations::may_enable(&organization, env, actor.organization_id, manager_has_live) {
+        return Err(OrganizationError::LiveNeedsManager);
     }
     let enabled = event(
         context,

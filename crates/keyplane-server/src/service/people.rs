@@ -20,7 +20,6 @@ use crate::service::context::RequestContext;
 use crate::state::AppState;
 
 /// Password length bounds, in characters.
-const PASSWORD_LENGTH: (usize, usize) = (12, 256);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -236,23 +235,7 @@ pub async fn update(
         may_change(actor, &current, role)?;
         let mut changed = current.clone();
         if let Some(status) = status {
-            match (current.status, status) {
-                (_, UserStatus::Invited) => {
-                    return Err(ValidationError::new("status", "cannot be set to invited").into());
-                }
-                // Only accepting makes a person active; a pending invitation is revoked, not
-                // disabled (a disabled one could be enabled into an active member who never
-                // accepted).
-                (UserStatus::Invited, _) => {
-                    return Err(ValidationError::new(
-                        "status",
-                        "an invited person becomes active by accepting; revoke the invitation \
-                         or remove them instead",
-                    )
-                    .into());
-                }
-                _ => changed.status = status,
-            }
+            changed.change_status(status)?;
         }
         if let Some(role) = role {
             changed.role = role;
@@ -458,8 +441,7 @@ pub async fn accept(
     first_name: Option<String>,
     last_name: Option<String>,
 ) -> Result<(User, Membership), UserError> {
-    check_text("password", &password, PASSWORD_LENGTH.0, PASSWORD_LENGTH.1)
-        .map_err(|_| ValidationError::new("password", "must be 12 to 256 characters"))?;
+    keyplane_core::values::check_password(&password)?;
     optional_name("first_name", &first_name)?;
     optional_name("last_name", &last_name)?;
     let hash = state
