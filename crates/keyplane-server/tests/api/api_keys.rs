@@ -1234,7 +1234,7 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
                         "{query:?} sorts:\n{plan:#?}"
                     );
                     assert!(
-                        !(detail.starts_with("SCAN api_keys") && !detail.contains("INDEX")),
+                        !detail.starts_with("SCAN api_keys") || detail.contains("INDEX"),
                         "{query:?} scans the table:\n{plan:#?}"
                     );
                 }
