@@ -258,7 +258,6 @@ async fn change(app: &TestApp, key: &keyplane_core::records::ApiKey, changes: Ap
     assert!(changed.is_some(), "the key exists");
 }
 
-/// What the node that changes a key does: drop its own cached view of it.
 /// What the node that changed a key does: drop its cached state and secrets.
 async fn forget(app: &TestApp, key: &keyplane_core::records::ApiKey) {
     app.state.subjects().forget_key(key).await;
