@@ -21,8 +21,8 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const TEST_DATABASE_URL: &str = "KEYPLANE_TEST_DATABASE_URL";
 
 /// Runs an async test body once on SQLite and once on PostgreSQL (`<name>::sqlite`,
-/// `<name>::postgres`); the PostgreSQL variant is skipped, with a printed reason, when
-/// `KEYPLANE_TEST_DATABASE_URL` is not set.
+/// `<name>::postgres`). Without `KEYPLANE_TEST_DATABASE_URL` the PostgreSQL variant is skipped
+/// with a printed reason, or fails in CI (see [`skip`]).
 #[macro_export]
 macro_rules! on_both_stores {
     ($($name:ident),+ $(,)?) => {$(
@@ -51,18 +51,30 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PostgreSQL when `KEYPLANE_TEST_DATABASE_URL` is set; otherwise prints why the test is skipped.
+    /// PostgreSQL when `KEYPLANE_TEST_DATABASE_URL` is set; otherwise the test is skipped with a
+    /// printed reason, or fails in CI (see [`skip`]).
     pub fn postgres() -> Option<Self> {
         match std::env::var(TEST_DATABASE_URL) {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ => {
-                eprintln!(
-                    "skipped: set {TEST_DATABASE_URL} to run the PostgreSQL variant of this test"
-                );
+                skip(&format!(
+                    "set {TEST_DATABASE_URL} to run the PostgreSQL variant of this test"
+                ));
                 None
             }
         }
     }
+}
+
+/// For a test that cannot run here (no database URL, not root): prints why it is skipped.
+/// In CI (`CI` set) it panics instead: a CI run must run every test, so a missing database or
+/// privilege there is a failure, not a quiet pass.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "in CI this test must run: {reason}"
+    );
+    eprintln!("skipped: {reason}");
 }
 
 /// A PostgreSQL schema of its own, so tests never see each other's rows.
