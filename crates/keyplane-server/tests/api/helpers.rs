@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keyplane_core::records::Organization;
@@ -14,8 +15,9 @@ use keyplane_server::{AppState, Application, ServeConfig};
 use reqwest::{Certificate, Client as HttpClient, Url};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub const TEST_DATABASE_URL: &str = "KEYPLANE_TEST_DATABASE_URL";
@@ -687,11 +689,15 @@ pub fn mailed_invitation_token(app: &TestApp, email: &str) -> String {
 }
 
 /// A TCP proxy in front of PostgreSQL that a test can cut (connections reset, the port closed)
-/// and restore.
+/// and restore, or freeze (nothing forwarded either way while every connection stays open: a
+/// network that went silent) and thaw.
 pub struct DatabaseProxy {
     pub port: u16,
     target: SocketAddr,
     connections: Option<JoinHandle<()>>,
+    /// Held shared while bytes are passed on, and exclusively while frozen.
+    gate: Arc<RwLock<()>>,
+    frozen: Option<OwnedRwLockWriteGuard<()>>,
 }
 
 impl DatabaseProxy {
@@ -711,6 +717,8 @@ impl DatabaseProxy {
             port: listener.local_addr().unwrap().port(),
             target,
             connections: None,
+            gate: Arc::default(),
+            frozen: None,
         };
         proxy.serve(listener);
         proxy
@@ -722,16 +730,22 @@ impl DatabaseProxy {
     }
 
     fn serve(&mut self, listener: TcpListener) {
-        let target = self.target;
+        let (target, gate) = (self.target, self.gate.clone());
         self.connections = Some(tokio::spawn(async move {
             let mut pipes = JoinSet::new();
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                let gate = gate.clone();
                 pipes.spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = tokio::net::TcpStream::connect(target).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            forward(client_read, server_write, &gate),
+                            forward(server_read, client_write, &gate),
+                        );
                     }
                 });
             }
@@ -750,4 +764,39 @@ impl DatabaseProxy {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         self.serve(listener);
     }
+
+    /// Stops passing bytes on, either way, on every connection; connections stay open and new
+    /// ones are accepted, but nothing reaches the other side. Returns once nothing is in
+    /// flight: from then on not a byte crosses until [`DatabaseProxy::thaw`].
+    pub async fn freeze(&mut self) {
+        if self.frozen.is_none() {
+            self.frozen = Some(self.gate.clone().write_owned().await);
+        }
+    }
+
+    /// Passes bytes on again, starting with those held while frozen.
+    pub fn thaw(&mut self) {
+        self.frozen = None;
+    }
+}
+
+/// Copies `from` to `to` until either side closes, passing each chunk on only while `gate` is
+/// open.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    gate: &RwLock<()>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let _open = gate.read().await;
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
