@@ -586,7 +586,8 @@ pub fn client_trusting(certificate: &CertificateInfo) -> HttpClient {
         .expect("an HTTPS client")
 }
 
-/// Asserts the contract's error body and returns it.
+/// Asserts the management API's error body (README, Behaviour: `status_code`, `error`, `code`,
+/// `message`, and `request_id` matching the `X-Request-Id` header) and returns it.
 pub async fn assert_error(
     response: reqwest::Response,
     status: u16,

@@ -9,7 +9,7 @@ use crate::helpers::{Backend, Fixture, TestApp, assert_error};
 use crate::on_both_stores;
 
 on_both_stores!(
-    issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks,
+    issues_a_token_pair_in_fiskalys_shape_verifiable_against_the_jwks,
     unknown_keys_and_wrong_secrets_get_the_same_answer,
     refresh_tokens_are_single_use_and_reuse_revokes_the_family,
     rejects_malformed_and_incomplete_auth_requests,
@@ -55,7 +55,7 @@ pub fn verify_with_jwks(token: &str, jwks: &Value) -> (Value, Value) {
     (header, claims)
 }
 
-async fn issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks(backend: Backend) {
+async fn issues_a_token_pair_in_fiskalys_shape_verifiable_against_the_jwks(backend: Backend) {
     let app = TestApp::start(&backend).await;
     let boot = app.bootstrap().await;
     // Real fiskaly clients send an empty bearer header to /auth: it is ignored.
