@@ -222,8 +222,9 @@ async fn other_organizations_are_not_found(backend: Backend) {
 
 /// Polls `path` with `token` until it is refused, and returns how long that took after `since`.
 async fn refused_after(app: &TestApp, token: &str, path: &str, since: Instant) -> Duration {
-    // The bound the contract sets, plus room for a slow machine; the design guarantees
-    // SUBJECT_STATE_TTL plus one query.
+    // Other nodes stop a token within SUBJECT_STATE_TTL plus one query (README, Tokens: 0.5 s);
+    // callers assert a second, and polling goes on a little longer so that a miss shows how
+    // late it was.
     let deadline = since + Duration::from_secs(1) + SUBJECT_STATE_TTL;
     loop {
         let status = app.get_as(token, path).await.status();
@@ -258,7 +259,6 @@ async fn change(app: &TestApp, key: &keyplane_core::records::ApiKey, changes: Ap
     assert!(changed.is_some(), "the key exists");
 }
 
-/// What the node that changes a key does: drop its own cached view of it.
 /// What the node that changed a key does: drop its cached state and secrets.
 async fn forget(app: &TestApp, key: &keyplane_core::records::ApiKey) {
     app.state.subjects().forget_key(key).await;

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
+use crate::helpers::{Backend, Fixture, TestApp, assert_error, ok, send};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -25,56 +25,7 @@ on_both_stores!(
     every_list_order_is_an_index_scan,
 );
 
-/// A second organization straight in the store (organization endpoints arrive with their own
-/// issue), managed by `manager` when given, with one enabled test key; returns it and a token.
-pub async fn another_organization(
-    app: &TestApp,
-    name: &str,
-    manager: Option<keyplane_core::OrganizationId>,
-) -> (keyplane_core::records::Organization, String) {
-    let (organization, key, secret) = another_client(app, name, manager).await;
-    let token = app.access_token(&key, &secret).await;
-    (organization, token)
-}
-
-/// [`another_organization`], returning its key's credentials instead of a token.
-pub async fn another_client(
-    app: &TestApp,
-    name: &str,
-    manager: Option<keyplane_core::OrganizationId>,
-) -> (keyplane_core::records::Organization, String, String) {
-    use keyplane_core::api_keys::{NewApiKey, create};
-    let now = keyplane_core::time::now_unix();
-    let mut organization = keyplane_core::records::Organization::named(
-        name.into(),
-        vec![keyplane_core::values::Env::Test],
-        now,
-    );
-    organization.managed_by = manager;
-    app.state
-        .store()
-        .create_organization(&organization, &[])
-        .await
-        .unwrap();
-    let (key, secret) = create(
-        NewApiKey {
-            organization_id: organization.id,
-            name: keyplane_core::values::KeyName::parse("main").unwrap(),
-            kind: keyplane_core::values::ApiKeyKind::Test,
-            status: keyplane_core::values::ApiKeyStatus::Enabled,
-            role: keyplane_core::values::Role::Admin,
-            metadata: Default::default(),
-            expires_at: None,
-            created_by_user: None,
-        },
-        app.state.secrets(),
-        now,
-    );
-    app.state.store().create_api_key(&key, &[]).await.unwrap();
-    (organization, key.public_key, secret.into_string())
-}
-
-/// A started app, its bootstrap, and an access token of the bootstrap key.
+/// The by-id path of the bootstrap organization's keys.
 fn org_keys(boot: &keyplane_server::service::bootstrap::BootstrapOutput) -> String {
     format!("/api/v0/organizations/{}/api-keys", boot.organization_id)
 }
@@ -92,7 +43,7 @@ async fn names(app: &TestApp, token: &str, query: &str) -> (Vec<String>, u64) {
 }
 
 async fn keys_by_name_live_a_whole_lifecycle(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
     let created = ok(send(
         &app,
@@ -191,7 +142,7 @@ async fn keys_by_name_live_a_whole_lifecycle(backend: Backend) {
 }
 
 async fn keys_by_id_take_fiskalys_bodies(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
     let path = org_keys(&boot);
     let created = ok(send(
@@ -245,7 +196,7 @@ async fn keys_by_id_take_fiskalys_bodies(backend: Backend) {
 }
 
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
     let too_many: serde_json::Map<String, Value> =
         (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
@@ -461,7 +412,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
 }
 
 async fn lists_order_filter_page_and_count(backend: Backend) {
-    let (app, _boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     use reqwest::Method;
     for (name, kind, status) in [
         ("c-live", "live", "enabled"),
@@ -553,7 +504,7 @@ async fn lists_order_filter_page_and_count(backend: Backend) {
 }
 
 async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     use reqwest::Method;
     let created = ok(send(
         &app,
@@ -635,11 +586,10 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backen
     assert_error(expired, 401, "E_UNAUTHORIZED").await;
     app.token_pair(key, fourth["secret"].as_str().unwrap())
         .await;
-    let _ = boot;
 }
 
 async fn rotation_ends_the_refresh_tokens_of_older_secrets(backend: Backend) {
-    let (app, _boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     use reqwest::Method;
     let created = ok(send(
         &app,
@@ -712,7 +662,7 @@ async fn rotation_ends_the_refresh_tokens_of_older_secrets(backend: Backend) {
 }
 
 async fn disabling_or_deleting_a_key_ends_its_tokens(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     use reqwest::Method;
     let created = ok(send(
         &app,
@@ -804,11 +754,10 @@ async fn disabling_or_deleting_a_key_ends_its_tokens(backend: Backend) {
         "E_UNAUTHORIZED",
     )
     .await;
-    let _ = boot;
 }
 
 async fn unknown_organizations_and_keys_are_not_found(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
     let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
     let stranger = uuid::Uuid::now_v7().to_string();
@@ -858,28 +807,18 @@ async fn unknown_organizations_and_keys_are_not_found(backend: Backend) {
 }
 
 async fn viewers_read_but_cannot_manage_keys(backend: Backend) {
-    let (app, boot, _) = setup(&backend).await;
+    let Fixture { app, boot, .. } = Fixture::start(&backend).await;
     use reqwest::Method;
-    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
-    let store = app.state.store();
-    let mut membership = store
-        .membership(
-            boot.organization_id.parse().unwrap(),
-            boot.user_id.parse().unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    membership.role = keyplane_core::values::Role::Viewer;
-    assert!(store.update_membership(&membership, &[]).await.unwrap());
-    let login = app
-        .post_json(
-            "/api/v0/auth",
-            &json!({"email": "owner@example.com", "password": "a long passphrase"}),
-        )
+    app.activate_owner(&boot, "a long passphrase").await;
+    app.set_role_in_store(
+        boot.organization_id.parse().unwrap(),
+        boot.user_id.parse().unwrap(),
+        keyplane_core::values::Role::Viewer,
+    )
+    .await;
+    let viewer = &app
+        .person_token("owner@example.com", "a long passphrase")
         .await;
-    let viewer: Value = login.json().await.unwrap();
-    let viewer = viewer["access_token"].as_str().unwrap();
     assert_eq!(names(&app, viewer, "").await.1, 1);
     assert_eq!(
         ok(app.get_as(viewer, "/api/v0/api-keys/bootstrap").await).await["name"],
@@ -913,18 +852,71 @@ async fn viewers_read_but_cannot_manage_keys(backend: Backend) {
     assert_eq!(names(&app, viewer, "").await.1, 1);
 }
 
+/// `last_used_at` is noted in memory when a key obtains a token and written by a background
+/// flush (every 5 s, README, API keys): a token request alone writes nothing; the flush writes
+/// the time of the latest.
 async fn last_used_at_follows_token_requests(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
-    let before = ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await;
-    // Not yet written: usage is coalesced in memory first.
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
+    use reqwest::Method;
+    let create = |name: String| {
+        let (app, token) = (&app, &token);
+        async move {
+            ok(send(
+                app,
+                Method::PUT,
+                token,
+                &format!("/api/v0/api-keys/{name}"),
+                Some(json!({"kind": "test", "status": "enabled"})),
+            )
+            .await)
+            .await
+        }
+    };
+    // The periodic flush may run at any moment. A round counts only if it did not run during
+    // it, which a sentinel shows: a use noted for the sentinel before the token request is still
+    // unwritten after the reads (a flush writes everything noted).
+    let mut round = 0;
+    let used = loop {
+        assert!(round < 5, "a background flush ran during every round");
+        let used = create(format!("used-{round}")).await;
+        let sentinel = create(format!("sentinel-{round}")).await;
+        let sentinel_key = sentinel["key"].as_str().unwrap();
+        let sentinel_id = app.stored_api_key(sentinel_key).await.id;
+        app.state
+            .usage()
+            .record(sentinel_id, keyplane_core::time::now_unix());
+        app.token_pair(
+            used["key"].as_str().unwrap(),
+            used["secret"].as_str().unwrap(),
+        )
+        .await;
+        let path = format!("/api/v0/api-keys/used-{round}");
+        let read = ok(app.get_as(&token, &path).await).await;
+        let stored = app.stored_api_key(used["key"].as_str().unwrap()).await;
+        if app
+            .stored_api_key(sentinel_key)
+            .await
+            .last_used_at
+            .is_some()
+        {
+            round += 1;
+            continue;
+        }
+        // Not yet written: usage is coalesced in memory first.
+        assert!(read.get("last_used_at").is_none(), "{read}");
+        assert_eq!(stored.last_used_at, None, "written at the token request");
+        break path;
+    };
     app.state.flush_background_writes().await;
-    let after = ok(app.get_as(&token, "/api/v0/api-keys/bootstrap").await).await;
-    let used = after["last_used_at"]
-        .as_i64()
-        .expect("written after the flush");
-    assert!((used - keyplane_core::time::now_unix()).abs() < 60);
-    assert!(before.get("last_used_at").is_none() || before["last_used_at"].as_i64() <= Some(used));
-    let _ = boot;
+    let now = keyplane_core::time::now_unix();
+    // Written by the flush: this key's token request, and the bootstrap key's from the setup.
+    for path in [used.as_str(), "/api/v0/api-keys/bootstrap"] {
+        let after = ok(app.get_as(&token, path).await).await;
+        let at = after["last_used_at"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{path}: written after the flush: {after}"));
+        assert!((at - now).abs() < 60, "{path}: {after}");
+    }
 }
 
 /// The recorded fiskaly cassettes, replayed: request bodies as recorded, responses compared by
@@ -932,20 +924,20 @@ async fn last_used_at_follows_token_requests(backend: Backend) {
 async fn replays_recorded_fiskaly_key_creation_and_listing(backend: Backend) {
     let app = TestApp::start(&backend).await;
     let boot = app.bootstrap().await;
-    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
+    app.activate_owner(&boot, "a long passphrase").await;
     // fiskaly's dashboard keys are created by people: `created_by_user` is set.
-    let login = app
-        .post_json(
-            "/api/v0/auth",
-            &json!({"email": "owner@example.com", "password": "a long passphrase"}),
-        )
+    let token = &app
+        .person_token("owner@example.com", "a long passphrase")
         .await;
-    let token: Value = login.json().await.unwrap();
-    let token = token["access_token"].as_str().unwrap();
 
     let (request, recorded) = interaction("management-org_api_keys_create_ok.yml", 1);
     // As recorded: a key created in an organization managed by the caller's.
-    let (managed, _) = another_organization(&app, "Venue", boot.organization_id.parse().ok()).await;
+    let managed = app
+        .another_organization("Venue")
+        .managed_by(boot.organization_id.parse().unwrap())
+        .create()
+        .await
+        .organization;
     let body = request.replace(
         "<RSPEC_FISKALY_MANAGED_BY_ORGANIZATION_ID>",
         &boot.organization_id,
@@ -1014,7 +1006,7 @@ pub fn interaction(cassette: &str, index: usize) -> (String, Value) {
     (request, serde_json::from_str(response).unwrap())
 }
 
-/// Every key of the recorded resource is in ours (ours adds `kind`, which the contract lists).
+/// Every key of the recorded resource is in ours (ours may add more, such as a key's `kind`).
 pub fn assert_has_keys(ours: &Value, recorded: &Value) {
     for key in recorded.as_object().unwrap().keys() {
         assert!(ours.get(key).is_some(), "missing {key:?} in {ours}");
@@ -1022,7 +1014,7 @@ pub fn assert_has_keys(ours: &Value, recorded: &Value) {
 }
 
 async fn live_keys_need_the_live_env(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
     let store = app.state.store();
     let mut organization = store
@@ -1068,9 +1060,10 @@ async fn live_keys_need_the_live_env(backend: Backend) {
 }
 
 async fn keys_of_other_organizations_are_invisible(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
-    let (other, stranger) = another_organization(&app, "Unrelated", None).await;
+    let other = app.another_organization("Unrelated").create().await;
+    let stranger = other.token().await;
     let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
     let ours = org_keys(&boot);
     let one = format!("{ours}/{key_id}");
@@ -1120,7 +1113,7 @@ async fn keys_of_other_organizations_are_invisible(backend: Backend) {
         (vec!["main".to_owned()], 1)
     );
     // And the other way round.
-    let theirs = format!("/api/v0/organizations/{}/api-keys", other.id);
+    let theirs = format!("/api/v0/organizations/{}/api-keys", other.organization.id);
     assert_error(
         app.get_as(&token, &theirs).await,
         404,
@@ -1135,11 +1128,22 @@ async fn keys_of_other_organizations_are_invisible(backend: Backend) {
 }
 
 async fn a_manager_manages_the_keys_of_organizations_it_manages(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     use reqwest::Method;
     let root = boot.organization_id.parse().unwrap();
-    let (child, child_token) = another_organization(&app, "Child", Some(root)).await;
-    let (grandchild, _) = another_organization(&app, "Grandchild", Some(child.id)).await;
+    let child = app
+        .another_organization("Child")
+        .managed_by(root)
+        .create()
+        .await;
+    let child_token = child.token().await;
+    let child = child.organization;
+    let grandchild = app
+        .another_organization("Grandchild")
+        .managed_by(child.id)
+        .create()
+        .await
+        .organization;
     for organization in [&child, &grandchild] {
         let path = format!("/api/v0/organizations/{}/api-keys", organization.id);
         let list = ok(app.get_as(&token, &path).await).await;
@@ -1189,7 +1193,7 @@ async fn a_manager_manages_the_keys_of_organizations_it_manages(backend: Backend
 async fn every_list_order_is_an_index_scan(backend: Backend) {
     use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
     use keyplane_core::values::{ApiKeyKind, ApiKeyStatus};
-    let (app, boot, _) = setup(&backend).await;
+    let Fixture { app, boot, .. } = Fixture::start(&backend).await;
     let organization = boot.organization_id.clone();
     load_keys(&app, &backend, &organization, 20_000).await;
     let mut queries = Vec::new();
@@ -1293,10 +1297,35 @@ async fn load_keys(app: &TestApp, backend: &Backend, organization: &str, count: 
                 .execute(&pool)
                 .await
                 .unwrap();
-            sqlx::query("VACUUM ANALYZE api_keys")
-                .execute(&pool)
+            // VACUUM marks a page all-visible only once no transaction open in the database
+            // (another test's, running alongside) may still not see its rows. Until then an
+            // index-only scan looks dearer than it is and the plan is not the one the table
+            // gets once autovacuum has caught up: vacuum until every page is marked.
+            // (INDEX_CLEANUP ON: otherwise the page with the one dead row version, the
+            // bootstrap key's before its usage was written, stays unmarked.)
+            let started = std::time::Instant::now();
+            loop {
+                sqlx::query("VACUUM (ANALYZE, INDEX_CLEANUP ON) api_keys")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                let (pages, visible): (i32, i32) = sqlx::query_as(
+                    "SELECT relpages, relallvisible FROM pg_class \
+                     WHERE oid = 'api_keys'::regclass",
+                )
+                .fetch_one(&pool)
                 .await
                 .unwrap();
+                if visible >= pages {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(60),
+                    "after a minute VACUUM had marked {visible} of {pages} pages all-visible: \
+                     is a transaction held open in the test database?"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
             pool.close().await;
         }
     }
@@ -1355,7 +1384,7 @@ async fn explain(
 }
 
 async fn concurrent_changes_keep_each_other_and_the_count(backend: Backend) {
-    let (app, _boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     use reqwest::Method;
     for round in 0..5 {
         let name = format!("racy-{round}");

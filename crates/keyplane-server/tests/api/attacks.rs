@@ -8,10 +8,9 @@ use keyplane_core::values::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_keys::{another_client, another_organization};
 use crate::helpers::{
-    Backend, TestApp, TestAppBuilder, assert_error, jwt_claims, mailed_invitation_token, ok, send,
-    setup,
+    Backend, Fixture, TestApp, TestAppBuilder, assert_error, jwt_claims, mailed_invitation_token,
+    mails_to, ok, owner_invitation_token, send, venue,
 };
 use crate::on_both_stores;
 
@@ -81,10 +80,6 @@ on_both_stores!(
 );
 
 const PASSWORD: &str = "a long enough passphrase";
-
-fn venue(name: &str) -> Value {
-    json!({"name": name, "address_line1": "Via Vincenzo Monti 10", "zip": "20145", "town": "Milano", "country_code": "ITA"})
-}
 
 fn role_name(role: Role) -> &'static str {
     match role {
@@ -171,30 +166,12 @@ async fn key_token(app: &TestApp, key: &Value) -> String {
     token
 }
 
-async fn login_person(app: &TestApp, email: &str) -> reqwest::Response {
-    app.post_json(
-        "/api/v0/auth",
-        &json!({"email": email, "password": PASSWORD}),
-    )
-    .await
-}
-
-/// A person's token pair, by email and password.
-async fn person_pair(app: &TestApp, email: &str) -> Value {
-    ok(login_person(app, email).await).await
-}
-
-/// The bootstrap owner accepts the invitation of `keyplane bootstrap`, with a password.
-async fn accept_bootstrap(
-    app: &TestApp,
-    boot: &keyplane_server::service::bootstrap::BootstrapOutput,
-) {
-    let token = boot.invitation_url.split_once("#token=").unwrap().1;
+/// The bootstrap owner, Ada Lovelace, accepts the invitation of `keyplane bootstrap` with
+/// [`PASSWORD`].
+async fn accept_bootstrap(app: &TestApp, boot: &keyplane_server::service::bootstrap::BootstrapOutput) {
+    let names = json!({"first_name": "Ada", "last_name": "Lovelace"});
     ok(app
-        .post_json(
-            "/api/v0/invitations/accept",
-            &json!({"token": token, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace"}),
-        )
+        .accept_invitation(owner_invitation_token(boot), PASSWORD, names)
         .await)
     .await;
 }
@@ -222,18 +199,12 @@ async fn invite_and_accept(
     .await)
     .await;
     let token = mailed_invitation_token(app, email);
-    ok(app
-        .post_json(
-            "/api/v0/invitations/accept",
-            &json!({"token": token, "password": PASSWORD}),
-        )
-        .await)
-    .await;
+    ok(app.accept_invitation(&token, PASSWORD, json!({})).await).await;
     invited["_id"].as_str().unwrap().to_owned()
 }
 
-/// Gives a person a role straight in the store (as an operator's repair would), drops the
-/// cached standing, and returns a fresh token of theirs.
+/// Gives a person a role straight in the store (as an operator's repair would), and returns a
+/// fresh token of theirs, which names the role.
 async fn with_role_in_store(
     app: &TestApp,
     organization: &str,
@@ -241,29 +212,9 @@ async fn with_role_in_store(
     email: &str,
     role: Role,
 ) -> String {
-    let organization: keyplane_core::OrganizationId = organization.parse().unwrap();
-    let person: keyplane_core::UserId = user.parse().unwrap();
-    let mut membership = app
-        .state
-        .store()
-        .membership(organization, person)
-        .await
-        .unwrap()
-        .unwrap();
-    membership.role = role;
-    assert!(
-        app.state
-            .store()
-            .update_membership(&membership, &[])
-            .await
-            .unwrap()
-    );
-    app.state
-        .subjects()
-        .forget(keyplane_core::tokens::SubjectType::User, user, organization)
+    app.set_role_in_store(organization.parse().unwrap(), user.parse().unwrap(), role)
         .await;
-    let pair = person_pair(app, email).await;
-    let token = pair["access_token"].as_str().unwrap().to_owned();
+    let token = app.person_token(email, PASSWORD).await;
     assert_eq!(jwt_claims(&token)["role"], role_name(role));
     token
 }
@@ -296,7 +247,11 @@ fn expected_key_role(creator: &str, requested: Option<&str>) -> Result<&'static 
 /// key-creating paths; the answer and the stored role follow the rule, and refusals store
 /// nothing.
 async fn every_role_against_every_key_creating_path(backend: Backend) {
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     let org = boot.organization_id.clone();
     assert_eq!(jwt_claims(&admin)["role"], "admin", "the bootstrap key");
     accept_bootstrap(&app, &boot).await;
@@ -389,7 +344,11 @@ async fn every_role_against_every_key_creating_path(backend: Backend) {
 /// Changing, rotating or deleting a key above one's role is refused and changes nothing; a
 /// viewer key writes nothing at all; a developer key manages no people or organizations.
 async fn keys_above_the_callers_role_cannot_be_touched(backend: Backend) {
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     let org = boot.organization_id.clone();
     let developer = key_token(
         &app,
@@ -414,10 +373,7 @@ async fn keys_above_the_callers_role_cannot_be_touched(backend: Backend) {
 
     // A developer, key or person, against an admin key, on both path styles.
     invite_and_accept(&app, &admin, None, "dev@example.com", "developer").await;
-    let developer_person = person_pair(&app, "dev@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let developer_person = app.person_token("dev@example.com", PASSWORD).await;
     let paths = ["/api/v0/api-keys/high".to_owned(), id_path(&high)];
     for (caller, path) in [&developer, &developer_person]
         .into_iter()
@@ -656,12 +612,11 @@ async fn keys_above_the_callers_role_cannot_be_touched(backend: Backend) {
 
 /// The original attack: a developer makes a key and, with its token, makes themself an admin.
 async fn a_developers_key_cannot_promote_the_developer(backend: Backend) {
-    let (app, _boot, admin) = setup(&backend).await;
+    let Fixture {
+        app, token: admin, ..
+    } = Fixture::start(&backend).await;
     let me = invite_and_accept(&app, &admin, None, "dev@example.com", "developer").await;
-    let mine = person_pair(&app, "dev@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mine = app.person_token("dev@example.com", PASSWORD).await;
     assert_eq!(jwt_claims(&mine)["role"], "developer");
     let key = ok(send(
         &app,
@@ -718,7 +673,9 @@ async fn a_developers_key_cannot_promote_the_developer(backend: Backend) {
 /// afterwards no refresh token obtained with the old secret refreshes, whether its login
 /// committed before or after the rotation.
 async fn logins_racing_a_rotation_leave_no_refresh_token_of_the_old_secret(backend: Backend) {
-    let (app, _boot, admin) = setup(&backend).await;
+    let Fixture {
+        app, token: admin, ..
+    } = Fixture::start(&backend).await;
     let key = plain_key(&app, &admin, "raced").await;
     let login = json!({"api_key": key["key"], "api_secret": key["secret"]});
     let rotated = Arc::new(AtomicBool::new(false));
@@ -792,12 +749,13 @@ async fn logins_racing_a_rotation_leave_no_refresh_token_of_the_old_secret(backe
 /// developer (and the promotion then still happens), or it is refused on an owner.
 async fn an_owner_promotion_raced_by_an_admins_disable_ends_as_some_serial_order(backend: Backend) {
     use keyplane_core::values::UserStatus;
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     accept_bootstrap(&app, &boot).await;
-    let owner = person_pair(&app, "owner@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let owner = app.person_token("owner@example.com", PASSWORD).await;
     let x = invite_and_accept(&app, &admin, None, "x@example.com", "developer").await;
     let x_path = format!("/api/v0/users/{x}");
     let org: keyplane_core::OrganizationId = boot.organization_id.parse().unwrap();
@@ -858,14 +816,14 @@ async fn an_owner_promotion_raced_by_an_admins_disable_ends_as_some_serial_order
 /// An organization that invites someone who already has an account elsewhere sees the names it
 /// gave and the time it invited them: nothing from the person's account.
 async fn inviting_a_known_person_shows_only_what_the_invitation_gave(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     accept_bootstrap(&app, &boot).await;
     let before = keyplane_core::time::now_unix();
     for (name, names) in [
         ("Unrelated One", json!({"first_name": "Grace"})),
         ("Unrelated Two", json!({})),
     ] {
-        let (_, stranger) = another_organization(&app, name, None).await;
+        let stranger = app.another_organization(name).create().await.token().await;
         let mut body = names.clone();
         body["email"] = json!("owner@example.com");
         let invited =
@@ -908,7 +866,11 @@ async fn inviting_a_known_person_shows_only_what_the_invitation_gave(backend: Ba
 /// The pending invitation of an owner (here the bootstrap owner's) is resent or revoked by an
 /// owner only: an admin key is refused and changes nothing.
 async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend) {
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     let org = boot.organization_id.clone();
     let invitations = format!("/api/v0/organizations/{org}/invitations");
     let pending = ok(app.get_as(&admin, &invitations).await).await;
@@ -938,7 +900,7 @@ async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend
         still["data"].as_array().unwrap().contains(&invitation),
         "{still}"
     );
-    assert_eq!(mailed_to(&app, "owner@example.com"), 0);
+    assert_eq!(mails_to(&app, "owner@example.com").len(), 0);
     // A second owner (made so in the store) may.
     let second = invite_and_accept(&app, &admin, None, "second@example.com", "developer").await;
     let owner = with_role_in_store(&app, &org, &second, "second@example.com", Role::Owner).await;
@@ -952,7 +914,7 @@ async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend
     .await)
     .await;
     assert_eq!(resent["_id"], id);
-    assert_eq!(mailed_to(&app, "owner@example.com"), 1);
+    assert_eq!(mails_to(&app, "owner@example.com").len(), 1);
     ok(send(
         &app,
         Method::DELETE,
@@ -966,25 +928,12 @@ async fn an_owners_invitation_is_the_owners_to_resend_or_revoke(backend: Backend
     assert!(!after.to_string().contains(id), "{after}");
 }
 
-/// How many messages the outbox holds for `email`.
-fn mailed_to(app: &TestApp, email: &str) -> usize {
-    std::fs::read_dir(app.data_dir().join("outbox"))
-        .map(|dir| {
-            dir.filter(|entry| {
-                let path = entry.as_ref().unwrap().path();
-                std::fs::read_to_string(path)
-                    .unwrap()
-                    .contains(&format!("To: {email}"))
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Disabling a key or a person and enabling them again revives none of the tokens issued
 /// before the disable; new logins work.
 async fn re_enabling_a_key_or_a_person_revives_no_token(backend: Backend) {
-    let (app, _boot, admin) = setup(&backend).await;
+    let Fixture {
+        app, token: admin, ..
+    } = Fixture::start(&backend).await;
     // A key.
     let key = plain_key(&app, &admin, "sleeper").await;
     let (public, secret) = (
@@ -1040,7 +989,7 @@ async fn re_enabling_a_key_or_a_person_revives_no_token(backend: Backend) {
 
     // A person.
     let person = invite_and_accept(&app, &admin, None, "sleeper@example.com", "developer").await;
-    let old = person_pair(&app, "sleeper@example.com").await;
+    let old = app.person_pair("sleeper@example.com", PASSWORD).await;
     let old_access = old["access_token"].as_str().unwrap();
     assert_eq!(app.get_as(old_access, "/api/v0/users").await.status(), 200);
     for status in ["disabled", "active"] {
@@ -1071,7 +1020,7 @@ async fn re_enabling_a_key_or_a_person_revives_no_token(backend: Backend) {
         "E_UNAUTHORIZED",
     )
     .await;
-    let new = person_pair(&app, "sleeper@example.com").await;
+    let new = app.person_pair("sleeper@example.com", PASSWORD).await;
     let new_access = new["access_token"].as_str().unwrap();
     assert_eq!(app.get_as(new_access, "/api/v0/users").await.status(), 200);
     ok(app
@@ -1087,7 +1036,9 @@ async fn re_enabling_a_key_or_a_person_revives_no_token(backend: Backend) {
 /// moment the organization is deleted: 401, not a 500 from acting for an organization that is
 /// gone.
 async fn a_deleted_organizations_people_stop_at_once(backend: Backend) {
-    let (app, _boot, root) = setup(&backend).await;
+    let Fixture {
+        app, token: root, ..
+    } = Fixture::start(&backend).await;
     let child = ok(send(
         &app,
         Method::POST,
@@ -1106,10 +1057,7 @@ async fn a_deleted_organizations_people_stop_at_once(backend: Backend) {
         "admin",
     )
     .await;
-    let person = person_pair(&app, "venue-admin@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let person = app.person_token("venue-admin@example.com", PASSWORD).await;
     // Used once, so this node holds the person's standing.
     assert_eq!(app.get_as(&person, "/api/v0/users").await.status(), 200);
     assert_eq!(
@@ -1151,7 +1099,7 @@ async fn a_deleted_organizations_people_stop_at_once(backend: Backend) {
 /// NUL characters, wherever a caller can put them, are a 400 on both stores: never a 500, and
 /// nothing stored.
 async fn nul_characters_are_a_400_and_store_nothing(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let org = boot.organization_id.clone();
     let org_id: keyplane_core::OrganizationId = org.parse().unwrap();
     let events_before = app.state.store().audit_events(org_id).await.unwrap().len();
@@ -1313,7 +1261,11 @@ async fn the_sqlite_files_are_private_even_in_a_wider_directory() {
 /// A management chain holds at most 64 organizations, root included: the next one is refused,
 /// and every organization that exists is reachable by the root.
 async fn management_chains_stop_at_64_organizations(backend: Backend) {
-    let (app, boot, root) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: root,
+    } = Fixture::start(&backend).await;
     let mut manager = boot.organization_id.clone();
     let mut created = Vec::new();
     for level in 2..=64 {
@@ -1377,7 +1329,9 @@ async fn management_chains_stop_at_64_organizations(backend: Backend) {
 
 /// A managed organization does not give itself LIVE: its manager does.
 async fn a_managed_organization_gets_live_from_its_manager_only(backend: Backend) {
-    let (app, _boot, root) = setup(&backend).await;
+    let Fixture {
+        app, token: root, ..
+    } = Fixture::start(&backend).await;
     let child = ok(send(
         &app,
         Method::POST,
@@ -1432,8 +1386,13 @@ async fn a_managed_organization_gets_live_from_its_manager_only(backend: Backend
 /// token (the answer must not tell that it is valid); a client authenticated by HTTP Basic
 /// cannot name another client in the body.
 async fn oauth_answers_reveal_nothing_of_other_organizations(backend: Backend) {
-    let (app, boot, theirs) = setup(&backend).await;
-    let (_, client, secret) = another_client(&app, "Client", None).await;
+    let Fixture {
+        app,
+        boot,
+        token: theirs,
+    } = Fixture::start(&backend).await;
+    let client = app.another_organization("Client").create().await;
+    let (client, secret) = (client.key, client.secret);
     let basic = Some((client.as_str(), secret.as_str()));
     let revoke = |token: String| {
         let app = &app;
@@ -1507,7 +1466,11 @@ on_both_stores!(
 /// root creates C (TEST only), C creates G, and C may enable LIVE on G only once the root has
 /// enabled LIVE on C. Until then G makes no live key.
 async fn live_reaches_a_grandchild_only_through_a_manager_that_has_live(backend: Backend) {
-    let (app, boot, root) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: root,
+    } = Fixture::start(&backend).await;
     let root_org = ok(app
         .get_as(
             &root,
@@ -1649,10 +1612,16 @@ async fn live_reaches_a_grandchild_only_through_a_manager_that_has_live(backend:
 /// real names, and disabled → active made them a member who never accepted.
 async fn an_invited_persons_status_cannot_be_changed(backend: Backend) {
     use keyplane_core::values::UserStatus;
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     // Ada Lovelace, owner@example.com, with a profile of her own.
     accept_bootstrap(&app, &boot).await;
-    let (stranger_org, stranger) = another_organization(&app, "Unrelated Venue", None).await;
+    let stranger_org = app.another_organization("Unrelated Venue").create().await;
+    let stranger = stranger_org.token().await;
+    let stranger_org = stranger_org.organization;
     let known = ok(send(
         &app,
         Method::POST,
@@ -1717,13 +1686,7 @@ async fn an_invited_persons_status_cannot_be_changed(backend: Backend) {
     }
     // Accepting is what makes her active there; then the organization may disable her.
     let token = mailed_invitation_token(&app, "owner@example.com");
-    ok(app
-        .post_json(
-            "/api/v0/invitations/accept",
-            &json!({"token": token, "password": PASSWORD}),
-        )
-        .await)
-    .await;
+    ok(app.accept_invitation(&token, PASSWORD, json!({})).await).await;
     let path = format!("/api/v0/users/{}", boot.user_id);
     assert_eq!(
         ok(app.get_as(&stranger, &path).await).await["status"],
@@ -1758,7 +1721,11 @@ fn assert_random_id(id: &str, what: &str) {
 /// and whatever the spelling an existing account was registered with: exactly as for an
 /// address nobody has yet. Every person's id (bootstrap and invitations) is a random v4 UUID.
 async fn pending_addresses_are_lower_case_and_people_ids_are_random(backend: Backend) {
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     assert_random_id(&boot.user_id, "the bootstrap owner");
     accept_bootstrap(&app, &boot).await;
     // An account registered with a mixed-case address; while pending, even its own
@@ -1776,15 +1743,11 @@ async fn pending_addresses_are_lower_case_and_people_ids_are_random(backend: Bac
     let mixed = invited["_id"].as_str().unwrap().to_owned();
     assert_random_id(&mixed, "an invited newcomer");
     let token = mailed_invitation_token(&app, "Mixed.Case@Example.COM");
-    ok(app
-        .post_json(
-            "/api/v0/invitations/accept",
-            &json!({"token": token, "password": PASSWORD}),
-        )
-        .await)
-    .await;
+    ok(app.accept_invitation(&token, PASSWORD, json!({})).await).await;
 
-    let (stranger_org, stranger) = another_organization(&app, "Unrelated Venue", None).await;
+    let stranger_org = app.another_organization("Unrelated Venue").create().await;
+    let stranger = stranger_org.token().await;
+    let stranger_org = stranger_org.organization;
     let invitations_path = format!("/api/v0/organizations/{}/invitations", stranger_org.id);
     for (written, shown, existing) in [
         (
@@ -1852,9 +1815,11 @@ async fn pending_addresses_are_lower_case_and_people_ids_are_random(backend: Bac
 /// none of them: the new membership does not restart the count the old tokens were issued
 /// under. Their new login works.
 async fn removing_and_re_inviting_a_person_revives_no_token(backend: Backend) {
-    let (app, _boot, admin) = setup(&backend).await;
+    let Fixture {
+        app, token: admin, ..
+    } = Fixture::start(&backend).await;
     let person = invite_and_accept(&app, &admin, None, "returning@example.com", "developer").await;
-    let old = person_pair(&app, "returning@example.com").await;
+    let old = app.person_pair("returning@example.com", PASSWORD).await;
     let old_access = old["access_token"].as_str().unwrap();
     assert_eq!(jwt_claims(old_access)["role"], "developer");
     assert_eq!(app.get_as(old_access, "/api/v0/users").await.status(), 200);
@@ -1893,7 +1858,7 @@ async fn removing_and_re_inviting_a_person_revives_no_token(backend: Backend) {
             "E_UNAUTHORIZED",
         )
         .await;
-        let new = person_pair(&app, "returning@example.com").await;
+        let new = app.person_pair("returning@example.com", PASSWORD).await;
         let new_access = new["access_token"].as_str().unwrap();
         assert_eq!(jwt_claims(new_access)["role"], "admin", "round {round}");
         assert_eq!(app.get_as(new_access, "/api/v0/users").await.status(), 200);
@@ -1930,7 +1895,7 @@ async fn removing_and_re_inviting_a_person_revives_no_token(backend: Backend) {
 /// `invalid_request`, never a 500 (PostgreSQL refuses NUL in text).
 async fn nul_in_basic_credentials_is_refused_not_a_500(backend: Backend) {
     use base64::Engine;
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let credentials = [
         "test_abc\0x:secret".to_owned(),
         "test_abc%00x:secret".to_owned(),
@@ -2035,12 +2000,13 @@ impl Database {
 /// revoke that answers 200 having been written after the person became an owner (before the
 /// fix the role was checked, then the invitation revoked unconditionally).
 async fn an_admins_revoke_raced_by_an_owner_promotion_ends_as_some_serial_order(backend: Backend) {
-    let (app, boot, admin) = setup(&backend).await;
+    let Fixture {
+        app,
+        boot,
+        token: admin,
+    } = Fixture::start(&backend).await;
     accept_bootstrap(&app, &boot).await;
-    let owner = person_pair(&app, "owner@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let owner = app.person_token("owner@example.com", PASSWORD).await;
     let org: keyplane_core::OrganizationId = boot.organization_id.parse().unwrap();
     let invitations_path = format!("/api/v0/organizations/{org}/invitations");
     let database = Database::open(&app).await;

@@ -3,8 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_keys::another_organization;
-use crate::helpers::{Backend, TestApp, assert_error, ok};
+use crate::helpers::{Backend, Fixture, TestApp, assert_error, ok};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -23,14 +22,14 @@ fn actions(list: &Value) -> Vec<String> {
 }
 
 /// A bootstrapped app where a wrong secret was tried, a key was created and then disabled.
-async fn busy_app(
-    backend: &Backend,
-) -> (
-    TestApp,
-    keyplane_server::service::bootstrap::BootstrapOutput,
-    String,
-    Value,
-) {
+struct Busy {
+    fixture: Fixture,
+    /// The created key, as its creation answered (with its secret).
+    created: Value,
+}
+
+async fn busy_app(backend: &Backend) -> Busy {
+    // The failure first, then the login: the order the first test reads back.
     let app = TestApp::start(backend).await;
     let boot = app.bootstrap().await;
     let wrong = app
@@ -62,11 +61,17 @@ async fn busy_app(
         .unwrap();
     assert_eq!(disabled.status(), 200);
     app.state.flush_background_writes().await;
-    (app, boot, token, created)
+    Busy {
+        fixture: Fixture { app, boot, token },
+        created,
+    }
 }
 
 async fn the_audit_log_records_every_change_and_outcome_newest_first(backend: Backend) {
-    let (app, boot, token, created) = busy_app(&backend).await;
+    let Busy {
+        fixture: Fixture { app, boot, token },
+        created,
+    } = busy_app(&backend).await;
     let path = format!(
         "/api/v0/organizations/{}/audit-events",
         boot.organization_id
@@ -123,7 +128,7 @@ async fn the_audit_log_records_every_change_and_outcome_newest_first(backend: Ba
 }
 
 async fn audit_filters_and_paging(backend: Backend) {
-    let (app, boot, token, _) = busy_app(&backend).await;
+    let Fixture { app, boot, token } = busy_app(&backend).await.fixture;
     let path = format!(
         "/api/v0/organizations/{}/audit-events",
         boot.organization_id
@@ -191,7 +196,7 @@ async fn audit_filters_and_paging(backend: Backend) {
 }
 
 async fn the_audit_log_is_read_only_and_private(backend: Backend) {
-    let (app, boot, token, _) = busy_app(&backend).await;
+    let Fixture { app, boot, token } = busy_app(&backend).await.fixture;
     let path = format!(
         "/api/v0/organizations/{}/audit-events",
         boot.organization_id
@@ -209,21 +214,32 @@ async fn the_audit_log_is_read_only_and_private(backend: Backend) {
         assert_eq!(response.status(), 405);
     }
     // Another organization sees nothing of ours; a managing one sees its children's.
-    let (other, stranger) = another_organization(&app, "Unrelated", None).await;
+    let other = app.another_organization("Unrelated").create().await;
+    let stranger = other.token().await;
     let response = app.get_as(&stranger, &path).await;
     let body = assert_error(response, 404, "E_ORGANIZATION_NOT_FOUND").await;
     assert!(body.get("data").is_none());
-    let theirs = format!("/api/v0/organizations/{}/audit-events", other.id);
+    let theirs = format!(
+        "/api/v0/organizations/{}/audit-events",
+        other.organization.id
+    );
     assert_error(
         app.get_as(&token, &theirs).await,
         404,
         "E_ORGANIZATION_NOT_FOUND",
     )
     .await;
-    let (child, child_token) =
-        another_organization(&app, "Child", boot.organization_id.parse().ok()).await;
-    let _ = child_token;
-    let child_path = format!("/api/v0/organizations/{}/audit-events", child.id);
+    let child = app
+        .another_organization("Child")
+        .managed_by(boot.organization_id.parse().unwrap())
+        .create()
+        .await;
+    // The child's one event: its key's login.
+    child.token().await;
+    let child_path = format!(
+        "/api/v0/organizations/{}/audit-events",
+        child.organization.id
+    );
     let child_log = ok(app.get_as(&token, &child_path).await).await;
     assert_eq!(actions(&child_log), ["auth.succeeded"]);
     assert_eq!(

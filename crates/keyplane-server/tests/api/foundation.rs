@@ -1,4 +1,5 @@
-//! Transport and error contract: TLS, plain-HTTP refusal, headers, error bodies, health, metrics.
+//! Transport and errors (README, Behaviour): TLS, plain-HTTP refusal, headers, error bodies,
+//! health, metrics.
 
 use std::net::SocketAddr;
 
@@ -9,12 +10,12 @@ use crate::helpers::{Backend, TestApp, TestAppBuilder, assert_error, client_trus
 use crate::on_both_stores;
 
 on_both_stores!(
-    serves_health_and_readiness_over_tls_with_the_contract_headers,
+    serves_health_and_readiness_over_tls_with_the_security_headers,
     every_kind_of_rejection_is_a_json_error_body,
     counts_requests_by_route_and_status_in_metrics,
 );
 
-async fn serves_health_and_readiness_over_tls_with_the_contract_headers(backend: Backend) {
+async fn serves_health_and_readiness_over_tls_with_the_security_headers(backend: Backend) {
     let app = TestApp::start(&backend).await;
 
     let response = app.get("/healthz").await;

@@ -6,8 +6,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_keys::{another_client, another_organization};
-use crate::helpers::{self, Backend, TestApp};
+use crate::helpers::{self, Backend, Fixture, TestApp, owner_invitation_token};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -28,7 +27,7 @@ async fn send(
 }
 
 async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
-    let (app, boot, token) = helpers::setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let org = boot.organization_id.clone();
     let key_id = app.stored_api_key(&boot.api_key).await.id.to_string();
     let user = boot.user_id.clone();
@@ -39,7 +38,12 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
         .await
         .unwrap();
     let invitation = invitations["data"][0]["_id"].as_str().unwrap().to_owned();
-    let (_, stranger) = another_organization(&app, "Unrelated", None).await;
+    let stranger = app
+        .another_organization("Unrelated")
+        .create()
+        .await
+        .token()
+        .await;
 
     let patch_key = json!({"status": "disabled"});
     let new_key = json!({"name": "intruder", "status": "enabled"});
@@ -194,13 +198,14 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
         );
     }
     // OAuth: a client of another organization learns nothing about our tokens and revokes nothing.
-    let (_, client_key, client_secret) = another_client(&app, "Client", None).await;
+    let client = app.another_organization("Client").create().await;
+    let (client_key, client_secret) = (&client.key, &client.secret);
     let pair = app.token_pair(&boot.api_key, &boot.api_secret).await;
     for token in [&pair["access_token"], &pair["refresh_token"]] {
         let response = app
             .post_form(
                 "/oauth2/introspect",
-                Some((&client_key, &client_secret)),
+                Some((client_key, client_secret)),
                 &[("token", token.as_str().unwrap())],
             )
             .await;
@@ -213,7 +218,7 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
     let revoke = app
         .post_form(
             "/oauth2/revoke",
-            Some((&client_key, &client_secret)),
+            Some((client_key, client_secret)),
             &[("token", pair["refresh_token"].as_str().unwrap())],
         )
         .await;
@@ -247,14 +252,16 @@ type Call = (Method, String, Option<Value>);
 
 async fn every_role_against_every_mutating_endpoint(backend: Backend) {
     use keyplane_core::values::Role;
-    let app = TestApp::start(&backend).await;
-    let boot = app.bootstrap().await;
-    let admin_key = app.access_token(&boot.api_key, &boot.api_secret).await;
-    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    let Fixture {
+        app,
+        boot,
+        token: admin_key,
+    } = Fixture::start(&backend).await;
     let accepted = app
-        .post_json(
-            "/api/v0/invitations/accept",
-            &json!({"token": bootstrap_token, "password": "the owner's passphrase"}),
+        .accept_invitation(
+            owner_invitation_token(&boot),
+            "the owner's passphrase",
+            json!({}),
         )
         .await;
     assert_eq!(accepted.status(), 200);
@@ -269,35 +276,10 @@ async fn every_role_against_every_mutating_endpoint(backend: Backend) {
         (Role::Developer, [true, false, false, false]),
         (Role::Viewer, [false, false, false, false]),
     ] {
-        let mut membership = app
-            .state
-            .store()
-            .membership(org, person)
-            .await
-            .unwrap()
-            .unwrap();
-        membership.role = role;
-        assert!(
-            app.state
-                .store()
-                .update_membership(&membership, &[])
-                .await
-                .unwrap()
-        );
-        app.state
-            .subjects()
-            .forget(keyplane_core::tokens::SubjectType::User, &boot.user_id, org)
+        app.set_role_in_store(org, person, role).await;
+        let token = app
+            .person_token("owner@example.com", "the owner's passphrase")
             .await;
-        let login: Value = app
-            .post_json(
-                "/api/v0/auth",
-                &json!({"email": "owner@example.com", "password": "the owner's passphrase"}),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap().to_owned();
         // Fresh targets, made with the admin key, so each call acts on something that exists.
         counter += 1;
         let key_name = format!("target-{counter}");

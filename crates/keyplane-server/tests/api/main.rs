@@ -15,6 +15,7 @@ mod isolation;
 mod oauth;
 mod operator;
 mod organizations;
+mod stall;
 mod throttling;
 mod tokens;
 mod users;

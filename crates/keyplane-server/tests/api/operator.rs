@@ -1,7 +1,6 @@
 //! Operator-facing behaviour: `keyplane bootstrap`, `--help`, the database going away and coming
 //! back, and start-up refusals.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 
@@ -9,12 +8,10 @@ use keyplane_core::secrets::CredentialKind;
 use keyplane_server::config::StoreConfig;
 use keyplane_server::startup::open_store;
 use keyplane_server::{Application, ServeConfig, StartupError};
-use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio::task::JoinSet;
 
 use crate::helpers::{
-    Backend, TestAppBuilder, assert_error, fresh_postgres_schema, test_master_key, with_port,
+    Backend, DatabaseProxy, TestAppBuilder, assert_error, fresh_postgres_schema, test_master_key,
 };
 use crate::on_both_stores;
 
@@ -266,77 +263,16 @@ async fn postgres_without_a_master_key_refuses_to_start() {
     assert!(!dir.path().join("master.key").exists());
 }
 
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore.
-struct DatabaseProxy {
-    port: u16,
-    target: SocketAddr,
-    connections: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl DatabaseProxy {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut proxy = Self {
-            port,
-            target,
-            connections: None,
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        let target = self.target;
-        self.connections = Some(tokio::spawn(async move {
-            let mut pipes = JoinSet::new();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                pipes.spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    /// Closes the port and every open connection (the JoinSet aborts its pipes when dropped).
-    async fn cut(&mut self) {
-        if let Some(task) = self.connections.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    async fn restore(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.serve(listener);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_503_while_postgres_is_unreachable_and_recovers_by_itself() {
     let Some(Backend::Postgres(url)) = Backend::postgres() else {
         return;
     };
     let schema_url = fresh_postgres_schema(&url).await;
-    let parsed = reqwest::Url::parse(&url).unwrap();
-    let target =
-        tokio::net::lookup_host((parsed.host_str().unwrap(), parsed.port().unwrap_or(5432)))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
-    let mut proxy = DatabaseProxy::start(target).await;
+    let mut proxy = DatabaseProxy::start(&schema_url).await;
     let app = TestAppBuilder::new(&Backend::Sqlite)
         .await
-        .configure(|c| {
-            c.store.database_url = Some(with_port(&schema_url, proxy.port));
-            c.store.master_key = Some(test_master_key());
-        })
+        .postgres_at(proxy.url(&schema_url))
         .start()
         .await;
     assert_eq!(app.get("/readyz").await.status(), 200);

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::api_keys::{assert_has_keys, interaction};
-use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
+use crate::helpers::{Backend, Fixture, TestApp, assert_error, ok, send, venue};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -18,10 +18,6 @@ on_both_stores!(
     a_patch_and_an_enable_env_at_once_both_take_effect,
 );
 
-fn venue(name: &str) -> Value {
-    json!({"name": name, "address_line1": "Via Vincenzo Monti 10", "zip": "20145", "town": "Milano", "country_code": "ITA"})
-}
-
 async fn count(app: &TestApp, token: &str) -> u64 {
     ok(app.get_as(token, "/api/v0/organizations").await).await["count"]
         .as_u64()
@@ -29,7 +25,7 @@ async fn count(app: &TestApp, token: &str) -> u64 {
 }
 
 async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let mut body = venue("Venue Milano");
     body["display_name"] = json!("Milano");
     body["metadata"] = json!({"region": "north"});
@@ -151,7 +147,7 @@ async fn a_managed_organization_lives_a_whole_lifecycle(backend: Backend) {
 }
 
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
-    let (app, _boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     let mut cases = Vec::new();
     for field in ["name", "address_line1", "zip", "town", "country_code"] {
         let mut body = venue("Venue");
@@ -283,7 +279,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
 }
 
 async fn deletion_rules(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let child = ok(send(
         &app,
         Method::POST,
@@ -336,7 +332,7 @@ async fn deletion_rules(backend: Backend) {
 }
 
 async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let a = ok(send(&app, Method::POST, &token, "/api/v0/organizations", Some(json!({"name": "Alpha", "address_line1": "x", "zip": "2", "town": "Bonn", "country_code": "DEU"}))).await).await;
     let mut below = json!({"name": "Beta", "address_line1": "x", "zip": "1", "town": "Aachen", "country_code": "DEU", "managed_by_organization_id": a["_id"]});
     let b = ok(send(
@@ -459,7 +455,7 @@ async fn lists_reach_every_depth_filter_and_order(backend: Backend) {
 }
 
 async fn only_owners_and_admins_change_organizations(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let child = ok(send(
         &app,
         Method::POST,
@@ -470,32 +466,24 @@ async fn only_owners_and_admins_change_organizations(backend: Backend) {
     .await)
     .await;
     let path = format!("/api/v0/organizations/{}", child["_id"].as_str().unwrap());
-    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
-    let store = app.state.store();
+    app.activate_owner(&boot, "a long passphrase").await;
     for role in [
         keyplane_core::values::Role::Developer,
         keyplane_core::values::Role::Viewer,
     ] {
-        let mut membership = store
-            .membership(
-                boot.organization_id.parse().unwrap(),
-                boot.user_id.parse().unwrap(),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        membership.role = role;
-        assert!(store.update_membership(&membership, &[]).await.unwrap());
-        let login: Value = app
-            .post_json(
-                "/api/v0/auth",
-                &json!({"email": "owner@example.com", "password": "a long passphrase"}),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        let person = login["access_token"].as_str().unwrap();
+        app.set_role_in_store(
+            boot.organization_id.parse().unwrap(),
+            boot.user_id.parse().unwrap(),
+            role,
+        )
+        .await;
+        let person = &app
+            .person_token("owner@example.com", "a long passphrase")
+            .await;
+        assert_eq!(
+            crate::helpers::jwt_claims(person)["role"],
+            format!("{role:?}").to_lowercase()
+        );
         assert_eq!(count(&app, person).await, 2, "{role:?} reads");
         for (method, target, body) in [
             (
@@ -527,18 +515,11 @@ async fn only_owners_and_admins_change_organizations(backend: Backend) {
 }
 
 async fn replays_recorded_fiskaly_organization_create_and_retrieve(backend: Backend) {
-    let (app, boot, _) = setup(&backend).await;
-    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
-    let login: Value = app
-        .post_json(
-            "/api/v0/auth",
-            &json!({"email": "owner@example.com", "password": "a long passphrase"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap();
+    let Fixture { app, boot, .. } = Fixture::start(&backend).await;
+    app.activate_owner(&boot, "a long passphrase").await;
+    let token = &app
+        .person_token("owner@example.com", "a long passphrase")
+        .await;
     let (request, recorded) = interaction("management-organizations_create_ok.yml", 1);
     let body = request.replace(
         "<RSPEC_FISKALY_MANAGED_BY_ORGANIZATION_ID>",
@@ -580,7 +561,7 @@ async fn replays_recorded_fiskaly_organization_create_and_retrieve(backend: Back
 /// answered 200 with LIVE could be overwritten by a `PATCH` made from an older copy (and the
 /// other way round). Each now writes only while the row is the one it read.
 async fn a_patch_and_an_enable_env_at_once_both_take_effect(backend: Backend) {
-    let (app, _boot, token) = setup(&backend).await;
+    let Fixture { app, token, .. } = Fixture::start(&backend).await;
     for round in 0..4 {
         let child = ok(send(
             &app,

@@ -7,7 +7,7 @@ use keyplane_server::config::ThrottlePolicies;
 use keyplane_server::infra::throttle::ThrottlePolicy;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, TestAppBuilder, assert_error};
+use crate::helpers::{Backend, TestApp, TestAppBuilder, assert_error, owner_invitation_token};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -127,7 +127,7 @@ async fn a_flooding_address_is_refused_before_any_lookup(backend: Backend) {
 async fn a_flooded_account_is_refused_before_its_password_is_checked(backend: Backend) {
     let app = start(&backend, policy(100, 1000), policy(1, 2)).await;
     let boot = app.bootstrap().await;
-    crate::tokens::activate_owner(&app, &boot, "a long passphrase").await;
+    app.activate_owner(&boot, "a long passphrase").await;
     let wrong = json!({"email": "owner@example.com", "password": "guess"});
     for _ in 0..2 {
         assert_error(
@@ -176,13 +176,9 @@ async fn the_owner_signs_in_during_a_flood(email: fn(u8, u8, u32) -> String) {
 
     let app = TestApp::start(&Backend::Sqlite).await;
     let boot = app.bootstrap().await;
-    let token = boot.invitation_url.split_once("#token=").unwrap().1;
     let password = "the owner's passphrase";
     let accepted = app
-        .post_json(
-            "/api/v0/invitations/accept",
-            &json!({"token": token, "password": password}),
-        )
+        .accept_invitation(owner_invitation_token(&boot), password, json!({}))
         .await;
     assert_eq!(accepted.status(), 200);
 

@@ -5,11 +5,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, assert_error};
+use crate::helpers::{Backend, Fixture, TestApp, assert_error};
 use crate::on_both_stores;
 
 on_both_stores!(
-    issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks,
+    issues_a_token_pair_in_fiskalys_shape_verifiable_against_the_jwks,
     unknown_keys_and_wrong_secrets_get_the_same_answer,
     refresh_tokens_are_single_use_and_reuse_revokes_the_family,
     rejects_malformed_and_incomplete_auth_requests,
@@ -55,7 +55,7 @@ pub fn verify_with_jwks(token: &str, jwks: &Value) -> (Value, Value) {
     (header, claims)
 }
 
-async fn issues_a_token_pair_in_the_contract_shape_verifiable_against_the_jwks(backend: Backend) {
+async fn issues_a_token_pair_in_fiskalys_shape_verifiable_against_the_jwks(backend: Backend) {
     let app = TestApp::start(&backend).await;
     let boot = app.bootstrap().await;
     // Real fiskaly clients send an empty bearer header to /auth: it is ignored.
@@ -378,31 +378,6 @@ async fn records_every_authentication_outcome_in_the_audit_log(backend: Backend)
     }
 }
 
-/// Gives the bootstrap owner a password and activates the membership, as accepting the
-/// invitation does.
-pub async fn activate_owner(
-    app: &TestApp,
-    boot: &keyplane_server::service::bootstrap::BootstrapOutput,
-    password: &str,
-) {
-    let store = app.state.store();
-    let user_id = boot.user_id.parse().unwrap();
-    let hash = app
-        .state
-        .passwords()
-        .hash(password.to_owned())
-        .await
-        .unwrap();
-    store.set_user_password(user_id, &hash).await.unwrap();
-    let mut membership = store
-        .membership(boot.organization_id.parse().unwrap(), user_id)
-        .await
-        .unwrap()
-        .unwrap();
-    membership.status = keyplane_core::values::UserStatus::Active;
-    assert!(store.update_membership(&membership, &[]).await.unwrap());
-}
-
 async fn people_log_in_with_email_and_password(backend: Backend) {
     let app = TestApp::start(&backend).await;
     let boot = app.bootstrap().await;
@@ -412,7 +387,7 @@ async fn people_log_in_with_email_and_password(backend: Backend) {
     let response = app.post_json("/api/v0/auth", &credentials).await;
     assert_error(response, 401, "E_UNAUTHORIZED").await;
 
-    activate_owner(&app, &boot, "a long passphrase").await;
+    app.activate_owner(&boot, "a long passphrase").await;
     // Email addresses match whatever their case.
     let response = app
         .post_json(
@@ -726,9 +701,9 @@ async fn one_batch_spends_each_parent_once(backend: Backend) {
 /// working until they expired (300 s): rotating a leaked secret did not lock its holder out
 /// until then. Tokens carry the generation of the secret presented (`gen`).
 async fn access_tokens_end_with_the_grace_of_the_secret_they_were_obtained_with(backend: Backend) {
-    let app = TestApp::start(&backend).await;
-    let boot = app.bootstrap().await;
-    let admin = app.access_token(&boot.api_key, &boot.api_secret).await;
+    let Fixture {
+        app, token: admin, ..
+    } = Fixture::start(&backend).await;
     let created = crate::helpers::ok(
         crate::helpers::send(
             &app,

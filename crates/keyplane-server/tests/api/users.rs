@@ -5,8 +5,10 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_keys::another_organization;
-use crate::helpers::{Backend, TestApp, assert_error, ok, send, setup};
+use crate::helpers::{
+    Backend, Fixture, TestApp, TestAppBuilder, assert_error, decode_quoted_printable,
+    invitation_token_in, mailed_invitation_token, mails_to, ok, owner_invitation_token, send,
+};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -19,9 +21,14 @@ on_both_stores!(
     invitations_go_out_by_smtp_when_configured,
 );
 
-/// A minimal SMTP server for one message, answering as a relay would; returns its port and
-/// the message it receives.
-async fn smtp_sink() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+/// A minimal SMTP server for one message, answering as a relay would.
+struct SmtpSink {
+    port: u16,
+    /// The message, once received.
+    received: tokio::sync::oneshot::Receiver<String>,
+}
+
+async fn smtp_sink() -> SmtpSink {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -66,66 +73,13 @@ async fn smtp_sink() -> (u16, tokio::sync::oneshot::Receiver<String>) {
         }
         let _ = done.send(data);
     });
-    (port, received)
+    SmtpSink { port, received }
 }
 
-/// The outbox's messages to `email`, oldest first.
-fn messages_to(app: &TestApp, email: &str) -> Vec<String> {
-    let dir = app.data_dir().join("outbox");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .map(|path| std::fs::read_to_string(path).unwrap())
-        .filter(|text| text.contains(&format!("To: {email}")))
-        .collect()
-}
-
-/// The body as a mail client shows it: lettre may send long lines quoted-printable (RFC 2045
-/// §6.7: `=` + CRLF is a soft break, `=XX` a byte).
-fn decode_quoted_printable(message: &str) -> String {
-    if !message.contains("Content-Transfer-Encoding: quoted-printable") {
-        return message.to_owned();
-    }
-    let joined = message.replace("=\r\n", "").replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
-                decoded.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(decoded).expect("UTF-8 text")
-}
-
-/// The token in the newest invitation mailed to `email`.
-fn invitation_token(app: &TestApp, email: &str) -> String {
-    let message = messages_to(app, email)
-        .pop()
-        .expect("an invitation in the outbox");
-    let message = decode_quoted_printable(&message);
-    let start = message.find("#token=").expect("a link with a token") + "#token=".len();
-    message[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
-}
-
+/// Accepts an invitation as Ada.
 async fn accept(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
-    app.post_json(
-        "/api/v0/invitations/accept",
-        &json!({"token": token, "password": password, "first_name": "Ada"}),
-    )
-    .await
+    app.accept_invitation(token, password, json!({"first_name": "Ada"}))
+        .await
 }
 
 async fn login(
@@ -142,7 +96,7 @@ async fn login(
 }
 
 async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let invited = ok(send(
         &app,
         Method::POST,
@@ -165,10 +119,10 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
         401
     );
 
-    let mail = messages_to(&app, "dev@example.com");
+    let mail = mails_to(&app, "dev@example.com");
     assert_eq!(mail.len(), 1);
     assert!(mail[0].contains("Test Organization"));
-    let invitation = invitation_token(&app, "dev@example.com");
+    let invitation = mailed_invitation_token(&app, "dev@example.com");
     let accepted = ok(accept(&app, &invitation, "a strong passphrase").await).await;
     assert_eq!(accepted["status"], "active");
     assert_eq!(accepted["first_name"], "Ada");
@@ -278,7 +232,7 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
 }
 
 async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     ok(send(
         &app,
         Method::POST,
@@ -310,7 +264,7 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
         .unwrap()
         .clone();
     assert_eq!(invitation["role"], "viewer");
-    let first = invitation_token(&app, "a@example.com");
+    let first = mailed_invitation_token(&app, "a@example.com");
 
     let id = invitation["_id"].as_str().unwrap();
     ok(send(
@@ -322,8 +276,8 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
     )
     .await)
     .await;
-    assert_eq!(messages_to(&app, "a@example.com").len(), 2);
-    let second = invitation_token(&app, "a@example.com");
+    assert_eq!(mails_to(&app, "a@example.com").len(), 2);
+    let second = mailed_invitation_token(&app, "a@example.com");
     assert_ne!(first, second);
     assert_error(
         accept(&app, &first, "a strong passphrase").await,
@@ -390,7 +344,7 @@ async fn invitations_can_be_listed_resent_and_revoked(backend: Backend) {
 }
 
 async fn an_organization_keeps_an_owner(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     let owner_path = format!("/api/v0/users/{}", boot.user_id);
     // Admins (API keys) do not change owners.
     assert_error(
@@ -426,7 +380,7 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
     )
     .await;
     // The owner accepts the bootstrap invitation and logs in.
-    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    let bootstrap_token = owner_invitation_token(&boot);
     ok(accept(&app, bootstrap_token, "the owner's passphrase").await).await;
     let owner = ok(login(&app, "owner@example.com", "the owner's passphrase", None).await).await;
     let owner = owner["access_token"].as_str().unwrap();
@@ -455,7 +409,7 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
     .await;
     ok(accept(
         &app,
-        &invitation_token(&app, "o2@example.com"),
+        &mailed_invitation_token(&app, "o2@example.com"),
         "second owner phrase",
     )
     .await)
@@ -476,7 +430,7 @@ async fn an_organization_keeps_an_owner(backend: Backend) {
 }
 
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
     for (body, field) in [
         (json!({}), "email"),
         (json!({"email": "not-an-address"}), "email"),
@@ -558,7 +512,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
             "{body}: {error}"
         );
     }
-    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    let bootstrap_token = owner_invitation_token(&boot);
     for (body, field) in [
         (
             json!({"token": bootstrap_token, "password": "short"}),
@@ -617,9 +571,14 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
 }
 
 async fn one_person_in_several_organizations(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
-    let (child, _) = another_organization(&app, "Child", boot.organization_id.parse().ok()).await;
-    let bootstrap_token = boot.invitation_url.split_once("#token=").unwrap().1;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
+    let child = app
+        .another_organization("Child")
+        .managed_by(boot.organization_id.parse().unwrap())
+        .create()
+        .await
+        .organization;
+    let bootstrap_token = owner_invitation_token(&boot);
     ok(accept(&app, bootstrap_token, "a strong passphrase").await).await;
     // The owner of the root is invited into the child as a viewer: the same person.
     let invited = ok(send(
@@ -634,7 +593,7 @@ async fn one_person_in_several_organizations(backend: Backend) {
     assert_eq!(invited["_id"], boot.user_id.as_str());
     ok(accept(
         &app,
-        &invitation_token(&app, "owner@example.com"),
+        &mailed_invitation_token(&app, "owner@example.com"),
         "a strong passphrase",
     )
     .await)
@@ -690,8 +649,13 @@ async fn one_person_in_several_organizations(backend: Backend) {
 }
 
 async fn people_of_other_organizations_are_not_found(backend: Backend) {
-    let (app, boot, token) = setup(&backend).await;
-    let (other, stranger) = another_organization(&app, "Unrelated", None).await;
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
+    let stranger = app
+        .another_organization("Unrelated")
+        .create()
+        .await
+        .token()
+        .await;
     let ours = format!("/api/v0/organizations/{}/users", boot.organization_id);
     let someone = format!("{ours}/{}", boot.user_id);
     for (method, path, body) in [
@@ -758,7 +722,6 @@ async fn people_of_other_organizations_are_not_found(backend: Backend) {
         "E_INVITATION_NOT_FOUND",
     )
     .await;
-    let _ = other;
     assert_eq!(
         ok(app.get_as(&token, "/api/v0/users").await).await["count"],
         1
@@ -766,17 +729,15 @@ async fn people_of_other_organizations_are_not_found(backend: Backend) {
 }
 
 async fn invitations_go_out_by_smtp_when_configured(backend: Backend) {
-    let (port, received) = smtp_sink().await;
-    let app = crate::helpers::TestAppBuilder::new(&backend)
+    let SmtpSink { port, received } = smtp_sink().await;
+    let Fixture { app, token, .. } = TestAppBuilder::new(&backend)
         .await
         .configure(|c| {
             c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
             c.mail_from = "Platform <noreply@example.com>".into();
         })
-        .start()
+        .bootstrapped()
         .await;
-    let boot = app.bootstrap().await;
-    let token = app.access_token(&boot.api_key, &boot.api_secret).await;
     ok(send(
         &app,
         Method::POST,
@@ -797,11 +758,7 @@ async fn invitations_go_out_by_smtp_when_configured(backend: Backend) {
         "{message}"
     );
     assert!(message.contains("To: smtp@example.com"), "{message}");
-    let start = message.find("#token=").unwrap() + "#token=".len();
-    let invitation: String = message[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+    let invitation = invitation_token_in(&message);
     ok(accept(&app, &invitation, "a strong passphrase").await).await;
     assert!(
         !app.data_dir().join("outbox").exists(),
