@@ -44,7 +44,9 @@ impl Connections {
     ) -> Result<Self, StoreError> {
         let mut slots = Vec::with_capacity(count);
         for _ in 0..count {
-            slots.push(Mutex::new(Some(options.connect().await?)));
+            slots.push(Mutex::new(Some(
+                options.connect().await.map_err(StoreError::sqlx)?,
+            )));
         }
         Ok(Self {
             slots,
@@ -83,7 +85,7 @@ impl Connections {
                 }
                 Err(error) => {
                     self.suspect.store(true, Ordering::Release);
-                    return Err(error.into());
+                    return Err(StoreError::sqlx(error));
                 }
             }
         }
