@@ -5,7 +5,8 @@
 //! thread switches. On a small machine those switches were most of the cost of a read
 //! (BENCHMARKS.md). A connection to a local file cannot go stale and an unfinished transaction
 //! is rolled back by sqlx when it is dropped, so these connections are lent out as they are —
-//! except a writer left inside a transaction that nothing will end (see [`Connections::get_for_writing`]).
+//! except a writer left inside a transaction that nothing will end (see
+//! [`Connections::get_for_writing`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

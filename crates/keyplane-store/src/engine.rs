@@ -54,8 +54,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
 pub(crate) trait SqlConnection: Send {
     type Row: Columns + Send;
 
-    /// How the engine writes the `n`th (from 1) placeholder of a generated list of values.
-    fn placeholder(n: usize) -> Cow<'static, str>;
+    /// Appends the engine's placeholder for the `n`th value (from 1) of a generated list.
+    fn push_placeholder(sql: &mut String, n: usize);
 
     /// Runs `statement`; the number of rows it changed.
     fn execute(
@@ -214,14 +214,6 @@ impl<'a> Statement<'a> {
         }
     }
 
-    pub(crate) fn sql(&self) -> &str {
-        &self.sql
-    }
-
-    pub(crate) fn params(&self) -> &[Param<'a>] {
-        &self.params
-    }
-
     /// Runs the statement; the number of rows it changed.
     pub(crate) async fn execute(self, conn: &mut impl SqlConnection) -> Result<u64, StoreError> {
         conn.execute(&self).await
@@ -308,7 +300,7 @@ impl<'a, C: SqlConnection> Values<'_, 'a, C> {
             sql.push_str(", ");
         }
         self.first = false;
-        sql.push_str(&C::placeholder(self.statement.params.len()));
+        C::push_placeholder(sql, self.statement.params.len());
         self
     }
 }
@@ -323,8 +315,8 @@ where
     Option<i64>: Encode<'q, DB> + Type<DB>,
     Option<&'q [u8]>: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = sqlx::query(statement.sql());
-    for param in statement.params() {
+    let mut query = sqlx::query(&statement.sql);
+    for param in &statement.params {
         query = match param {
             Param::Text(text) => query.bind(text.as_deref()),
             Param::Int(int) => query.bind(*int),

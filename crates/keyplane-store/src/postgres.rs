@@ -1,6 +1,5 @@
 //! PostgreSQL, for deployments of several nodes sharing one database.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -107,8 +106,9 @@ impl Backend for PostgresStore {
 impl SqlConnection for PgConnection {
     type Row = PgRow;
 
-    fn placeholder(n: usize) -> Cow<'static, str> {
-        Cow::Owned(format!("${n}"))
+    fn push_placeholder(sql: &mut String, n: usize) {
+        sql.push('$');
+        sql.push_str(&n.to_string());
     }
 
     async fn execute(&mut self, statement: &Statement<'_>) -> Result<u64, StoreError> {

@@ -1,7 +1,6 @@
 //! The embedded default: one SQLite file in the data directory, in WAL mode with
 //! `synchronous=FULL`, so an acknowledged write survives a crash of the process or the machine.
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,8 +189,8 @@ impl Backend for SqliteStore {
 impl SqlConnection for SqliteConnection {
     type Row = SqliteRow;
 
-    fn placeholder(_: usize) -> Cow<'static, str> {
-        Cow::Borrowed("?")
+    fn push_placeholder(sql: &mut String, _: usize) {
+        sql.push('?');
     }
 
     async fn execute(&mut self, statement: &Statement<'_>) -> Result<u64, StoreError> {
