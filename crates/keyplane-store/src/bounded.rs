@@ -45,71 +45,336 @@ impl<S> Bounded<S> {
     }
 }
 
-/// Implements `Store` for `Bounded<S>` from the trait's signatures: each operation is the inner
-/// store's, within the deadline.
-macro_rules! bounded {
-    ($(async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
-        #[async_trait]
-        impl<S: Store> Store for Bounded<S> {
-            fn engine(&self) -> &'static str {
-                self.inner.engine()
-            }
+/// Each operation is the inner store's, within the deadline; `engine` and `close` are not
+/// bounded (`issue_refresh_token` is, through `issue_refresh_tokens`).
+#[async_trait]
+impl<S: Store> Store for Bounded<S> {
+    fn engine(&self) -> &'static str {
+        self.inner.engine()
+    }
 
-            async fn close(&self) {
-                self.inner.close().await
-            }
+    async fn close(&self) {
+        self.inner.close().await
+    }
 
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.within(self.inner.$name($($arg),*)).await
-                }
-            )*
-        }
-    };
-}
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.within(self.inner.ping()).await
+    }
 
-bounded! {
-    async fn ping(&self) -> Result<(), StoreError>;
-    async fn probe_write(&self, now: i64) -> Result<(), StoreError>;
-    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
-    async fn organization(&self, id: OrganizationId) -> Result<Option<Organization>, StoreError>;
-    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
-    async fn memberships_of_user(&self, user_id: UserId) -> Result<Vec<Membership>, StoreError>;
-    async fn invitations_of_organization(&self, organization_id: OrganizationId) -> Result<Vec<Invitation>, StoreError>;
-    async fn api_key_by_public_key(&self, public_key: &str) -> Result<Option<ApiKey>, StoreError>;
-    async fn audit_events(&self, organization_id: OrganizationId) -> Result<Vec<AuditEvent>, StoreError>;
-    async fn list_audit_events(&self, organization_id: OrganizationId, query: &AuditQuery) -> Result<(Vec<AuditEvent>, u64), StoreError>;
-    async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
-    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
-    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError>;
-    async fn rotate_signing_key(&self, new: &StoredSigningKey, retire_at: i64, expected_newest: Option<&str>) -> Result<bool, StoreError>;
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
-    async fn membership(&self, organization_id: OrganizationId, user_id: UserId) -> Result<Option<Membership>, StoreError>;
-    async fn list_users(&self, organization_id: OrganizationId, query: &UserQuery) -> Result<(Vec<(User, Membership)>, u64), StoreError>;
-    async fn invite(&self, new_user: Option<&User>, membership: &Membership, invitation: &Invitation, events: &[AuditEvent]) -> Result<(), StoreError>;
-    async fn grant_owner_invitation(&self, new_user: Option<&User>, invitation: &Invitation, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn change_membership(&self, expected: &Membership, changed: &Membership, events: &[AuditEvent]) -> Result<MembershipOutcome, StoreError>;
-    async fn remove_membership(&self, expected: &Membership, events: &[AuditEvent]) -> Result<MembershipOutcome, StoreError>;
-    async fn pending_invitations(&self, organization_id: OrganizationId, now: i64) -> Result<Vec<PendingInvitation>, StoreError>;
-    async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
-    async fn invitation_by_hash(&self, hash: &CredentialHash) -> Result<Option<Invitation>, StoreError>;
-    async fn renew_invitation(&self, invitation: &Invitation, offered: Role, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn revoke_invitation(&self, id: InvitationId, offered: Role, now: i64, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn accept_invitation(&self, invitation: &Invitation, user: &User, now: i64, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn set_user_password(&self, user_id: UserId, password_hash: &str) -> Result<(), StoreError>;
-    async fn update_membership(&self, membership: &Membership, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn update_api_key(&self, id: ApiKeyId, changes: &ApiKeyChanges, events: &[AuditEvent]) -> Result<Option<ApiKey>, StoreError>;
-    async fn create_organization(&self, organization: &Organization, events: &[AuditEvent]) -> Result<(), StoreError>;
-    async fn update_organization(&self, organization: &Organization, expected: Option<&Organization>, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn list_organizations(&self, root: OrganizationId, query: &OrganizationQuery) -> Result<(Vec<Organization>, u64), StoreError>;
-    async fn delete_organization(&self, id: OrganizationId, events: &[AuditEvent]) -> Result<OrganizationDeletion, StoreError>;
-    async fn create_api_key(&self, key: &ApiKey, events: &[AuditEvent]) -> Result<(), StoreError>;
-    async fn api_key_by_name(&self, organization_id: OrganizationId, name: &str) -> Result<Option<ApiKey>, StoreError>;
-    async fn list_api_keys(&self, organization_id: OrganizationId, query: &ApiKeyQuery) -> Result<(Vec<ApiKey>, u64), StoreError>;
-    async fn delete_api_key(&self, id: ApiKeyId, only_if_role: Option<Role>, events: &[AuditEvent]) -> Result<bool, StoreError>;
-    async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;
-    async fn issue_refresh_tokens(&self, batch: &[RefreshIssue]) -> Result<Vec<bool>, StoreError>;
-    async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError>;
-    async fn revoke_refresh_family(&self, family_id: &str, now: i64, events: &[AuditEvent]) -> Result<(), StoreError>;
-    async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
+        self.within(self.inner.probe_write(now)).await
+    }
+
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError> {
+        self.within(self.inner.bootstrap(bootstrap)).await
+    }
+
+    async fn organization(&self, id: OrganizationId) -> Result<Option<Organization>, StoreError> {
+        self.within(self.inner.organization(id)).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.within(self.inner.user(id)).await
+    }
+
+    async fn memberships_of_user(&self, user_id: UserId) -> Result<Vec<Membership>, StoreError> {
+        self.within(self.inner.memberships_of_user(user_id)).await
+    }
+
+    async fn invitations_of_organization(
+        &self,
+        organization_id: OrganizationId,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        self.within(self.inner.invitations_of_organization(organization_id))
+            .await
+    }
+
+    async fn api_key_by_public_key(&self, public_key: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.within(self.inner.api_key_by_public_key(public_key))
+            .await
+    }
+
+    async fn audit_events(
+        &self,
+        organization_id: OrganizationId,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        self.within(self.inner.audit_events(organization_id)).await
+    }
+
+    async fn list_audit_events(
+        &self,
+        organization_id: OrganizationId,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+        self.within(self.inner.list_audit_events(organization_id, query))
+            .await
+    }
+
+    async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError> {
+        self.within(self.inner.api_key(id)).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        self.within(self.inner.signing_keys()).await
+    }
+
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> Result<(), StoreError> {
+        self.within(self.inner.insert_signing_key(key)).await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        new: &StoredSigningKey,
+        retire_at: i64,
+        expected_newest: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.within(
+            self.inner
+                .rotate_signing_key(new, retire_at, expected_newest),
+        )
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.within(self.inner.user_by_email(email)).await
+    }
+
+    async fn membership(
+        &self,
+        organization_id: OrganizationId,
+        user_id: UserId,
+    ) -> Result<Option<Membership>, StoreError> {
+        self.within(self.inner.membership(organization_id, user_id))
+            .await
+    }
+
+    async fn list_users(
+        &self,
+        organization_id: OrganizationId,
+        query: &UserQuery,
+    ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+        self.within(self.inner.list_users(organization_id, query))
+            .await
+    }
+
+    async fn invite(
+        &self,
+        new_user: Option<&User>,
+        membership: &Membership,
+        invitation: &Invitation,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        self.within(self.inner.invite(new_user, membership, invitation, events))
+            .await
+    }
+
+    async fn grant_owner_invitation(
+        &self,
+        new_user: Option<&User>,
+        invitation: &Invitation,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(
+            self.inner
+                .grant_owner_invitation(new_user, invitation, events),
+        )
+        .await
+    }
+
+    async fn change_membership(
+        &self,
+        expected: &Membership,
+        changed: &Membership,
+        events: &[AuditEvent],
+    ) -> Result<MembershipOutcome, StoreError> {
+        self.within(self.inner.change_membership(expected, changed, events))
+            .await
+    }
+
+    async fn remove_membership(
+        &self,
+        expected: &Membership,
+        events: &[AuditEvent],
+    ) -> Result<MembershipOutcome, StoreError> {
+        self.within(self.inner.remove_membership(expected, events))
+            .await
+    }
+
+    async fn pending_invitations(
+        &self,
+        organization_id: OrganizationId,
+        now: i64,
+    ) -> Result<Vec<PendingInvitation>, StoreError> {
+        self.within(self.inner.pending_invitations(organization_id, now))
+            .await
+    }
+
+    async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {
+        self.within(self.inner.invitation(id)).await
+    }
+
+    async fn invitation_by_hash(
+        &self,
+        hash: &CredentialHash,
+    ) -> Result<Option<Invitation>, StoreError> {
+        self.within(self.inner.invitation_by_hash(hash)).await
+    }
+
+    async fn renew_invitation(
+        &self,
+        invitation: &Invitation,
+        offered: Role,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.renew_invitation(invitation, offered, events))
+            .await
+    }
+
+    async fn revoke_invitation(
+        &self,
+        id: InvitationId,
+        offered: Role,
+        now: i64,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.revoke_invitation(id, offered, now, events))
+            .await
+    }
+
+    async fn accept_invitation(
+        &self,
+        invitation: &Invitation,
+        user: &User,
+        now: i64,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.accept_invitation(invitation, user, now, events))
+            .await
+    }
+
+    async fn set_user_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.within(self.inner.set_user_password(user_id, password_hash))
+            .await
+    }
+
+    async fn update_membership(
+        &self,
+        membership: &Membership,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.update_membership(membership, events))
+            .await
+    }
+
+    async fn update_api_key(
+        &self,
+        id: ApiKeyId,
+        changes: &ApiKeyChanges,
+        events: &[AuditEvent],
+    ) -> Result<Option<ApiKey>, StoreError> {
+        self.within(self.inner.update_api_key(id, changes, events))
+            .await
+    }
+
+    async fn create_organization(
+        &self,
+        organization: &Organization,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        self.within(self.inner.create_organization(organization, events))
+            .await
+    }
+
+    async fn update_organization(
+        &self,
+        organization: &Organization,
+        expected: Option<&Organization>,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(
+            self.inner
+                .update_organization(organization, expected, events),
+        )
+        .await
+    }
+
+    async fn list_organizations(
+        &self,
+        root: OrganizationId,
+        query: &OrganizationQuery,
+    ) -> Result<(Vec<Organization>, u64), StoreError> {
+        self.within(self.inner.list_organizations(root, query))
+            .await
+    }
+
+    async fn delete_organization(
+        &self,
+        id: OrganizationId,
+        events: &[AuditEvent],
+    ) -> Result<OrganizationDeletion, StoreError> {
+        self.within(self.inner.delete_organization(id, events))
+            .await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.within(self.inner.create_api_key(key, events)).await
+    }
+
+    async fn api_key_by_name(
+        &self,
+        organization_id: OrganizationId,
+        name: &str,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        self.within(self.inner.api_key_by_name(organization_id, name))
+            .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        organization_id: OrganizationId,
+        query: &ApiKeyQuery,
+    ) -> Result<(Vec<ApiKey>, u64), StoreError> {
+        self.within(self.inner.list_api_keys(organization_id, query))
+            .await
+    }
+
+    async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError> {
+        self.within(self.inner.touch_api_keys(used)).await
+    }
+
+    async fn delete_api_key(
+        &self,
+        id: ApiKeyId,
+        only_if_role: Option<Role>,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.delete_api_key(id, only_if_role, events))
+            .await
+    }
+
+    async fn issue_refresh_tokens(&self, batch: &[RefreshIssue]) -> Result<Vec<bool>, StoreError> {
+        self.within(self.inner.issue_refresh_tokens(batch)).await
+    }
+
+    async fn refresh_token(&self, id: &str) -> Result<Option<RefreshToken>, StoreError> {
+        self.within(self.inner.refresh_token(id)).await
+    }
+
+    async fn revoke_refresh_family(
+        &self,
+        family_id: &str,
+        now: i64,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        self.within(self.inner.revoke_refresh_family(family_id, now, events))
+            .await
+    }
+
+    async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        self.within(self.inner.record_audit_events(events)).await
+    }
 }

@@ -5,7 +5,8 @@
 //! thread switches. On a small machine those switches were most of the cost of a read
 //! (BENCHMARKS.md). A connection to a local file cannot go stale and an unfinished transaction
 //! is rolled back by sqlx when it is dropped, so these connections are lent out as they are —
-//! except a writer left inside a transaction that nothing will end (see [`Connections::get_for_writing`]).
+//! except a writer left inside a transaction that nothing will end (see
+//! [`Connections::get_for_writing`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,7 +45,9 @@ impl Connections {
     ) -> Result<Self, StoreError> {
         let mut slots = Vec::with_capacity(count);
         for _ in 0..count {
-            slots.push(Mutex::new(Some(options.connect().await?)));
+            slots.push(Mutex::new(Some(
+                options.connect().await.map_err(StoreError::sqlx)?,
+            )));
         }
         Ok(Self {
             slots,
@@ -83,7 +86,7 @@ impl Connections {
                 }
                 Err(error) => {
                     self.suspect.store(true, Ordering::Release);
-                    return Err(error.into());
+                    return Err(StoreError::sqlx(error));
                 }
             }
         }

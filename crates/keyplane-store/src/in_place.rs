@@ -21,7 +21,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Row};
 
 use crate::StoreError;
-use crate::shared::Bind;
+use crate::rows::Bind;
 
 /// Prepared statements kept per connection: more than the store has point reads.
 const STATEMENT_CACHE: usize = 32;
@@ -41,8 +41,11 @@ impl InPlace {
         for _ in 0..count {
             // NO_MUTEX: each connection is used by one thread at a time, under its own lock.
             let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let connection = Connection::open_with_flags(path, flags)?;
-            connection.busy_timeout(busy_timeout)?;
+            let connection =
+                Connection::open_with_flags(path, flags).map_err(StoreError::rusqlite)?;
+            connection
+                .busy_timeout(busy_timeout)
+                .map_err(StoreError::rusqlite)?;
             connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             slots.push(Mutex::new(Some(connection)));
         }
@@ -63,9 +66,16 @@ impl InPlace {
         let connection = slot
             .as_ref()
             .ok_or_else(|| StoreError::unavailable("the store is closed"))?;
-        let mut statement = connection.prepare_cached(sql)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(binds))?;
-        rows.next()?.map(map).transpose()
+        let mut statement = connection
+            .prepare_cached(sql)
+            .map_err(StoreError::rusqlite)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(binds))
+            .map_err(StoreError::rusqlite)?;
+        rows.next()
+            .map_err(StoreError::rusqlite)?
+            .map(map)
+            .transpose()
     }
 
     /// The first idle connection, or, when every one is in use by another thread, the next in
@@ -97,7 +107,7 @@ mod tests {
     use sqlx::{ConnectOptions, Executor};
 
     use super::*;
-    use crate::shared::Columns;
+    use crate::rows::Columns;
 
     async fn writer_and_reader() -> (tempfile::TempDir, SqliteConnection, InPlace) {
         let dir = tempfile::tempdir().unwrap();

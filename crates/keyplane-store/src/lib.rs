@@ -1,14 +1,26 @@
 //! Keyplane's storage: the [`Store`] trait and its two implementations, SQLite (the embedded
-//! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in
-//! [`shared`]; only connection setup and migrations differ.
+//! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in one
+//! module per resource (`organizations`, `api_keys`, `people`, `invitations`, `refresh_tokens`,
+//! `signing_keys`, `audit`, `bootstrap`) against the engine traits of `engine`; only connection
+//! setup, migrations and SQLite's in-place point reads differ (`sqlite`, `postgres`).
 
+mod api_keys;
+mod audit;
+mod bootstrap;
 mod bounded;
 mod connections;
+mod engine;
 mod error;
 mod in_place;
+mod invitations;
+mod organizations;
+mod people;
 mod postgres;
-mod shared;
+mod refresh_tokens;
+mod rows;
+mod signing_keys;
 mod sqlite;
+mod store;
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
@@ -22,10 +34,10 @@ use keyplane_core::tokens::StoredSigningKey;
 use keyplane_core::values::Role;
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
+pub use api_keys::list_api_keys_sql;
 pub use bounded::Bounded;
-pub use error::StoreError;
+pub use error::{DatabaseError, StoreError};
 pub use postgres::{PostgresOptions, PostgresStore};
-pub use shared::list_api_keys_sql;
 pub use sqlite::SqliteStore;
 
 /// Everything `keyplane bootstrap` creates, written in one transaction.

@@ -5,11 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Sqlite;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Executor, Sqlite};
 
+use crate::StoreError;
 use crate::connections::{Connections, Lent};
+use crate::engine::{Backend, Engine, SqlConnection, Statement, sqlx_query};
 use crate::in_place::InPlace;
+use crate::rows::{Bind, FromRow};
 
 /// SQLite allows one writer at a time; writes go through one connection so they queue in the
 /// process instead of failing with `SQLITE_BUSY`, while reads use several connections (WAL lets
@@ -90,7 +95,8 @@ impl SqliteStore {
         let writer = Connections::open(&options, 1, timeout).await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut *writer.get().await?)
-            .await?;
+            .await
+            .map_err(StoreError::migration)?;
         // SQLite opens a database it cannot write read-only, and every later connection of this
         // process shares that state: starting so would answer 503 to every write until a
         // restart, even once the file system is writable again. Refuse instead.
@@ -103,7 +109,7 @@ impl SqliteStore {
         {
             return Err(StoreError::ReadOnly(path.display().to_string()));
         }
-        writable?;
+        writable.map_err(StoreError::sqlx)?;
         // SQLite reads run on the CPU (the pages are cached), so more readers than cores buy
         // nothing but memory: each connection keeps its own page cache (up to 2 MiB).
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
@@ -121,10 +127,33 @@ impl SqliteStore {
                 .to_path_buf(),
         })
     }
+}
 
-    /// After a failed write probe the writer is reopened before its next use.
-    fn write_probe_failed(&self) {
-        self.writer.reopen_before_next_write();
+impl Engine for Sqlite {
+    const NAME: &'static str = "sqlite";
+}
+
+impl Backend for SqliteStore {
+    type Engine = Sqlite;
+    type Lent<'a> = Lent<'a>;
+
+    async fn read(&self) -> Result<Lent<'_>, StoreError> {
+        self.reader.get().await
+    }
+
+    async fn write(&self) -> Result<Lent<'_>, StoreError> {
+        self.file.check()?;
+        self.writer.get_for_writing().await
+    }
+
+    /// One row by a unique key, read in place.
+    async fn read_optional<T: FromRow>(
+        &self,
+        sql: &str,
+        binds: &[Bind<'_>],
+    ) -> Result<Option<T>, StoreError> {
+        self.in_place
+            .fetch_optional(sql, binds, |row| T::from_row(row))
     }
 
     /// Unavailable when the database file is gone or its file system has less than
@@ -142,23 +171,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// One row by a unique key, read in place.
-    async fn read_optional<T>(
-        &self,
-        sql: &str,
-        binds: &[Bind<'_>],
-        map: impl FnOnce(&rusqlite::Row<'_>) -> Result<T, StoreError>,
-    ) -> Result<Option<T>, StoreError> {
-        self.in_place.fetch_optional(sql, binds, map)
-    }
-
-    async fn read(&self) -> Result<Lent<'_>, StoreError> {
-        self.reader.get().await
-    }
-
-    async fn write(&self) -> Result<Lent<'_>, StoreError> {
-        self.file.check()?;
-        self.writer.get_for_writing().await
+    /// After a failed write probe the writer is reopened before its next use.
+    fn write_probe_failed(&self) {
+        self.writer.reopen_before_next_write();
     }
 
     async fn close_connections(&self) {
@@ -168,4 +183,39 @@ impl SqliteStore {
     }
 }
 
-crate::shared::impl_store!(SqliteStore, Sqlite, "sqlite");
+/// Generated lists of values use `?`, as sqlx's query builder does for SQLite: a numbered
+/// placeholder (`$n`) is a named parameter to SQLite, looked up by name as the statement is
+/// prepared.
+impl SqlConnection for SqliteConnection {
+    type Row = SqliteRow;
+
+    fn push_placeholder(sql: &mut String, _: usize) {
+        sql.push('?');
+    }
+
+    async fn execute(&mut self, statement: &Statement<'_>) -> Result<u64, StoreError> {
+        let done = Executor::execute(self, sqlx_query(statement)).await;
+        Ok(done.map_err(StoreError::sqlx)?.rows_affected())
+    }
+
+    async fn fetch_all(&mut self, statement: &Statement<'_>) -> Result<Vec<SqliteRow>, StoreError> {
+        Executor::fetch_all(self, sqlx_query(statement))
+            .await
+            .map_err(StoreError::sqlx)
+    }
+
+    async fn fetch_optional(
+        &mut self,
+        statement: &Statement<'_>,
+    ) -> Result<Option<SqliteRow>, StoreError> {
+        Executor::fetch_optional(self, sqlx_query(statement))
+            .await
+            .map_err(StoreError::sqlx)
+    }
+
+    async fn fetch_one(&mut self, statement: &Statement<'_>) -> Result<SqliteRow, StoreError> {
+        Executor::fetch_one(self, sqlx_query(statement))
+            .await
+            .map_err(StoreError::sqlx)
+    }
+}

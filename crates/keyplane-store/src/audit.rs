@@ -1,0 +1,128 @@
+//! The `audit_events` table: the record of every change, written in the same transaction as the
+//! change it records (each mutating operation takes its events), so neither exists without the
+//! other. Events are only ever inserted, never changed; their ids are UUIDv7, so id order is
+//! time order and pages read the index backwards for "newest first".
+
+use keyplane_core::OrganizationId;
+use keyplane_core::records::{AuditEvent, AuditQuery};
+
+use crate::StoreError;
+use crate::engine::{Backend, Param, Placeholders, SqlConnection, begin, commit, query};
+
+/// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters.
+pub(crate) const ROWS_PER_INSERT: usize = 1_000;
+
+/// Inserts `events` in multi-row INSERTs.
+pub(crate) async fn insert_audit_events<'e, C: SqlConnection>(
+    conn: &mut C,
+    events: impl IntoIterator<Item = &'e AuditEvent>,
+) -> Result<(), StoreError> {
+    let events: Vec<&AuditEvent> = events.into_iter().collect();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut insert = query(
+            "INSERT INTO audit_events (id, organization_id, action, actor_type, actor_id, \
+             target_type, target_id, request_id, ip, created_at) ",
+        );
+        insert.push_values::<C, _>(chunk, |row, event| {
+            row.bind(event.id.to_string())
+                .bind(event.organization_id.to_string())
+                .bind(&event.action)
+                .bind(event.actor_type.as_str())
+                .bind(&event.actor_id)
+                .bind(&event.target_type)
+                .bind(&event.target_id)
+                .bind(&event.request_id)
+                .bind(&event.ip)
+                .bind(event.created_at);
+        });
+        insert.execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// Ends a transaction whose change may have found nothing to change: with `changed`, its audit
+/// events are added and it commits; without, it rolls back (on drop).
+pub(crate) async fn commit_if<DB>(
+    mut tx: sqlx::Transaction<'_, DB>,
+    changed: bool,
+    events: &[AuditEvent],
+) -> Result<bool, StoreError>
+where
+    DB: sqlx::Database<Connection: SqlConnection>,
+{
+    if changed {
+        insert_audit_events(&mut *tx, events).await?;
+        commit(tx).await?;
+    }
+    Ok(changed)
+}
+
+/// The organization's audit events, newest first.
+pub(crate) async fn audit_events(
+    store: &impl Backend,
+    organization_id: OrganizationId,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    query("SELECT * FROM audit_events WHERE organization_id = $1 ORDER BY id DESC")
+        .bind(organization_id.to_string())
+        .fetch_records(&mut *store.read().await?)
+        .await
+}
+
+/// One page of an organization's audit events and how many match.
+pub(crate) async fn list_audit_events(
+    store: &impl Backend,
+    organization_id: OrganizationId,
+    listing: &AuditQuery,
+) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+    let mut filters = String::new();
+    let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
+    let mut placeholders = Placeholders::after_organization();
+    let mut placeholder = || placeholders.take(1);
+    if !listing.actions.is_empty() {
+        let list: Vec<String> = listing.actions.iter().map(|_| placeholder()).collect();
+        filters.push_str(&format!(" AND action IN ({})", list.join(", ")));
+        values.extend(listing.actions.iter().map(Param::from));
+    }
+    if let Some(actor) = &listing.actor_id {
+        filters.push_str(&format!(" AND actor_id = {}", placeholder()));
+        values.push(actor.into());
+    }
+    if let Some(since) = listing.since {
+        filters.push_str(&format!(" AND created_at >= {}", placeholder()));
+        values.push(since.into());
+    }
+    if let Some(until) = listing.until {
+        filters.push_str(&format!(" AND created_at <= {}", placeholder()));
+        values.push(until.into());
+    }
+    let (limit, offset) = (placeholder(), placeholder());
+    // Ids are UUIDv7: id order is time order, read backwards from the index.
+    let direction = if listing.oldest_first { "ASC" } else { "DESC" };
+    let page = format!(
+        "SELECT * FROM audit_events WHERE organization_id = $1{filters} \
+         ORDER BY id {direction} LIMIT {limit} OFFSET {offset}"
+    );
+    let count = format!("SELECT COUNT(*) FROM audit_events WHERE organization_id = $1{filters}");
+    let events = query(page)
+        .bind_all(values.iter().cloned())
+        .bind(i64::from(listing.limit))
+        .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
+        .fetch_records(&mut *store.read().await?)
+        .await?;
+    let total: i64 = query(count)
+        .bind_all(values)
+        .fetch_scalar(&mut *store.read().await?)
+        .await?;
+    Ok((events, u64::try_from(total).unwrap_or(0)))
+}
+
+/// Records audit events that accompany no other change (e.g. a failed login).
+pub(crate) async fn record_audit_events(
+    store: &impl Backend,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    let mut writer = store.write().await?;
+    let mut tx = begin(&mut *writer).await?;
+    insert_audit_events(&mut *tx, events).await?;
+    commit(tx).await
+}
