@@ -15,7 +15,7 @@ use keyplane_core::records::{
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
-use keyplane_core::values::Role;
+use keyplane_core::values::{Env, Role};
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 use crate::{Bootstrap, OrganizationDeletion, Store, StoreError};
@@ -300,6 +300,16 @@ impl<S: Store> Store for Bounded<S> {
                 .update_organization(organization, expected, events),
         )
         .await
+    }
+
+    async fn enable_organization_env(
+        &self,
+        id: OrganizationId,
+        env: Env,
+        events: &[AuditEvent],
+    ) -> Result<Option<Organization>, StoreError> {
+        self.within(self.inner.enable_organization_env(id, env, events))
+            .await
     }
 
     async fn list_organizations(

@@ -31,7 +31,7 @@ use keyplane_core::records::{
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
-use keyplane_core::values::Role;
+use keyplane_core::values::{Env, Role};
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 pub use api_keys::list_api_keys_sql;
@@ -273,6 +273,16 @@ pub trait Store: Send + Sync + 'static {
         expected: Option<&Organization>,
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
+
+    /// Adds `env` to an organization's envs, under its row lock and reading it in the same
+    /// transaction, writing only the envs (with `events` when they changed): it cannot conflict
+    /// with a change of other fields. The organization as it is now; `None` when it is gone.
+    async fn enable_organization_env(
+        &self,
+        id: OrganizationId,
+        env: Env,
+        events: &[AuditEvent],
+    ) -> Result<Option<Organization>, StoreError>;
 
     /// One page of `root` and every organization it manages, transitively, and how many match.
     async fn list_organizations(

@@ -7,6 +7,7 @@
 
 use keyplane_core::organizations::{OrganizationOrder, OrganizationQuery};
 use keyplane_core::records::{AuditEvent, Organization};
+use keyplane_core::values::Env;
 use keyplane_core::{InvitationId, OrganizationId};
 
 use crate::audit::{commit_if, insert_audit_events};
@@ -152,6 +153,39 @@ pub(crate) async fn update_organization(
     .await?
         == 1;
     commit_if(tx, updated, events).await
+}
+
+/// Adds `env` to an organization's envs under its row lock, reading it inside the same
+/// transaction, and writes only the envs (with `events` when it changed): it never conflicts
+/// with a concurrent change of other fields. The organization as it is now; `None` when gone.
+pub(crate) async fn enable_organization_env(
+    store: &impl Backend,
+    id: OrganizationId,
+    env: Env,
+    events: &[AuditEvent],
+) -> Result<Option<Organization>, StoreError> {
+    let mut writer = store.write().await?;
+    let mut tx = begin(&mut *writer).await?;
+    if !lock_organization(&mut *tx, id).await? {
+        return Ok(None);
+    }
+    let row = query("SELECT * FROM organizations WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut organization = Organization::from_row(&row)?;
+    if organization.envs.contains(&env) {
+        return Ok(Some(organization));
+    }
+    organization.envs.push(env);
+    organization.envs.sort();
+    query("UPDATE organizations SET envs = $1 WHERE id = $2")
+        .bind(envs_to_text(&organization.envs))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    commit_if(tx, true, events).await?;
+    Ok(Some(organization))
 }
 
 /// The filters of an organization list, as SQL after `WHERE …` and the values to bind in order

@@ -12,7 +12,7 @@ use keyplane_core::records::{
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
-use keyplane_core::values::Role;
+use keyplane_core::values::{Env, Role};
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 use crate::engine::{Backend, Engine};
@@ -242,6 +242,15 @@ impl<B: Backend> Store for B {
         events: &[AuditEvent],
     ) -> Result<bool, StoreError> {
         organizations::update_organization(self, organization, expected, events).await
+    }
+
+    async fn enable_organization_env(
+        &self,
+        id: OrganizationId,
+        env: Env,
+        events: &[AuditEvent],
+    ) -> Result<Option<Organization>, StoreError> {
+        organizations::enable_organization_env(self, id, env, events).await
     }
 
     async fn list_organizations(

@@ -162,7 +162,8 @@ const ATTEMPTS: usize = 3;
 
 /// Applies `change` to the organization as stored now and writes the result only while it is
 /// still stored so; when another change came between, reads it again and applies `change`
-/// again. So two changes (a `PATCH` and an `enable-env`) never overwrite each other. `change`
+/// again. So two changes never overwrite each other (an `enable-env` writes only the envs, under
+/// the row lock, and needs no second try). `change`
 /// answers whether there is anything to write.
 async fn change_organization(
     state: &AppState,
@@ -210,15 +211,13 @@ pub async fn enable_env(
         organization.id,
         AuditAction::OrganizationEnvEnabled,
     );
-    change_organization(state, organization.id, enabled, |organization| {
-        if organization.envs.contains(&env) {
-            return Ok(false);
-        }
-        organization.envs.push(env);
-        organization.envs.sort();
-        Ok(true)
-    })
-    .await
+    let enabled = state
+        .store()
+        .enable_organization_env(organization.id, env, &[enabled])
+        .await?
+        .ok_or(OrganizationError::NotFound)?;
+    state.subjects().forget_organization(enabled.id).await;
+    Ok(enabled)
 }
 
 /// The organization as stored now: what the visibility check returned may be up to

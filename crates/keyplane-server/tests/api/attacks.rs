@@ -168,7 +168,10 @@ async fn key_token(app: &TestApp, key: &Value) -> String {
 
 /// The bootstrap owner, Ada Lovelace, accepts the invitation of `keyplane bootstrap` with
 /// [`PASSWORD`].
-async fn accept_bootstrap(app: &TestApp, boot: &keyplane_server::service::bootstrap::BootstrapOutput) {
+async fn accept_bootstrap(
+    app: &TestApp,
+    boot: &keyplane_server::service::bootstrap::BootstrapOutput,
+) {
     let names = json!({"first_name": "Ada", "last_name": "Lovelace"});
     ok(app
         .accept_invitation(owner_invitation_token(boot), PASSWORD, names)

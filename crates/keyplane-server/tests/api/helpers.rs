@@ -9,8 +9,8 @@ use std::time::Duration;
 use keyplane_core::records::Organization;
 use keyplane_core::values::Role;
 use keyplane_core::{OrganizationId, UserId};
-use keyplane_server::service::bootstrap::BootstrapOutput;
 use keyplane_server::infra::tls::CertificateInfo;
+use keyplane_server::service::bootstrap::BootstrapOutput;
 use keyplane_server::{AppState, Application, ServeConfig};
 use reqwest::{Certificate, Client as HttpClient, Url};
 use serde_json::{Value, json};
@@ -172,7 +172,10 @@ impl TestAppBuilder {
 
     pub async fn start(self) -> TestApp {
         if std::env::var_os("KEYPLANE_TEST_LOG").is_some() {
-            keyplane_server::infra::telemetry::init("debug", keyplane_server::config::LogFormat::Text);
+            keyplane_server::infra::telemetry::init(
+                "debug",
+                keyplane_server::config::LogFormat::Text,
+            );
         }
         let config = self.config.clone();
         let application = Application::build(self.config)
