@@ -13,7 +13,7 @@ pub const MAX_GRACE_PERIOD_SECONDS: i64 = 604_800;
 /// Latest `expires_at` accepted: a hundred years out is a mistake, not a plan.
 const MAX_EXPIRY_SECONDS: i64 = 10 * 365 * 86_400;
 
-/// Metadata rules (contract §6): at most 20 keys, key names at most 40 characters, values
+/// Metadata rules (README, "API keys"): at most 20 keys, key names at most 40 characters, values
 /// strings of at most 500 characters, numbers or booleans. Violations name the offending key.
 pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
     if metadata.len() > MAX_METADATA_KEYS {

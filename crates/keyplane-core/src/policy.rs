@@ -1,4 +1,4 @@
-//! Who may do what (contract section 7), in one table that every handler consults. Visibility
+//! Who may do what (README, "People and invitations"), in one table that every handler consults. Visibility
 //! (which organizations a caller can see at all) is decided before this, and answers 404.
 
 use crate::values::Role;
@@ -106,7 +106,7 @@ mod tests {
         assert!(!may_touch_key(Viewer, Developer));
     }
 
-    /// The contract's table, written out: a change to `allows` that breaks it fails here.
+    /// The documented table, written out: a change to `allows` that breaks it fails here.
     #[test]
     fn every_role_against_every_action() {
         use Action::*;

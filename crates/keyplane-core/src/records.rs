@@ -1,5 +1,5 @@
 //! The records Keyplane keeps, as the domain sees them. The store persists exactly these; the HTTP
-//! layer renders them into the contract's wire shapes.
+//! layer renders them into the wire shapes of the fiskaly-compatible API.
 
 use serde::{Deserialize, Serialize};
 

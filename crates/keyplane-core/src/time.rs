@@ -1,8 +1,8 @@
-//! Wall-clock time as the contract speaks it: unix seconds.
+//! Wall-clock time as the API speaks it: unix seconds.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the unix epoch, as every timestamp in the contract is expressed.
+/// Seconds since the unix epoch, as every timestamp of the API is expressed.
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -39,7 +39,7 @@ impl SubjectType {
     }
 }
 
-/// The claims of an access token, as the contract lists them.
+/// The claims of an access token (README, "Tokens").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,

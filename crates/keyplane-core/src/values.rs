@@ -6,7 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A value that breaks a rule of the contract; `field` names the offending input.
+/// A value that breaks a rule of the API (README, "API keys", "Organizations", "People and
+/// invitations"); `field` names the offending input.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
@@ -255,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn key_names_follow_the_contract_pattern() {
+    fn key_names_follow_the_documented_pattern() {
         for good in ["abc", "pos-berlin", "a1-", &"a".repeat(30)] {
             assert!(KeyName::parse(good).is_ok(), "{good}");
         }

@@ -1,5 +1,5 @@
 //! The listener: accepts TCP connections, serves TLS ones, and refuses plain HTTP with the
-//! contract's `E_HTTPS_REQUIRED` error — except from a trusted TLS-terminating proxy that says
+//! API's `E_HTTPS_REQUIRED` error — except from a trusted TLS-terminating proxy that says
 //! `X-Forwarded-Proto: https`. Stops accepting on shutdown and lets in-flight requests finish.
 //!
 //! Connections are bounded: at most `max_connections` at once (by default what the open-file

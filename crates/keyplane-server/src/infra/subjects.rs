@@ -13,7 +13,7 @@ use keyplane_core::tokens::{AccessClaims, SubjectType};
 use keyplane_store::{Store, StoreError};
 use moka::future::Cache;
 
-/// How stale a node's view of a subject may be. Well under the contract's 1 s.
+/// How stale a node's view of a subject may be. Well under the documented 1 s.
 pub const SUBJECT_STATE_TTL: Duration = Duration::from_millis(500);
 
 /// Most subjects cached per node.

@@ -1,4 +1,4 @@
-//! The API-key use cases, shared by both path styles of the contract (by name in the caller's
+//! The API-key use cases, shared by both path styles of the API (by name in the caller's
 //! own organization, by id in any organization the caller can see): who may do what, the rules,
 //! the audit events, and telling the bearer cache about changes.
 

@@ -1,4 +1,4 @@
-//! The organization use cases (contract section 5): who may do what, the rules, the audit events.
+//! The organization use cases (README, "Organizations"): who may do what, the rules, the audit events.
 
 use keyplane_core::audit::AuditAction;
 use keyplane_core::organizations::{self, OrganizationFields, OrganizationQuery};
@@ -97,7 +97,7 @@ pub async fn create(
     let manager = match manager {
         None | Some("") => actor.organization_id,
         Some(id) => {
-            // Unknown or invisible: 404, as fiskaly answers (contract section 5).
+            // Unknown or invisible: 404, as fiskaly answers.
             visible(state, actor, id).await?.id
         }
     };

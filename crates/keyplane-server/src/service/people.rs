@@ -1,4 +1,4 @@
-//! People, memberships and invitations (contract section 7): who may do what, the rules, the
+//! People, memberships and invitations (README, "People and invitations"): who may do what, the rules, the
 //! audit events, the mail.
 
 use keyplane_core::audit::AuditAction;
