@@ -6,17 +6,20 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
-use keyplane_core::records::{ApiKey, Metadata, Organization};
+use keyplane_core::records::{ApiKey, Organization};
 use keyplane_core::secrets::PlainCredential;
-use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, Role};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use keyplane_core::values::ApiKeyKind;
+use keyplane_types::api_keys::{
+    ApiKeyList, ApiKeyResource, ListParams, PatchApiKey, PostApiKey, PutApiKey, RotateApiKey,
+};
+use keyplane_types::common::Deleted;
+use keyplane_types::errors::ErrorBody;
 
 use crate::http::bearer::Bearer;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::query;
-use crate::http::response::{Deleted, JsonResponse};
+use crate::http::response::{self, JsonResponse};
 use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
 use crate::service::context::RequestContext;
 use crate::state::AppState;
@@ -78,36 +81,6 @@ impl From<ApiKeyError> for ApiError {
     }
 }
 
-/// An API key as the API shows it. `secret` appears only in create and rotate responses.
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyResource {
-    pub _id: String,
-    /// `API_KEY`, or `MANAGED_API_KEY` for a key of a managed organization.
-    #[schema(example = "API_KEY")]
-    pub _type: &'static str,
-    pub _envs: Vec<Env>,
-    pub key: String,
-    pub name: String,
-    pub kind: ApiKeyKind,
-    pub status: ApiKeyStatus,
-    /// What its tokens may do: `admin` (default), `developer` or `viewer`.
-    pub role: Role,
-    #[schema(value_type = Object)]
-    pub metadata: Metadata,
-    /// `""` when the organization is not managed (fiskaly clients expect a string).
-    pub managed_by_organization_id: String,
-    pub created_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_by_user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_used_at: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<i64>,
-    /// Shown once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
-
 fn resource(
     key: ApiKey,
     organization: &Organization,
@@ -137,34 +110,6 @@ fn resource(
         expires_at: key.expires_at,
         secret: secret.map(PlainCredential::into_string),
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ApiKeyList {
-    pub data: Vec<ApiKeyResource>,
-    /// Every key that matches the filters, not just this page.
-    pub count: u64,
-    #[schema(example = "API_KEY_LIST")]
-    pub _type: &'static str,
-}
-
-/// The list query (documented; parsed by hand to accept repeated and comma-separated filters).
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ListParams {
-    /// 1–100, default 100.
-    limit: Option<u32>,
-    /// Default 0.
-    offset: Option<u64>,
-    /// `name` (default), `kind`, `status` or `created_at`.
-    order_by: Option<String>,
-    /// `asc` (default) or `desc`.
-    order: Option<String>,
-    /// `test`, `live`: repeated (`kind=test&kind=live`) or comma-separated.
-    kind: Option<String>,
-    /// `enabled`, `disabled`: repeated or comma-separated.
-    status: Option<String>,
 }
 
 fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
@@ -204,57 +149,6 @@ async fn list(
         count,
         _type: "API_KEY_LIST",
     }))
-}
-
-/// Create in the caller's organization, by name.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PutApiKey {
-    pub kind: ApiKeyKind,
-    pub status: ApiKeyStatus,
-    /// `admin`, `developer` or `viewer`, at most the caller's own role; default the caller's
-    /// role (at most `admin`).
-    pub role: Option<Role>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Metadata>,
-    pub expires_at: Option<i64>,
-}
-
-/// Create in an organization the caller can see (fiskaly's body).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostApiKey {
-    pub name: String,
-    pub status: ApiKeyStatus,
-    /// Default `test`.
-    pub kind: Option<ApiKeyKind>,
-    /// `admin`, `developer` or `viewer`, at most the caller's own role; default the caller's
-    /// role (at most `admin`).
-    pub role: Option<Role>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Metadata>,
-    /// If given, must be the organization's manager (or empty).
-    pub managed_by_organization_id: Option<String>,
-    pub expires_at: Option<i64>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchApiKey {
-    pub status: Option<ApiKeyStatus>,
-    /// At most the caller's own role.
-    pub role: Option<Role>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Metadata>,
-    pub expires_at: Option<i64>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateApiKey {
-    /// 0–604 800: how long the old secret keeps working. Default 0.
-    #[serde(default)]
-    pub grace_period_seconds: i64,
 }
 
 async fn located(
@@ -371,7 +265,7 @@ both_styles!(
     |state, actor, context, organization, key| {
         let _ = organization;
         api_keys::delete(&state, &actor, &context, key).await?;
-        Ok(Deleted::response())
+        Ok(response::deleted())
     }
 );
 

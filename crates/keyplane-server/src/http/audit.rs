@@ -7,11 +7,11 @@ use axum::routing::get;
 use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, AuditQuery};
 use keyplane_core::values::Env;
-use serde::Serialize;
-use utoipa::ToSchema;
+use keyplane_types::audit::{AuditEventList, AuditEventResource, Reference};
+use keyplane_types::errors::ErrorBody;
 
 use crate::http::bearer::Bearer;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::ApiError;
 use crate::http::query;
 use crate::http::response::JsonResponse;
 use crate::service::organizations;
@@ -22,33 +22,6 @@ pub fn router() -> Router<AppState> {
         "/api/v0/organizations/{organization_id}/audit-events",
         get(list),
     )
-}
-
-/// `{type, id}` of an actor or a target.
-#[derive(Serialize, ToSchema)]
-pub struct Reference {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditEventResource {
-    pub _id: String,
-    #[schema(example = "AUDIT_EVENT")]
-    pub _type: &'static str,
-    pub _envs: Vec<Env>,
-    /// Such as `api_key.created` or `auth.failed`.
-    pub action: String,
-    pub actor: Reference,
-    pub organization_id: String,
-    pub target: Reference,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    pub created_at: i64,
 }
 
 fn resource(event: AuditEvent, envs: &[Env]) -> AuditEventResource {
@@ -70,14 +43,6 @@ fn resource(event: AuditEvent, envs: &[Env]) -> AuditEventResource {
         ip: event.ip,
         created_at: event.created_at,
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditEventList {
-    pub data: Vec<AuditEventResource>,
-    pub count: u64,
-    #[schema(example = "AUDIT_EVENT_LIST")]
-    pub _type: &'static str,
 }
 
 /// Longest action name accepted in a filter.

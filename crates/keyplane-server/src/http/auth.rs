@@ -6,8 +6,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, extract::State};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use keyplane_types::errors::ErrorBody;
+use keyplane_types::tokens::{
+    AccessTokenClaimsBody, AuthRequest, AuthResponse, FiskilError, FiskilTokenRequest,
+    FiskilTokenResponse, JwksDocument,
+};
 
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
@@ -17,46 +20,12 @@ use crate::service::credentials;
 use crate::service::refresh;
 use crate::service::tokens::{AuthError, IssuedTokens};
 use crate::state::AppState;
-use keyplane_core::tokens::Jwk;
-use keyplane_core::values::Env;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v0/auth", post(authenticate))
         .route("/v1/token", post(fiskil_token))
         .route("/.well-known/jwks.json", get(jwks))
-}
-
-/// One of the three credential forms of `POST /api/v0/auth`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuthRequest {
-    pub api_key: Option<String>,
-    pub api_secret: Option<String>,
-    pub refresh_token: Option<String>,
-    pub email: Option<String>,
-    pub password: Option<String>,
-    /// With `email`: the organization the token acts for (default: the person's first).
-    pub organization_id: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AccessTokenClaimsBody {
-    pub env: Env,
-    pub organization_id: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuthResponse {
-    /// EdDSA-signed JWT.
-    pub access_token: String,
-    pub access_token_claims: AccessTokenClaimsBody,
-    pub access_token_expires_in: i64,
-    pub access_token_expires_at: i64,
-    /// Opaque, single use.
-    pub refresh_token: String,
-    pub refresh_token_expires_in: i64,
-    pub refresh_token_expires_at: i64,
 }
 
 impl From<AuthError> for ApiError {
@@ -88,8 +57,8 @@ pub(crate) fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a
 #[utoipa::path(post, path = "/api/v0/auth", tag = "auth", request_body = AuthRequest,
     responses(
         (status = 200, description = "A token pair", body = AuthResponse),
-        (status = 400, description = "Malformed request", body = crate::http::error::ErrorBody),
-        (status = 401, description = "Invalid credentials", body = crate::http::error::ErrorBody),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Invalid credentials", body = ErrorBody),
     ))]
 pub async fn authenticate(
     State(state): State<AppState>,
@@ -167,29 +136,6 @@ fn auth_response(issued: IssuedTokens) -> AuthResponse {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FiskilTokenRequest {
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct FiskilTokenResponse {
-    pub token: String,
-    #[schema(example = "Bearer")]
-    pub token_type: &'static str,
-    pub expires_in: i64,
-}
-
-/// Fiskil's error shape: `{"id": "err_<uuid>", "name", "message"}`.
-#[derive(Serialize, ToSchema)]
-pub struct FiskilError {
-    pub id: String,
-    pub name: &'static str,
-    pub message: String,
-}
-
 fn fiskil_error(status: StatusCode, name: &'static str, message: impl Into<String>) -> Response {
     let body = FiskilError {
         id: format!("err_{}", uuid::Uuid::new_v4()),
@@ -262,11 +208,6 @@ pub async fn fiskil_token(
             )
         }
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct JwksDocument {
-    pub keys: Vec<Jwk>,
 }
 
 /// The public keys that verify access tokens.

@@ -8,29 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyplane_core::ValidationError;
 use keyplane_store::StoreError;
-use serde::Serialize;
-use utoipa::ToSchema;
+use keyplane_types::errors::ErrorBody;
 
 use crate::http::request_id;
-
-/// The error body every management endpoint answers with.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Equals the HTTP status.
-    #[schema(example = 404)]
-    pub status_code: u16,
-    /// The status's reason phrase.
-    #[schema(example = "Not Found")]
-    pub error: &'static str,
-    /// Stable machine-readable code.
-    #[schema(example = "E_ORGANIZATION_NOT_FOUND")]
-    pub code: &'static str,
-    /// For people; names the offending field for validation errors.
-    #[schema(example = "Organization not found.")]
-    pub message: String,
-    /// The request's `X-Request-Id`.
-    pub request_id: String,
-}
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -6,10 +6,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
-use utoipa::ToSchema;
+use keyplane_types::errors::ErrorBody;
+use keyplane_types::health::HealthStatus;
 
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::ApiError;
 use crate::http::response::JsonResponse;
 use crate::infra::listener::ClientInfo;
 use crate::state::AppState;
@@ -19,13 +19,6 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct HealthStatus {
-    /// `ok` (process up) or `ready` (database reachable).
-    #[schema(example = "ok")]
-    pub status: &'static str,
 }
 
 /// The process is up and serving.

@@ -16,8 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use keyplane_core::OrganizationId;
 use keyplane_core::records::{ActorType, ApiKey};
-use serde::Serialize;
-use utoipa::ToSchema;
+use keyplane_types::oauth::{
+    IntrospectionResponse, OAuthErrorBody, OAuthTokenResponse, ServerMetadata,
+};
 
 use crate::http::auth::MAX_CREDENTIAL_LENGTH;
 use crate::http::error::ApiError;
@@ -35,14 +36,6 @@ pub fn router() -> Router<AppState> {
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
         .route("/.well-known/oauth-authorization-server", get(metadata))
-}
-
-/// RFC 6749 §5.2 error body.
-#[derive(Serialize, ToSchema)]
-pub struct OAuthErrorBody {
-    #[schema(example = "invalid_client")]
-    pub error: &'static str,
-    pub error_description: String,
 }
 
 /// An OAuth error response.
@@ -281,18 +274,6 @@ async fn authenticated_client(
         .map_err(OAuthError::from_client_auth)
 }
 
-/// RFC 6749 §5.1 token response.
-#[derive(Serialize, ToSchema)]
-pub struct OAuthTokenResponse {
-    pub access_token: String,
-    #[schema(example = "Bearer")]
-    pub token_type: &'static str,
-    pub expires_in: i64,
-    /// Only for the `refresh_token` grant: the next refresh token (single use).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-}
-
 /// OAuth 2.0 token endpoint: `grant_type=client_credentials` (client by HTTP Basic or in the
 /// body) or `grant_type=refresh_token`.
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth2",
@@ -359,35 +340,6 @@ pub async fn token(
         .headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
-}
-
-/// RFC 7662 introspection response. Inactive tokens answer `{"active": false}` only.
-#[derive(Serialize, ToSchema, Default)]
-pub struct IntrospectionResponse {
-    pub active: bool,
-    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sub: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iat: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jti: Option<String>,
-    /// The organization the token acts for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub organization: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env: Option<keyplane_core::values::Env>,
-    /// `API_KEY` or `USER`.
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub subject_type: Option<&'static str>,
 }
 
 /// Whether the calling key may learn about a token of `organization_id`.
@@ -518,23 +470,6 @@ pub async fn revoke(
         ));
     }
     Ok(json_body(&serde_json::json!({})))
-}
-
-/// RFC 8414 authorization server metadata.
-#[derive(Serialize, ToSchema)]
-pub struct ServerMetadata {
-    pub issuer: String,
-    pub token_endpoint: String,
-    pub jwks_uri: String,
-    pub introspection_endpoint: String,
-    pub revocation_endpoint: String,
-    pub grant_types_supported: Vec<&'static str>,
-    /// No authorization endpoint: there is no response type.
-    pub response_types_supported: Vec<&'static str>,
-    pub token_endpoint_auth_methods_supported: Vec<&'static str>,
-    pub introspection_endpoint_auth_methods_supported: Vec<&'static str>,
-    pub revocation_endpoint_auth_methods_supported: Vec<&'static str>,
-    pub scopes_supported: Vec<&'static str>,
 }
 
 /// OAuth 2.0 authorization server metadata (RFC 8414).

@@ -2,10 +2,11 @@
 
 use axum::Router;
 use axum::routing::get;
+use keyplane_types::errors::ErrorBody;
+use keyplane_types::health::HealthStatus;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::error::ErrorBody;
 use crate::http::response::JsonResponse;
 use crate::http::{api_keys, audit, auth, health, oauth, organizations, users};
 use crate::state::AppState;
@@ -34,7 +35,7 @@ use crate::state::AppState;
         users::revoke_invitation, users::accept,
         health::healthz, health::readyz, health::metrics, openapi_json,
     ),
-    components(schemas(ErrorBody, health::HealthStatus)),
+    components(schemas(ErrorBody, HealthStatus)),
     modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Credentials in, tokens out"),

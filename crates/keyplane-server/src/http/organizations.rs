@@ -4,16 +4,19 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::{get, post};
 use keyplane_core::organizations::{OrganizationFields, OrganizationOrder, OrganizationQuery};
-use keyplane_core::records::{Metadata, Organization};
+use keyplane_core::records::Organization;
 use keyplane_core::values::Env;
-use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use keyplane_types::common::Deleted;
+use keyplane_types::errors::ErrorBody;
+use keyplane_types::organizations::{
+    EnableEnv, OrganizationBody, OrganizationList, OrganizationResource,
+};
 
 use crate::http::bearer::Bearer;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::query;
-use crate::http::response::{Deleted, JsonResponse};
+use crate::http::response::{self, JsonResponse};
 use crate::service::context::RequestContext;
 use crate::service::organizations::{self, OrganizationError};
 use crate::state::AppState;
@@ -58,177 +61,61 @@ impl From<OrganizationError> for ApiError {
     }
 }
 
-/// An organization as the API shows it; unset optional fields are omitted.
-#[derive(Serialize, ToSchema)]
-pub struct OrganizationResource {
-    pub _id: String,
-    /// `ORGANIZATION`, or `MANAGED_ORGANIZATION` when managed by another.
-    #[schema(example = "MANAGED_ORGANIZATION")]
-    pub _type: &'static str,
-    pub _envs: Vec<Env>,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address_line1: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address_line2: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub town: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub country_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vat_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tax_number: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub economy_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub contact_person_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub billing_address_id: Option<String>,
-    #[serde(skip_serializing_if = "Metadata::is_empty")]
-    #[schema(value_type = Object)]
-    pub metadata: Metadata,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub managed_by_organization_id: Option<String>,
-    pub created_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_by_user: Option<String>,
-}
-
-impl From<Organization> for OrganizationResource {
-    fn from(o: Organization) -> Self {
-        Self {
-            _id: o.id.to_string(),
-            _type: if o.managed_by.is_some() {
-                "MANAGED_ORGANIZATION"
-            } else {
-                "ORGANIZATION"
-            },
-            _envs: o.envs,
-            name: o.name,
-            display_name: o.display_name,
-            address_line1: o.address_line1,
-            address_line2: o.address_line2,
-            zip: o.zip,
-            town: o.town,
-            state: o.state,
-            country_code: o.country_code,
-            vat_id: o.vat_id,
-            tax_number: o.tax_number,
-            economy_id: o.economy_id,
-            contact_person_id: o.contact_person_id,
-            billing_address_id: o.billing_address_id,
-            metadata: o.metadata,
-            managed_by_organization_id: o.managed_by.map(|id| id.to_string()),
-            created_at: o.created_at,
-            created_by_user: o.created_by_user.map(|id| id.to_string()),
-        }
+/// An organization as the API shows it.
+fn resource(o: Organization) -> OrganizationResource {
+    OrganizationResource {
+        _id: o.id.to_string(),
+        _type: if o.managed_by.is_some() {
+            "MANAGED_ORGANIZATION"
+        } else {
+            "ORGANIZATION"
+        },
+        _envs: o.envs,
+        name: o.name,
+        display_name: o.display_name,
+        address_line1: o.address_line1,
+        address_line2: o.address_line2,
+        zip: o.zip,
+        town: o.town,
+        state: o.state,
+        country_code: o.country_code,
+        vat_id: o.vat_id,
+        tax_number: o.tax_number,
+        economy_id: o.economy_id,
+        contact_person_id: o.contact_person_id,
+        billing_address_id: o.billing_address_id,
+        metadata: o.metadata,
+        managed_by_organization_id: o.managed_by.map(|id| id.to_string()),
+        created_at: o.created_at,
+        created_by_user: o.created_by_user.map(|id| id.to_string()),
     }
 }
 
-/// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value; absent fields stay `None`
-/// through `#[serde(default)]`.
-fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-/// The fields of a create or update body. On create every required field must be present; on
-/// update a required field may not be `null`, an optional one may (it is cleared).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OrganizationBody {
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub address_line1: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub zip: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub town: Option<Option<String>>,
-    /// ISO 3166-1 alpha-3.
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub country_code: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub display_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub address_line2: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub state: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub vat_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub tax_number: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub economy_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub contact_person_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    pub billing_address_id: Option<Option<String>>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Metadata>,
-    /// Create only: the managing organization (default: the caller's own).
-    pub managed_by_organization_id: Option<String>,
-}
-
-impl OrganizationBody {
-    fn into_fields(self) -> Result<(OrganizationFields, Option<String>), ApiError> {
-        let required = |field: &str, value: Option<Option<String>>| match value {
-            Some(None) => Err(ApiError::validation(field, "must not be null")),
-            Some(Some(value)) => Ok(Some(value)),
-            None => Ok(None),
-        };
-        let fields = OrganizationFields {
-            name: required("name", self.name)?,
-            address_line1: required("address_line1", self.address_line1)?,
-            zip: required("zip", self.zip)?,
-            town: required("town", self.town)?,
-            country_code: required("country_code", self.country_code)?,
-            display_name: self.display_name,
-            address_line2: self.address_line2,
-            state: self.state,
-            vat_id: self.vat_id,
-            tax_number: self.tax_number,
-            economy_id: self.economy_id,
-            contact_person_id: self.contact_person_id,
-            billing_address_id: self.billing_address_id,
-            metadata: self.metadata,
-        };
-        Ok((fields, self.managed_by_organization_id))
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct OrganizationList {
-    pub data: Vec<OrganizationResource>,
-    /// Every organization that matches, not just this page.
-    pub count: u64,
-    #[schema(example = "ORGANIZATION_LIST")]
-    pub _type: &'static str,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnableEnv {
-    pub env: Env,
+/// A create or update body's fields, and the manager it names; a required field may not be
+/// `null`.
+fn into_fields(body: OrganizationBody) -> Result<(OrganizationFields, Option<String>), ApiError> {
+    let required = |field: &str, value: Option<Option<String>>| match value {
+        Some(None) => Err(ApiError::validation(field, "must not be null")),
+        Some(Some(value)) => Ok(Some(value)),
+        None => Ok(None),
+    };
+    let fields = OrganizationFields {
+        name: required("name", body.name)?,
+        address_line1: required("address_line1", body.address_line1)?,
+        zip: required("zip", body.zip)?,
+        town: required("town", body.town)?,
+        country_code: required("country_code", body.country_code)?,
+        display_name: body.display_name,
+        address_line2: body.address_line2,
+        state: body.state,
+        vat_id: body.vat_id,
+        tax_number: body.tax_number,
+        economy_id: body.economy_id,
+        contact_person_id: body.contact_person_id,
+        billing_address_id: body.billing_address_id,
+        metadata: body.metadata,
+    };
+    Ok((fields, body.managed_by_organization_id))
 }
 
 /// Retrieve an organization: the caller's own or one it manages.
@@ -246,7 +133,7 @@ pub async fn retrieve(
     Path(organization_id): Path<String>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
-    Ok(JsonResponse(organization.into()))
+    Ok(JsonResponse(resource(organization)))
 }
 
 /// List the caller's organization and every organization it manages, at any depth.
@@ -314,7 +201,7 @@ pub async fn list(
     };
     let (found, count) = organizations::list(&state, &actor, &query).await?;
     Ok(JsonResponse(OrganizationList {
-        data: found.into_iter().map(Into::into).collect(),
+        data: found.into_iter().map(resource).collect(),
         count,
         _type: "ORGANIZATION_LIST",
     }))
@@ -336,10 +223,10 @@ pub async fn create(
     context: RequestContext,
     ApiJson(body): ApiJson<OrganizationBody>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
-    let (fields, manager) = body.into_fields()?;
+    let (fields, manager) = into_fields(body)?;
     let organization =
         organizations::create(&state, &actor, &context, manager.as_deref(), fields).await?;
-    Ok(JsonResponse(organization.into()))
+    Ok(JsonResponse(resource(organization)))
 }
 
 /// Change an organization's fields (not its manager). `null` clears an optional field.
@@ -360,7 +247,7 @@ pub async fn update(
     Path(organization_id): Path<String>,
     ApiJson(body): ApiJson<OrganizationBody>,
 ) -> Result<JsonResponse<OrganizationResource>, ApiError> {
-    let (fields, manager) = body.into_fields()?;
+    let (fields, manager) = into_fields(body)?;
     if manager.is_some() {
         return Err(ApiError::validation(
             "managed_by_organization_id",
@@ -370,7 +257,7 @@ pub async fn update(
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
     let organization =
         organizations::update(&state, &actor, &context, organization, fields).await?;
-    Ok(JsonResponse(organization.into()))
+    Ok(JsonResponse(resource(organization)))
 }
 
 /// Delete an organization the caller manages; 409 while it still manages organizations.
@@ -392,7 +279,7 @@ pub async fn delete(
 ) -> Result<JsonResponse<Deleted>, ApiError> {
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
     organizations::delete(&state, &actor, &context, organization).await?;
-    Ok(Deleted::response())
+    Ok(response::deleted())
 }
 
 /// Add an env (`{"env": "LIVE"}`) to an organization's `_envs`.
@@ -416,5 +303,5 @@ pub async fn enable_env(
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
     let organization =
         organizations::enable_env(&state, &actor, &context, organization, body.env).await?;
-    Ok(JsonResponse(organization.into()))
+    Ok(JsonResponse(resource(organization)))
 }

@@ -1,8 +1,9 @@
 //! Successful JSON answers: the body serialiser with the content type every answer carries, a
-//! `200 OK` wrapper, and the body of a delete.
+//! `200 OK` wrapper, and the answer to a delete.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyplane_types::common::Deleted;
 use serde::Serialize;
 
 /// Serialises a value as the JSON body of a response, with the contract's content type.
@@ -24,16 +25,9 @@ pub fn json_body<T: Serialize>(value: &T) -> Response {
     }
 }
 
-/// The body of a successful delete or removal: `{"deleted": true}`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Deleted {
-    pub deleted: bool,
-}
-
-impl Deleted {
-    pub fn response() -> JsonResponse<Deleted> {
-        JsonResponse(Deleted { deleted: true })
-    }
+/// The answer to a successful delete or removal: `{"deleted": true}`.
+pub fn deleted() -> JsonResponse<Deleted> {
+    JsonResponse(Deleted { deleted: true })
 }
 
 /// A `200 OK` JSON response.

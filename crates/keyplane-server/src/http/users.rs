@@ -7,14 +7,18 @@ use axum::extract::{Path, RawQuery, State};
 use axum::routing::{delete, get, post};
 use keyplane_core::records::{Membership, Organization, PendingInvitation, User, UserQuery};
 use keyplane_core::values::{Env, Role, UserStatus};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use keyplane_types::common::Deleted;
+use keyplane_types::errors::ErrorBody;
+use keyplane_types::people::{
+    AcceptBody, InvitationList, InvitationResource, InviteBody, UpdateUserBody, UserList,
+    UserResource,
+};
 
 use crate::http::bearer::Bearer;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::query;
-use crate::http::response::{Deleted, JsonResponse};
+use crate::http::response::{self, JsonResponse};
 use crate::service::access::Actor;
 use crate::service::context::RequestContext;
 use crate::service::organizations;
@@ -79,23 +83,6 @@ impl From<UserError> for ApiError {
     }
 }
 
-/// A person as one organization sees them.
-#[derive(Serialize, ToSchema)]
-pub struct UserResource {
-    pub _id: String,
-    #[schema(example = "USER")]
-    pub _type: &'static str,
-    pub _envs: Vec<Env>,
-    pub email: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_name: Option<String>,
-    pub role: Role,
-    pub status: UserStatus,
-    pub created_at: i64,
-}
-
 /// The address of a pending invitation as the inviting organization sees it: lower case, so
 /// that the spelling an existing account was registered with does not show through.
 fn pending_email(email: &str) -> String {
@@ -130,28 +117,6 @@ fn user_resource(user: User, membership: &Membership, organization_envs: &[Env])
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct UserList {
-    pub data: Vec<UserResource>,
-    pub count: u64,
-    #[schema(example = "USER_LIST")]
-    pub _type: &'static str,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct InvitationResource {
-    pub _id: String,
-    #[schema(example = "INVITATION")]
-    pub _type: &'static str,
-    pub _envs: Vec<Env>,
-    pub organization_id: String,
-    pub user_id: String,
-    pub email: String,
-    pub role: Role,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
 fn invitation_resource(pending: PendingInvitation, envs: &[Env]) -> InvitationResource {
     let PendingInvitation {
         invitation,
@@ -169,43 +134,6 @@ fn invitation_resource(pending: PendingInvitation, envs: &[Env]) -> InvitationRe
         created_at: invitation.created_at,
         expires_at: invitation.expires_at,
     }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct InvitationList {
-    pub data: Vec<InvitationResource>,
-    pub count: u64,
-    #[schema(example = "INVITATION_LIST")]
-    pub _type: &'static str,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InviteBody {
-    pub email: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    /// Default `developer`.
-    pub role: Option<Role>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateUserBody {
-    pub role: Option<Role>,
-    /// `active` or `disabled`.
-    pub status: Option<UserStatus>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AcceptBody {
-    /// From the invitation link.
-    pub token: String,
-    /// 12 to 256 characters.
-    pub password: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
 }
 
 async fn organization(
@@ -321,7 +249,7 @@ async fn remove(
     let organization = organization(state, actor, organization_id).await?;
     let (_, membership) = people::find(state, &organization, user_id).await?;
     people::remove(state, actor, context, membership).await?;
-    Ok(Deleted::response())
+    Ok(response::deleted())
 }
 
 /// List the people of the caller's organization.
@@ -604,7 +532,7 @@ pub async fn revoke_invitation(
 ) -> Result<JsonResponse<Deleted>, ApiError> {
     let (invitation, _) = people::find_invitation(&state, &actor, &invitation_id).await?;
     people::revoke(&state, &actor, &context, invitation).await?;
-    Ok(Deleted::response())
+    Ok(response::deleted())
 }
 
 /// Accept an invitation (unauthenticated): sets the password and activates the person, who can

@@ -1,0 +1,114 @@
+//! API keys: the resource, its list, the list query, and the create, update and rotate bodies.
+
+use keyplane_core::records::Metadata;
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Env, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// An API key as the API shows it. `secret` appears only in create and rotate responses.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyResource {
+    pub _id: String,
+    /// `API_KEY`, or `MANAGED_API_KEY` for a key of a managed organization.
+    #[schema(example = "API_KEY")]
+    pub _type: &'static str,
+    pub _envs: Vec<Env>,
+    pub key: String,
+    pub name: String,
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    /// What its tokens may do: `admin` (default), `developer` or `viewer`.
+    pub role: Role,
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+    /// `""` when the organization is not managed (fiskaly clients expect a string).
+    pub managed_by_organization_id: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKeyResource>,
+    /// Every key that matches the filters, not just this page.
+    pub count: u64,
+    #[schema(example = "API_KEY_LIST")]
+    pub _type: &'static str,
+}
+
+/// The list query (documented; parsed by hand to accept repeated and comma-separated filters).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1–100, default 100.
+    pub limit: Option<u32>,
+    /// Default 0.
+    pub offset: Option<u64>,
+    /// `name` (default), `kind`, `status` or `created_at`.
+    pub order_by: Option<String>,
+    /// `asc` (default) or `desc`.
+    pub order: Option<String>,
+    /// `test`, `live`: repeated (`kind=test&kind=live`) or comma-separated.
+    pub kind: Option<String>,
+    /// `enabled`, `disabled`: repeated or comma-separated.
+    pub status: Option<String>,
+}
+
+/// Create in the caller's organization, by name.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutApiKey {
+    pub kind: ApiKeyKind,
+    pub status: ApiKeyStatus,
+    /// `admin`, `developer` or `viewer`, at most the caller's own role; default the caller's
+    /// role (at most `admin`).
+    pub role: Option<Role>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    pub expires_at: Option<i64>,
+}
+
+/// Create in an organization the caller can see (fiskaly's body).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostApiKey {
+    pub name: String,
+    pub status: ApiKeyStatus,
+    /// Default `test`.
+    pub kind: Option<ApiKeyKind>,
+    /// `admin`, `developer` or `viewer`, at most the caller's own role; default the caller's
+    /// role (at most `admin`).
+    pub role: Option<Role>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    /// If given, must be the organization's manager (or empty).
+    pub managed_by_organization_id: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchApiKey {
+    pub status: Option<ApiKeyStatus>,
+    /// At most the caller's own role.
+    pub role: Option<Role>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// 0–604 800: how long the old secret keeps working. Default 0.
+    #[serde(default)]
+    pub grace_period_seconds: i64,
+}
