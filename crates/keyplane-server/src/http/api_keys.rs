@@ -1,4 +1,4 @@
-//! API keys on both path styles of the contract. Each handler only translates: the path style
+//! API keys on both path styles of the API. Each handler only translates: the path style
 //! picks the organization (`None`: the caller's own) and the key reference (name or id), and
 //! [`crate::service::api_keys`] does the rest for both.
 

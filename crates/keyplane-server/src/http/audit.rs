@@ -1,4 +1,4 @@
-//! The audit log (contract section 8): read-only, newest first, for any organization the caller
+//! The audit log (README, "Audit log"): read-only, newest first, for any organization the caller
 //! can see. Events are written by the operations they record, never through this API.
 
 use axum::Router;

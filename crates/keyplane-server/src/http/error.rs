@@ -1,5 +1,5 @@
 //! The one error type of the management API. Every failure, including axum's own rejections,
-//! becomes the contract's JSON body:
+//! becomes the API's JSON error body:
 //! `{"status_code", "error", "code", "message", "request_id"}`.
 
 use std::borrow::Cow;

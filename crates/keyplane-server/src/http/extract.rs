@@ -1,4 +1,4 @@
-//! Extractors whose rejections are the contract's JSON errors, naming the offending field.
+//! Extractors whose rejections are the API's JSON errors, naming the offending field.
 
 use crate::infra::listener::ClientInfo;
 use crate::service::context::RequestContext;

@@ -1,5 +1,5 @@
 //! The middleware every request passes, outermost first: the request id and security headers
-//! (and the contract's error body for any error a lower layer produced without one), panics
+//! (and the API's error body for any error a lower layer produced without one), panics
 //! caught, metrics and the access log, NUL refused in the URI, oversized and slow bodies
 //! refused; and the answers for unknown routes and methods.
 
@@ -56,7 +56,7 @@ pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
 }
 
 /// Replaces an error response that is not JSON (axum's defaults, tower layers, panics) with the
-/// contract's error body for its status, keeping headers that carry meaning.
+/// API's error body for its status, keeping headers that carry meaning.
 fn ensure_json_error(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {

@@ -1,4 +1,4 @@
-//! Organizations (contract section 5). Handlers translate; [`crate::service::organizations`] decides.
+//! Organizations (README, "Organizations"). Handlers translate; [`crate::service::organizations`] decides.
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};

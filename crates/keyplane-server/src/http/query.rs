@@ -1,4 +1,4 @@
-//! List query strings (contract section 3): `limit` 1–100 (default 100), `offset` ≥ 0, `order_by`,
+//! List query strings: `limit` 1–100 (default 100), `offset` ≥ 0, `order_by`,
 //! `order` (`asc`|`desc`), and resource-specific filters. Parsed by hand because filters may be
 //! repeated (`kind=a&kind=b`) as well as comma-separated, and anything unknown or repeated is a
 //! 400 naming the parameter.

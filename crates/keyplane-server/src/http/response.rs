@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use keyplane_types::common::Deleted;
 use serde::Serialize;
 
-/// Serialises a value as the JSON body of a response, with the contract's content type.
+/// Serialises a value as the JSON body of a response, with the API's content type.
 pub fn json_body<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(bytes) => (

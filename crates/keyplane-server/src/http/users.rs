@@ -1,4 +1,4 @@
-//! People and invitations on both path styles (contract section 7): the caller's organization
+//! People and invitations on both path styles (README, "People and invitations"): the caller's organization
 //! (`/users…`) or any organization it can see (`/organizations/{id}/users…`). Handlers translate;
 //! [`crate::service::people`] decides.
 
