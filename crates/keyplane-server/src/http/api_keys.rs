@@ -2,9 +2,7 @@
 //! picks the organization (`None`: the caller's own) and the key reference (name or id), and
 //! [`crate::service::api_keys`] does the rest for both.
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{get, post};
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::records::{ApiKey, Organization};
 use keyplane_core::secrets::PlainCredential;
@@ -15,6 +13,9 @@ use keyplane_types::api_keys::{
 use keyplane_types::common::Deleted;
 use keyplane_types::errors::ErrorBody;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
@@ -24,29 +25,14 @@ use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateR
 use crate::service::context::RequestContext;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v0/api-keys", get(list_own))
-        .route(
-            "/api/v0/api-keys/{key_name}",
-            get(retrieve_own)
-                .put(create_own)
-                .patch(update_own)
-                .delete(delete_own),
-        )
-        .route("/api/v0/api-keys/{key_name}/rotate", post(rotate_own))
-        .route(
-            "/api/v0/organizations/{organization_id}/api-keys",
-            get(list_in).post(create_in),
-        )
-        .route(
-            "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
-            get(retrieve_in).patch(update_in).delete(delete_in),
-        )
-        .route(
-            "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}/rotate",
-            post(rotate_in),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_own))
+        .routes(routes!(retrieve_own, create_own, update_own, delete_own))
+        .routes(routes!(rotate_own))
+        .routes(routes!(list_in, create_in))
+        .routes(routes!(retrieve_in, update_in, delete_in))
+        .routes(routes!(rotate_in))
 }
 
 impl From<ApiKeyError> for ApiError {

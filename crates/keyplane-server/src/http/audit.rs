@@ -1,14 +1,15 @@
 //! The audit log (README, "Audit log"): read-only, newest first, for any organization the caller
 //! can see. Events are written by the operations they record, never through this API.
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::get;
 use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, AuditQuery};
 use keyplane_core::values::Env;
 use keyplane_types::audit::{AuditEventList, AuditEventResource, Reference};
 use keyplane_types::errors::ErrorBody;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
@@ -17,11 +18,8 @@ use crate::http::response::JsonResponse;
 use crate::service::organizations;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/api/v0/organizations/{organization_id}/audit-events",
-        get(list),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 fn resource(event: AuditEvent, envs: &[Env]) -> AuditEventResource {

@@ -1,16 +1,18 @@
 //! Token endpoints: fiskaly's `POST /api/v0/auth`, Fiskil's `POST /v1/token`, and the JWKS that
 //! verifies what they issue.
 
+use axum::extract::State;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Router, extract::State};
 use keyplane_types::errors::ErrorBody;
 use keyplane_types::tokens::{
     AccessTokenClaimsBody, AuthRequest, AuthResponse, FiskilError, FiskilTokenRequest,
     FiskilTokenResponse, JwksDocument,
 };
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
@@ -21,11 +23,11 @@ use crate::service::refresh;
 use crate::service::tokens::{AuthError, IssuedTokens};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v0/auth", post(authenticate))
-        .route("/v1/token", post(fiskil_token))
-        .route("/.well-known/jwks.json", get(jwks))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(authenticate))
+        .routes(routes!(fiskil_token))
+        .routes(routes!(jwks))
 }
 
 impl From<AuthError> for ApiError {

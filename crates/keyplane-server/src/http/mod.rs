@@ -32,15 +32,8 @@ use middleware::{
 };
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .merge(auth::router())
-        .merge(oauth::router())
-        .merge(organizations::router())
-        .merge(api_keys::router())
-        .merge(audit::router())
-        .merge(users::router())
-        .merge(openapi::router())
+    let (routes, _) = openapi::routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(from_fn(remember_route))

@@ -6,12 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use keyplane_core::OrganizationId;
@@ -19,6 +17,9 @@ use keyplane_core::records::{ActorType, ApiKey};
 use keyplane_types::oauth::{
     IntrospectionResponse, OAuthErrorBody, OAuthTokenResponse, ServerMetadata,
 };
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::auth::MAX_CREDENTIAL_LENGTH;
 use crate::http::error::ApiError;
@@ -30,12 +31,12 @@ use crate::service::refresh;
 use crate::service::tokens::AuthError;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/oauth2/token", post(token))
-        .route("/oauth2/introspect", post(introspect))
-        .route("/oauth2/revoke", post(revoke))
-        .route("/.well-known/oauth-authorization-server", get(metadata))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(introspect))
+        .routes(routes!(revoke))
+        .routes(routes!(metadata))
 }
 
 /// An OAuth error response.

@@ -1,11 +1,12 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+//! The routes and their OpenAPI 3.1 document, both generated from the handlers' annotations.
 
-use axum::Router;
-use axum::routing::get;
 use keyplane_types::errors::ErrorBody;
 use keyplane_types::health::HealthStatus;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::response::JsonResponse;
 use crate::http::{api_keys, audit, auth, health, oauth, organizations, users};
@@ -18,22 +19,6 @@ use crate::state::AppState;
         description = "Organizations, people, API keys and the tokens they buy. \
                        Wire-compatible with the fiskaly Management API v0.",
         license(name = "Apache-2.0"),
-    ),
-    paths(
-        auth::authenticate, auth::fiskil_token, auth::jwks,
-        oauth::token, oauth::introspect, oauth::revoke, oauth::metadata,
-        organizations::list, organizations::create, organizations::retrieve,
-        organizations::update, organizations::delete, organizations::enable_env,
-        api_keys::list_own, api_keys::create_own, api_keys::retrieve_own, api_keys::update_own,
-        api_keys::delete_own, api_keys::rotate_own,
-        api_keys::list_in, api_keys::create_in, api_keys::retrieve_in, api_keys::update_in,
-        api_keys::delete_in, api_keys::rotate_in,
-        audit::list,
-        users::list_own, users::list_in, users::invite_own, users::invite_in,
-        users::retrieve_own, users::retrieve_in, users::update_own, users::update_in,
-        users::remove_own, users::remove_in, users::list_invitations, users::resend_invitation,
-        users::revoke_invitation, users::accept,
-        health::healthz, health::readyz, health::metrics, openapi_json,
     ),
     components(schemas(ErrorBody, HealthStatus)),
     modifiers(&BearerScheme),
@@ -67,12 +52,26 @@ impl Modify for BearerScheme {
     }
 }
 
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// Every route with its documentation. A handler's method and path are written once, in its
+/// `#[utoipa::path]`, and serve both the router and this document.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(oauth::router())
+        .merge(organizations::router())
+        .merge(api_keys::router())
+        .merge(audit::router())
+        .merge(users::router())
+        .routes(routes!(openapi_json))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json))
+/// The OpenAPI document of [`routes`], built once.
+pub fn document() -> utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| routes().split_for_parts().1)
+        .clone()
 }
 
 /// This document.

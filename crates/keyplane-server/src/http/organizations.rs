@@ -1,8 +1,6 @@
 //! Organizations (README, "Organizations"). Handlers translate; [`crate::service::organizations`] decides.
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{get, post};
 use keyplane_core::organizations::{OrganizationFields, OrganizationOrder, OrganizationQuery};
 use keyplane_core::records::Organization;
 use keyplane_core::values::Env;
@@ -11,6 +9,9 @@ use keyplane_types::errors::ErrorBody;
 use keyplane_types::organizations::{
     EnableEnv, OrganizationBody, OrganizationList, OrganizationResource,
 };
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
@@ -21,17 +22,11 @@ use crate::service::context::RequestContext;
 use crate::service::organizations::{self, OrganizationError};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v0/organizations", get(list).post(create))
-        .route(
-            "/api/v0/organizations/{organization_id}",
-            get(retrieve).patch(update).delete(delete),
-        )
-        .route(
-            "/api/v0/organizations/{organization_id}/enable-env",
-            post(enable_env),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(retrieve, update, delete))
+        .routes(routes!(enable_env))
 }
 
 impl From<OrganizationError> for ApiError {

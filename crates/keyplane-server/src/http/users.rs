@@ -2,9 +2,7 @@
 //! (`/users…`) or any organization it can see (`/organizations/{id}/users…`). Handlers translate;
 //! [`crate::service::people`] decides.
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{delete, get, post};
 use keyplane_core::records::{Membership, Organization, PendingInvitation, User, UserQuery};
 use keyplane_core::values::{Env, Role, UserStatus};
 use keyplane_types::common::Deleted;
@@ -13,6 +11,9 @@ use keyplane_types::people::{
     AcceptBody, InvitationList, InvitationResource, InviteBody, UpdateUserBody, UserList,
     UserResource,
 };
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
@@ -25,34 +26,16 @@ use crate::service::organizations;
 use crate::service::people::{self, Invite, UserError};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v0/users", get(list_own).post(invite_own))
-        .route(
-            "/api/v0/users/{user_id}",
-            get(retrieve_own).patch(update_own).delete(remove_own),
-        )
-        .route(
-            "/api/v0/organizations/{organization_id}/users",
-            get(list_in).post(invite_in),
-        )
-        .route(
-            "/api/v0/organizations/{organization_id}/users/{user_id}",
-            get(retrieve_in).patch(update_in).delete(remove_in),
-        )
-        .route(
-            "/api/v0/organizations/{organization_id}/invitations",
-            get(list_invitations),
-        )
-        .route("/api/v0/invitations/accept", post(accept))
-        .route(
-            "/api/v0/invitations/{invitation_id}",
-            delete(revoke_invitation),
-        )
-        .route(
-            "/api/v0/invitations/{invitation_id}/resend",
-            post(resend_invitation),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_own, invite_own))
+        .routes(routes!(retrieve_own, update_own, remove_own))
+        .routes(routes!(list_in, invite_in))
+        .routes(routes!(retrieve_in, update_in, remove_in))
+        .routes(routes!(list_invitations))
+        .routes(routes!(accept))
+        .routes(routes!(revoke_invitation))
+        .routes(routes!(resend_invitation))
 }
 
 impl From<UserError> for ApiError {
