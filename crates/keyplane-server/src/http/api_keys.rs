@@ -18,9 +18,10 @@ use utoipa_axum::routes;
 
 use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, Scope};
 use crate::http::query;
 use crate::http::response::{self, JsonResponse};
+use crate::service::access::Actor;
 use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
 use crate::service::context::RequestContext;
 use crate::state::AppState;
@@ -120,7 +121,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
 
 async fn list(
     state: &AppState,
-    actor: &crate::service::access::Actor,
+    actor: &Actor,
     organization_id: Option<&str>,
     raw: Option<&str>,
 ) -> Result<JsonResponse<ApiKeyList>, ApiError> {
@@ -137,139 +138,260 @@ async fn list(
     }))
 }
 
+/// The organization and key a request's path names, in either style.
 async fn located(
     state: &AppState,
-    actor: &crate::service::access::Actor,
-    organization_id: Option<&str>,
-    key: KeyRef<'_>,
+    actor: &Actor,
+    scope: &Scope,
 ) -> Result<(Organization, ApiKey), ApiError> {
-    let organization = api_keys::organization(state, actor, organization_id).await?;
+    let key = match (scope.param("api_key_id"), scope.param("key_name")) {
+        (Some(id), _) => KeyRef::Id(id),
+        (None, name) => KeyRef::Name(name.unwrap_or_default()),
+    };
+    let organization = api_keys::organization(state, actor, scope.organization_id()).await?;
     let key = api_keys::find(state, &organization, key).await?;
     Ok((organization, key))
 }
 
-macro_rules! both_styles {
-    ($own:ident, $in:ident, $method:ident, $own_path:literal, $in_path:literal, $doc:literal,
-     $(body = $body:ty,)? response = $response:ty, |$state:ident, $actor:ident, $ctx:ident, $org:ident, $key:ident $(, $arg:ident)?| $run:expr) => {
-        #[doc = $doc]
-        #[doc = " (the caller's own organization, key by name)"]
-        #[utoipa::path($method, path = $own_path, tag = "api-keys",
-            params(("key_name" = String, Path, description = "The key's name")),
-            $(request_body = $body,)?
-            security(("bearer" = [])),
-            responses(
-                (status = 200, description = "Done", body = $response),
-                (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
-                (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-                (status = 403, description = "Role or env does not allow it", body = ErrorBody),
-                (status = 404, description = "No such key", body = ErrorBody),
-            ))]
-        pub async fn $own(
-            State($state): State<AppState>,
-            Bearer($actor): Bearer,
-            $ctx: RequestContext,
-            Path(key_name): Path<String>,
-            $(ApiJson($arg): ApiJson<$body>,)?
-        ) -> Result<JsonResponse<$response>, ApiError> {
-            let ($org, $key) = located(&$state, &$actor, None, KeyRef::Name(&key_name)).await?;
-            $run
-        }
+// One function per operation; each is served on both path styles by the two documented entry
+// points below it, which differ only in their path (and so in their documentation).
 
-        #[doc = $doc]
-        #[doc = " (any organization the caller can see, key by id)"]
-        #[utoipa::path($method, path = $in_path, tag = "api-keys",
-            params(
-                ("organization_id" = String, Path, description = "Organization id"),
-                ("api_key_id" = String, Path, description = "API key id"),
-            ),
-            $(request_body = $body,)?
-            security(("bearer" = [])),
-            responses(
-                (status = 200, description = "Done", body = $response),
-                (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
-                (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-                (status = 403, description = "Role or env does not allow it", body = ErrorBody),
-                (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
-            ))]
-        pub async fn $in(
-            State($state): State<AppState>,
-            Bearer($actor): Bearer,
-            $ctx: RequestContext,
-            Path((organization_id, api_key_id)): Path<(String, String)>,
-            $(ApiJson($arg): ApiJson<$body>,)?
-        ) -> Result<JsonResponse<$response>, ApiError> {
-            let ($org, $key) =
-                located(&$state, &$actor, Some(&organization_id), KeyRef::Id(&api_key_id)).await?;
-            $run
-        }
-    };
+async fn retrieve(
+    state: AppState,
+    actor: Actor,
+    scope: Scope,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    let (organization, key) = located(&state, &actor, &scope).await?;
+    Ok(JsonResponse(resource(key, &organization, None)))
 }
 
-both_styles!(
-    retrieve_own,
-    retrieve_in,
-    get,
-    "/api/v0/api-keys/{key_name}",
-    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
-    "Retrieve an API key",
-    response = ApiKeyResource,
-    |state, actor, context, organization, key| {
-        let _ = (&state, &actor, &context);
-        Ok(JsonResponse(resource(key, &organization, None)))
-    }
-);
+async fn update(
+    state: AppState,
+    actor: Actor,
+    context: RequestContext,
+    scope: Scope,
+    body: PatchApiKey,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    let (organization, key) = located(&state, &actor, &scope).await?;
+    let request = UpdateRequest {
+        status: body.status,
+        role: body.role,
+        metadata: body.metadata,
+        expires_at: body.expires_at.map(Some),
+    };
+    let key = api_keys::update(&state, &actor, &context, key, request).await?;
+    Ok(JsonResponse(resource(key, &organization, None)))
+}
 
-both_styles!(
-    update_own,
-    update_in,
-    patch,
-    "/api/v0/api-keys/{key_name}",
-    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
-    "Change an API key's status, metadata or expiry",
-    body = PatchApiKey,
-    response = ApiKeyResource,
-    |state, actor, context, organization, key, body| {
-        let request = UpdateRequest {
-            status: body.status,
-            role: body.role,
-            metadata: body.metadata,
-            expires_at: body.expires_at.map(Some),
-        };
-        let key = api_keys::update(&state, &actor, &context, key, request).await?;
-        Ok(JsonResponse(resource(key, &organization, None)))
-    }
-);
+async fn delete(
+    state: AppState,
+    actor: Actor,
+    context: RequestContext,
+    scope: Scope,
+) -> Result<JsonResponse<Deleted>, ApiError> {
+    let (_, key) = located(&state, &actor, &scope).await?;
+    api_keys::delete(&state, &actor, &context, key).await?;
+    Ok(response::deleted())
+}
 
-both_styles!(
-    delete_own,
-    delete_in,
-    delete,
-    "/api/v0/api-keys/{key_name}",
-    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}",
-    "Delete an API key; its tokens stop working",
-    response = Deleted,
-    |state, actor, context, organization, key| {
-        let _ = organization;
-        api_keys::delete(&state, &actor, &context, key).await?;
-        Ok(response::deleted())
-    }
-);
+async fn rotate(
+    state: AppState,
+    actor: Actor,
+    context: RequestContext,
+    scope: Scope,
+    body: RotateApiKey,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    let (organization, key) = located(&state, &actor, &scope).await?;
+    let (key, secret) =
+        api_keys::rotate(&state, &actor, &context, key, body.grace_period_seconds).await?;
+    Ok(JsonResponse(resource(key, &organization, Some(secret))))
+}
 
-both_styles!(
-    rotate_own,
-    rotate_in,
-    post,
-    "/api/v0/api-keys/{key_name}/rotate",
-    "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}/rotate",
-    "Give an API key a new secret; the old one works for the grace period",
-    body = RotateApiKey,
-    response = ApiKeyResource,
-    |state, actor, context, organization, key, body| {
-        let (key, secret) =
-            api_keys::rotate(&state, &actor, &context, key, body.grace_period_seconds).await?;
-        Ok(JsonResponse(resource(key, &organization, Some(secret))))
-    }
-);
+/// Retrieve an API key
+///  (the caller's own organization, key by name)
+#[utoipa::path(get, path = "/api/v0/api-keys/{key_name}", tag = "api-keys",
+    params(("key_name" = String, Path, description = "The key's name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
+pub async fn retrieve_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    scope: Scope,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    retrieve(state, actor, scope).await
+}
+
+/// Retrieve an API key
+///  (any organization the caller can see, key by id)
+#[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}", tag = "api-keys",
+    params(
+        ("organization_id" = String, Path, description = "Organization id"),
+        ("api_key_id" = String, Path, description = "API key id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+    ))]
+pub async fn retrieve_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    scope: Scope,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    retrieve(state, actor, scope).await
+}
+
+/// Change an API key's status, metadata or expiry
+///  (the caller's own organization, key by name)
+#[utoipa::path(patch, path = "/api/v0/api-keys/{key_name}", tag = "api-keys",
+    params(("key_name" = String, Path, description = "The key's name")),
+    request_body = PatchApiKey,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
+pub async fn update_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    context: RequestContext,
+    scope: Scope,
+    ApiJson(body): ApiJson<PatchApiKey>,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    update(state, actor, context, scope, body).await
+}
+
+/// Change an API key's status, metadata or expiry
+///  (any organization the caller can see, key by id)
+#[utoipa::path(patch, path = "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}", tag = "api-keys",
+    params(
+        ("organization_id" = String, Path, description = "Organization id"),
+        ("api_key_id" = String, Path, description = "API key id"),
+    ),
+    request_body = PatchApiKey,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+    ))]
+pub async fn update_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    context: RequestContext,
+    scope: Scope,
+    ApiJson(body): ApiJson<PatchApiKey>,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    update(state, actor, context, scope, body).await
+}
+
+/// Delete an API key; its tokens stop working
+///  (the caller's own organization, key by name)
+#[utoipa::path(delete, path = "/api/v0/api-keys/{key_name}", tag = "api-keys",
+    params(("key_name" = String, Path, description = "The key's name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = Deleted),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
+pub async fn delete_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    context: RequestContext,
+    scope: Scope,
+) -> Result<JsonResponse<Deleted>, ApiError> {
+    delete(state, actor, context, scope).await
+}
+
+/// Delete an API key; its tokens stop working
+///  (any organization the caller can see, key by id)
+#[utoipa::path(delete, path = "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}", tag = "api-keys",
+    params(
+        ("organization_id" = String, Path, description = "Organization id"),
+        ("api_key_id" = String, Path, description = "API key id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = Deleted),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+    ))]
+pub async fn delete_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    context: RequestContext,
+    scope: Scope,
+) -> Result<JsonResponse<Deleted>, ApiError> {
+    delete(state, actor, context, scope).await
+}
+
+/// Give an API key a new secret; the old one works for the grace period
+///  (the caller's own organization, key by name)
+#[utoipa::path(post, path = "/api/v0/api-keys/{key_name}/rotate", tag = "api-keys",
+    params(("key_name" = String, Path, description = "The key's name")),
+    request_body = RotateApiKey,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
+pub async fn rotate_own(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    context: RequestContext,
+    scope: Scope,
+    ApiJson(body): ApiJson<RotateApiKey>,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    rotate(state, actor, context, scope, body).await
+}
+
+/// Give an API key a new secret; the old one works for the grace period
+///  (any organization the caller can see, key by id)
+#[utoipa::path(post, path = "/api/v0/organizations/{organization_id}/api-keys/{api_key_id}/rotate", tag = "api-keys",
+    params(
+        ("organization_id" = String, Path, description = "Organization id"),
+        ("api_key_id" = String, Path, description = "API key id"),
+    ),
+    request_body = RotateApiKey,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Done", body = ApiKeyResource),
+        (status = 400, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Role or env does not allow it", body = ErrorBody),
+        (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+    ))]
+pub async fn rotate_in(
+    State(state): State<AppState>,
+    Bearer(actor): Bearer,
+    context: RequestContext,
+    scope: Scope,
+    ApiJson(body): ApiJson<RotateApiKey>,
+) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
+    rotate(state, actor, context, scope, body).await
+}
 
 /// List the caller's own organization's API keys.
 #[utoipa::path(get, path = "/api/v0/api-keys", tag = "api-keys", params(ListParams),

@@ -1,13 +1,17 @@
 //! Extractors whose rejections are the API's JSON errors, naming the offending field.
 
-use crate::infra::listener::ClientInfo;
-use crate::service::context::RequestContext;
+use std::collections::HashMap;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::http::error::ApiError;
+use crate::infra::listener::ClientInfo;
+use crate::service::context::RequestContext;
 
 /// The most a request body may hold.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -137,6 +141,33 @@ fn describe(error: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(index) => text[..index].to_owned(),
         None => text,
+    }
+}
+
+/// The parameters of a path served in both styles: `/api/v0/organizations/{organization_id}/…`
+/// names the organization a request acts in, the short style (`/api/v0/api-keys/…`,
+/// `/api/v0/users/…`) means the caller's own. It reads only the path, so a handler still
+/// parses its body before it looks anything up.
+pub struct Scope(HashMap<String, String>);
+
+impl Scope {
+    /// The organization the path names; `None` for the caller's own.
+    pub fn organization_id(&self) -> Option<&str> {
+        self.param("organization_id")
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = PathRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(params) =
+            Path::<HashMap<String, String>>::from_request_parts(parts, state).await?;
+        Ok(Scope(params))
     }
 }
 
