@@ -106,7 +106,7 @@ pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, Pla
         id: ApiKeyId::new(),
         organization_id: new.organization_id,
         public_key: generate_public_key(new.kind, &new.name),
-        name: new.name.to_string(),
+        name: new.name,
         kind: new.kind,
         status: new.status,
         role: new.role,

@@ -40,7 +40,7 @@ pub fn plan_bootstrap(
         vec![Env::Test, Env::Live],
         now,
     );
-    let user = User::new(email.to_string(), None, None, now);
+    let user = User::new(email, None, None, now);
     let membership = Membership {
         user_id: user.id,
         organization_id: organization.id,

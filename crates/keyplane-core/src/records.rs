@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditAction;
 use crate::ids::{ApiKeyId, AuditEventId, InvitationId, OrganizationId, UserId};
 use crate::secrets::CredentialHash;
-use crate::values::{ApiKeyKind, ApiKeyStatus, Env, Role, UserStatus};
+use crate::values::{ApiKeyKind, ApiKeyStatus, Email, Env, KeyName, Role, UserStatus};
 
 /// Free-form metadata of organizations and API keys.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -38,7 +38,7 @@ impl User {
     /// A new person known only by their address, with a random id and no password until they
     /// accept an invitation.
     pub fn new(
-        email: String,
+        email: Email,
         first_name: Option<String>,
         last_name: Option<String>,
         now: i64,
@@ -130,7 +130,7 @@ impl Organization {
 #[derive(Clone, Debug, PartialEq)]
 pub struct User {
     pub id: UserId,
-    pub email: String,
+    pub email: Email,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub password_hash: Option<String>,
@@ -200,7 +200,7 @@ pub struct SecretChange {
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub organization_id: OrganizationId,
-    pub name: String,
+    pub name: KeyName,
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
     /// What its tokens may do: `admin`, `developer` or `viewer` (never `owner`).

@@ -78,7 +78,7 @@ pub(crate) async fn insert_api_key(
     )
     .bind(key.id.to_string())
     .bind(key.organization_id.to_string())
-    .bind(&key.name)
+    .bind(key.name.as_str())
     .bind(key.kind.as_str())
     .bind(key.status.as_str())
     .bind(&key.public_key)

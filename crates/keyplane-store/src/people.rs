@@ -7,14 +7,14 @@
 //! last active owner (invited owners count: the bootstrap owner starts so).
 
 use keyplane_core::records::{AuditEvent, Membership, MembershipOutcome, User, UserQuery};
-use keyplane_core::values::{Role, UserStatus};
+use keyplane_core::values::{Email, Role, UserStatus};
 use keyplane_core::{OrganizationId, UserId};
 
 use crate::StoreError;
 use crate::audit::{commit_if, insert_audit_events};
 use crate::engine::{Backend, Param, Placeholders, SqlConnection, begin, commit, query};
 use crate::organizations::lock_organization;
-use crate::rows::{Bind, Columns, FromRow, parse_column};
+use crate::rows::{Bind, Columns, FromRow, corrupt, parse_column};
 
 pub(crate) async fn insert_user(
     conn: &mut impl SqlConnection,
@@ -25,7 +25,7 @@ pub(crate) async fn insert_user(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(user.id.to_string())
-    .bind(&user.email)
+    .bind(user.email.as_str())
     .bind(&user.first_name)
     .bind(&user.last_name)
     .bind(&user.password_hash)
@@ -236,7 +236,7 @@ pub(crate) async fn list_users(
     for row in &rows {
         let user = User {
             id: parse_column("users.id", &row.get::<String>("u_id")?)?,
-            email: row.get("email")?,
+            email: Email::parse(row.get::<String>("email")?).map_err(corrupt)?,
             first_name: row.get("first_name")?,
             last_name: row.get("last_name")?,
             password_hash: row.get("password_hash")?,

@@ -10,7 +10,7 @@ use keyplane_core::records::{
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::{StoredSigningKey, SubjectType};
-use keyplane_core::values::Env;
+use keyplane_core::values::{Email, Env, KeyName};
 use sqlx::{Postgres, Sqlite};
 
 use crate::StoreError;
@@ -123,6 +123,11 @@ pub(crate) fn parse_column<T: std::str::FromStr>(
         .map_err(|_| StoreError::Corrupt(format!("{column}: unexpected value {text:?}")))
 }
 
+/// A stored value the domain refuses: a bug or a hand-edited database.
+pub(crate) fn corrupt(error: keyplane_core::ValidationError) -> StoreError {
+    StoreError::Corrupt(format!("{}: {}", error.field, error.message))
+}
+
 pub(crate) fn parse_actor_type(text: &str) -> Result<ActorType, StoreError> {
     ActorType::parse(text).ok_or_else(|| StoreError::Corrupt(format!("actor_type: {text:?}")))
 }
@@ -168,7 +173,7 @@ impl FromRow for User {
     fn from_row(row: &impl Columns) -> Result<Self, StoreError> {
         Ok(User {
             id: parse_column("id", &row.get::<String>("id")?)?,
-            email: row.get("email")?,
+            email: Email::parse(row.get::<String>("email")?).map_err(corrupt)?,
             first_name: row.get("first_name")?,
             last_name: row.get("last_name")?,
             password_hash: row.get("password_hash")?,
@@ -227,7 +232,7 @@ impl FromRow for ApiKey {
                 "organization_id",
                 &row.get::<String>("organization_id")?,
             )?,
-            name: row.get("name")?,
+            name: KeyName::parse(row.get::<String>("name")?).map_err(corrupt)?,
             kind: parse_column("kind", &row.get::<String>("kind")?)?,
             status: parse_column("status", &row.get::<String>("status")?)?,
             role: parse_column("role", &row.get::<String>("role")?)?,

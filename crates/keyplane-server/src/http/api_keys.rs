@@ -82,7 +82,7 @@ fn resource(
         },
         _envs: vec![key.kind.env()],
         key: key.public_key,
-        name: key.name,
+        name: key.name.into_string(),
         kind: key.kind,
         status: key.status,
         role: key.role,

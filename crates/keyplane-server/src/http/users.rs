@@ -79,13 +79,18 @@ fn user_resource(user: User, membership: &Membership, organization_envs: &[Env])
     let pending = membership.status == UserStatus::Invited;
     let (email, first_name, last_name, created_at) = if pending {
         (
-            pending_email(&user.email),
+            pending_email(user.email.as_str()),
             membership.invited_first_name.clone(),
             membership.invited_last_name.clone(),
             membership.created_at,
         )
     } else {
-        (user.email, user.first_name, user.last_name, user.created_at)
+        (
+            user.email.into_string(),
+            user.first_name,
+            user.last_name,
+            user.created_at,
+        )
     };
     UserResource {
         _id: user.id.to_string(),

@@ -123,7 +123,7 @@ pub async fn recover_owner(
     let existing = store.user_by_email(email.as_str()).await?;
     let new_user = existing
         .is_none()
-        .then(|| User::new(email.to_string(), None, None, now));
+        .then(|| User::new(email, None, None, now));
     let user_id = existing
         .as_ref()
         .or(new_user.as_ref())

@@ -114,14 +114,8 @@ pub async fn invite(
     let now = now_unix();
     let existing = state.store().user_by_email(email.as_str()).await?;
     let new_user = existing.is_none();
-    let user = existing.unwrap_or_else(|| {
-        User::new(
-            email.to_string(),
-            first_name.clone(),
-            last_name.clone(),
-            now,
-        )
-    });
+    let user = existing
+        .unwrap_or_else(|| User::new(email.clone(), first_name.clone(), last_name.clone(), now));
     let membership = Membership {
         user_id: user.id,
         organization_id: organization.id,
@@ -185,7 +179,7 @@ async fn mail_invitation(
     );
     if let Err(error) = state
         .mailer()
-        .send(&user.email, "Your Keyplane invitation", body)
+        .send(user.email.as_str(), "Your Keyplane invitation", body)
         .await
     {
         // The invitation stands; it can be resent once mail works.
@@ -403,7 +397,7 @@ pub async fn resend(
     mail_invitation(state, organization, &user, &token).await;
     Ok(PendingInvitation {
         invitation,
-        email: user.email,
+        email: user.email.into_string(),
         role,
     })
 }

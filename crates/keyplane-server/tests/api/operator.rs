@@ -117,7 +117,7 @@ async fn bootstrap_creates_the_first_organization_once(backend: Backend) {
         .await
         .unwrap()
         .expect("the owner");
-    assert_eq!(user.email, "owner@example.com");
+    assert_eq!(user.email.as_str(), "owner@example.com");
     assert_eq!(user.password_hash, None);
     let memberships = store.memberships_of_user(user.id).await.unwrap();
     assert_eq!(memberships.len(), 1);
