@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, Scope};
 use crate::http::query;
 use crate::http::response::{self, JsonResponse};
 use crate::service::access::Actor;
@@ -196,10 +196,10 @@ async fn invite(
 async fn retrieve(
     state: &AppState,
     actor: &Actor,
-    organization_id: Option<&str>,
-    user_id: &str,
+    scope: &Scope,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    let organization = organization(state, actor, organization_id).await?;
+    let organization = organization(state, actor, scope.organization_id()).await?;
+    let user_id = scope.param("user_id").unwrap_or_default();
     let (user, membership) = people::find(state, &organization, user_id).await?;
     Ok(JsonResponse(user_resource(
         user,
@@ -212,11 +212,11 @@ async fn update(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    organization_id: Option<&str>,
-    user_id: &str,
+    scope: &Scope,
     body: UpdateUserBody,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    let organization = organization(state, actor, organization_id).await?;
+    let organization = organization(state, actor, scope.organization_id()).await?;
+    let user_id = scope.param("user_id").unwrap_or_default();
     let (user, membership) = people::find(state, &organization, user_id).await?;
     let membership =
         people::update(state, actor, context, membership, body.role, body.status).await?;
@@ -231,10 +231,10 @@ async fn remove(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
-    organization_id: Option<&str>,
-    user_id: &str,
+    scope: &Scope,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
-    let organization = organization(state, actor, organization_id).await?;
+    let organization = organization(state, actor, scope.organization_id()).await?;
+    let user_id = scope.param("user_id").unwrap_or_default();
     let (_, membership) = people::find(state, &organization, user_id).await?;
     people::remove(state, actor, context, membership).await?;
     Ok(response::deleted())
@@ -336,9 +336,9 @@ pub async fn invite_in(
 pub async fn retrieve_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    Path(user_id): Path<String>,
+    scope: Scope,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    retrieve(&state, &actor, None, &user_id).await
+    retrieve(&state, &actor, &scope).await
 }
 
 /// Retrieve a person of an organization the caller can see.
@@ -353,9 +353,9 @@ pub async fn retrieve_own(
 pub async fn retrieve_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
-    Path((organization_id, user_id)): Path<(String, String)>,
+    scope: Scope,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    retrieve(&state, &actor, Some(&organization_id), &user_id).await
+    retrieve(&state, &actor, &scope).await
 }
 
 /// Change a person's role or status in the caller's organization (owners only change owners).
@@ -374,10 +374,10 @@ pub async fn update_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
     context: RequestContext,
-    Path(user_id): Path<String>,
+    scope: Scope,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    update(&state, &actor, &context, None, &user_id, body).await
+    update(&state, &actor, &context, &scope, body).await
 }
 
 /// Change a person's role or status in an organization the caller can see.
@@ -396,18 +396,10 @@ pub async fn update_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
     context: RequestContext,
-    Path((organization_id, user_id)): Path<(String, String)>,
+    scope: Scope,
     ApiJson(body): ApiJson<UpdateUserBody>,
 ) -> Result<JsonResponse<UserResource>, ApiError> {
-    update(
-        &state,
-        &actor,
-        &context,
-        Some(&organization_id),
-        &user_id,
-        body,
-    )
-    .await
+    update(&state, &actor, &context, &scope, body).await
 }
 
 /// Remove a person from the caller's organization.
@@ -425,9 +417,9 @@ pub async fn remove_own(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
     context: RequestContext,
-    Path(user_id): Path<String>,
+    scope: Scope,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
-    remove(&state, &actor, &context, None, &user_id).await
+    remove(&state, &actor, &context, &scope).await
 }
 
 /// Remove a person from an organization the caller can see.
@@ -445,9 +437,9 @@ pub async fn remove_in(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
     context: RequestContext,
-    Path((organization_id, user_id)): Path<(String, String)>,
+    scope: Scope,
 ) -> Result<JsonResponse<Deleted>, ApiError> {
-    remove(&state, &actor, &context, Some(&organization_id), &user_id).await
+    remove(&state, &actor, &context, &scope).await
 }
 
 /// The pending invitations of an organization the caller can see.
