@@ -8,13 +8,15 @@
 //! - [`infra`]: TLS and the listener, throttles, group commit, usage, signing, passwords, mail,
 //!   metrics, files and caches; and the store (`keyplane-store`) and domain (`keyplane-core`).
 //!
-//! [`startup`] assembles them; [`config`] is the command line and file settings.
+//! [`startup`] assembles them (its errors, which [`state`] may also raise, are in
+//! [`startup_error`]); [`config`] is the command line and file settings.
 
 pub mod config;
 pub mod http;
 pub mod infra;
 pub mod service;
 pub mod startup;
+pub mod startup_error;
 pub mod state;
 
 pub use config::{ServeConfig, StoreConfig};

@@ -19,7 +19,7 @@ use crate::infra::subjects::Subjects;
 use crate::infra::throttle::Throttles;
 use crate::infra::usage::UsageLog;
 
-use crate::startup::error::StartupError;
+use crate::startup_error::StartupError;
 
 /// What every handler shares. Cloning is a reference-count increment.
 #[derive(Clone)]

@@ -2,7 +2,6 @@
 //! Production and tests start the same way: `Application::build(config)` then
 //! `run_until_stopped`, with port 0 for tests.
 
-pub mod error;
 pub mod store;
 
 use std::future::Future;
@@ -16,8 +15,8 @@ use crate::config::ServeConfig;
 use crate::infra::listener::Listener;
 use crate::infra::tls::{self, CertificateInfo, TlsSetup};
 
+pub use crate::startup_error::StartupError;
 use crate::state::AppState;
-pub use error::StartupError;
 pub use store::open_store;
 
 /// A built server, bound and ready to run.

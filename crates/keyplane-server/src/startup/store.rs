@@ -11,7 +11,7 @@ use keyplane_store::{Bounded, PostgresOptions, PostgresStore, SqliteStore, Store
 use crate::config::StoreConfig;
 use crate::infra::files::{ensure_private_database, ensure_private_dir, write_private_file};
 
-use super::error::StartupError;
+use crate::startup_error::StartupError;
 
 /// Opens the configured store and derives the server secrets.
 ///
