@@ -169,6 +169,11 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_ACCESS_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(i64).range(10..=86_400))]
     pub access_token_ttl: i64,
 
+    /// Lifetime of the access tokens of Fiskil's `POST /v1/token`, in seconds (Fiskil documents
+    /// 600).
+    #[arg(long, env = "KEYPLANE_FISKIL_TOKEN_TTL", default_value_t = 600, value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    pub fiskil_token_ttl: i64,
+
     /// Lifetime of refresh tokens, in seconds.
     #[arg(long, env = "KEYPLANE_REFRESH_TOKEN_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(60..=31_536_000))]
     pub refresh_token_ttl: i64,
@@ -268,6 +273,7 @@ impl ServeConfig {
             max_connections: 0,
             idle_timeout: 60,
             access_token_ttl: 300,
+            fiskil_token_ttl: 600,
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,
             invitation_ttl: 604_800,

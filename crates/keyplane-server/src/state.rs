@@ -53,6 +53,8 @@ struct StateInner {
 #[derive(Clone, Copy, Debug)]
 pub struct TokenSettings {
     pub access_ttl: i64,
+    /// Lifetime of the access tokens of Fiskil's `/v1/token`.
+    pub fiskil_ttl: i64,
     pub refresh_ttl: i64,
     /// How long a spent refresh token may be presented again without revoking its family.
     pub reuse_grace: i64,
@@ -71,7 +73,8 @@ impl AppState {
             store.as_ref(),
             &secrets,
             public_url,
-            config.access_token_ttl,
+            // A retired key stays published while any token it signed may be live.
+            config.access_token_ttl.max(config.fiskil_token_ttl),
         )
         .await?;
         let mailer = Mailer::new(
@@ -88,6 +91,7 @@ impl AppState {
             signing_keys,
             tokens: TokenSettings {
                 access_ttl: config.access_token_ttl,
+                fiskil_ttl: config.fiskil_token_ttl,
                 refresh_ttl: config.refresh_token_ttl,
                 reuse_grace: config.refresh_token_reuse_grace,
                 rotation_interval: config.signing_key_rotation_interval,

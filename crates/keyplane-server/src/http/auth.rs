@@ -18,7 +18,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::response::{JsonResponse, json_body};
 use crate::service::context::RequestContext;
-use crate::service::credentials;
+use crate::service::credentials::{self, KeyGrant};
 use crate::service::refresh;
 use crate::service::tokens::{AuthError, IssuedTokens};
 use crate::state::AppState;
@@ -114,7 +114,7 @@ pub async fn authenticate(
         }
         let key = required("api_key", &body.api_key)?;
         let secret = required("api_secret", &body.api_secret)?;
-        credentials::authenticate_api_key(&state, key, secret, true, &context).await?
+        credentials::authenticate_api_key(&state, key, secret, KeyGrant::Auth, &context).await?
     };
     Ok(JsonResponse(auth_response(issued)))
 }
@@ -178,7 +178,14 @@ pub async fn fiskil_token(
             );
         }
     };
-    match credentials::authenticate_api_key(&state, client_id, client_secret, false, &context).await
+    match credentials::authenticate_api_key(
+        &state,
+        client_id,
+        client_secret,
+        KeyGrant::Fiskil,
+        &context,
+    )
+    .await
     {
         Ok(issued) => json_body(&FiskilTokenResponse {
             expires_in: issued.claims.exp - issued.claims.iat,

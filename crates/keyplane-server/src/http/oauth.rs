@@ -26,7 +26,7 @@ use crate::http::error::ApiError;
 use crate::http::response::json_body;
 use crate::service::access::{self, AccessError};
 use crate::service::context::RequestContext;
-use crate::service::credentials;
+use crate::service::credentials::{self, KeyGrant};
 use crate::service::refresh;
 use crate::service::tokens::AuthError;
 use crate::state::AppState;
@@ -305,9 +305,15 @@ pub async fn token(
     let issued = match grant_type {
         "client_credentials" => {
             let (id, secret) = credentials.ok_or_else(OAuthError::invalid_client)?;
-            credentials::authenticate_api_key(&state, &id, &secret, false, &context)
-                .await
-                .map_err(OAuthError::from_client_auth)?
+            credentials::authenticate_api_key(
+                &state,
+                &id,
+                &secret,
+                KeyGrant::ClientCredentials,
+                &context,
+            )
+            .await
+            .map_err(OAuthError::from_client_auth)?
         }
         "refresh_token" => {
             let refresh_token = form.require("refresh_token")?;

@@ -134,7 +134,7 @@ pub async fn authenticate_api_key(
     state: &AppState,
     public_key: &str,
     secret: &str,
-    with_refresh: bool,
+    grant: KeyGrant,
     context: &RequestContext,
 ) -> Result<IssuedTokens, AuthError> {
     let (key, family_expires_at) = verify_key(state, public_key, secret, context).await?;
@@ -161,11 +161,35 @@ pub async fn authenticate_api_key(
             role: key.role,
             token_version: key.token_version,
             key_generation: Some(generation),
+            access_ttl: grant.access_ttl(state),
         },
-        with_refresh.then(|| RefreshSpec::new_family(family_expires_at)),
+        (grant == KeyGrant::Auth).then(|| RefreshSpec::new_family(family_expires_at)),
         vec![succeeded],
     )
     .await
+}
+
+/// Which endpoint turns an API key and secret into a token: it decides whether a refresh token
+/// comes with it and how long the access token lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyGrant {
+    /// `POST /api/v0/auth`: an access and a refresh token.
+    Auth,
+    /// Fiskil's `POST /v1/token`: an access token only, living `--fiskil-token-ttl` (600 s by
+    /// default, as Fiskil documents).
+    Fiskil,
+    /// OAuth 2.0 `client_credentials`: an access token only.
+    ClientCredentials,
+}
+
+impl KeyGrant {
+    fn access_ttl(self, state: &AppState) -> i64 {
+        let settings = state.token_settings();
+        match self {
+            KeyGrant::Fiskil => settings.fiskil_ttl,
+            KeyGrant::Auth | KeyGrant::ClientCredentials => settings.access_ttl,
+        }
+    }
 }
 
 /// Verifies a person's email and password. The token acts for `organization_id` when given,
@@ -266,6 +290,7 @@ pub async fn authenticate_password(
             role: membership.role,
             token_version: membership.token_version,
             key_generation: None,
+            access_ttl: state.token_settings().access_ttl,
         },
         Some(RefreshSpec::new_family(None)),
         vec![succeeded],

@@ -59,6 +59,7 @@ pub async fn refresh(
         role: standing.role,
         token_version: standing.token_version,
         key_generation: token.key_generation,
+        access_ttl: state.token_settings().access_ttl,
     };
     let refreshed = || {
         vec![context.event(

@@ -62,6 +62,8 @@ pub(crate) struct Subject {
     pub(crate) token_version: i64,
     /// For an API key: the generation of the secret presented.
     pub(crate) key_generation: Option<i64>,
+    /// How long the access token lives, in seconds.
+    pub(crate) access_ttl: i64,
 }
 
 /// Mints the access token and, with a family, stores a new refresh token with `events`.
@@ -95,7 +97,7 @@ pub(crate) async fn try_issue(
         subject_type: subject.subject_type,
         iat: now,
         nbf: now,
-        exp: now + state.token_settings().access_ttl,
+        exp: now + subject.access_ttl,
         jti: uuid::Uuid::now_v7().simple().to_string(),
         role: Some(subject.role),
         token_version: subject.token_version,

@@ -268,6 +268,16 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         ),
         (
             "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": {"count": 3}}),
+            "metadata.count",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
+            json!({"kind": "test", "status": "enabled", "metadata": {"live": false}}),
+            "metadata.live",
+        ),
+        (
+            "/api/v0/api-keys/good-name",
             json!({"kind": "test", "status": "enabled", "expires_at": 1}),
             "expires_at",
         ),

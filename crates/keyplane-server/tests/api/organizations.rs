@@ -172,6 +172,10 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing(backend: Backend
         body[field] = value;
         cases.push((body, field));
     }
+    // Metadata values are strings: a number is refused naming its key.
+    let mut numeric = venue("Venue");
+    numeric["metadata"] = json!({"k": 1});
+    cases.push((numeric, "metadata.k"));
     // An unknown or invisible manager is a 404, as fiskaly answers (the recorded traffic).
     let mut orphan = venue("Venue");
     orphan["managed_by_organization_id"] = json!(uuid::Uuid::now_v7().to_string());

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Fixture, TestApp, assert_error};
+use crate::helpers::{Backend, Fixture, TestApp, TestAppBuilder, assert_error};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -14,6 +14,7 @@ on_both_stores!(
     refresh_tokens_are_single_use_and_reuse_revokes_the_family,
     rejects_malformed_and_incomplete_auth_requests,
     fiskil_token_endpoint_speaks_fiskils_shapes,
+    fiskil_token_lifetime_is_configurable,
     records_every_authentication_outcome_in_the_audit_log,
     people_log_in_with_email_and_password,
     a_grace_window_lets_a_lost_refresh_response_be_retried,
@@ -285,6 +286,26 @@ fn futures_stream(
     tokio_stream::iter(chunks)
 }
 
+/// `--fiskil-token-ttl` sets the lifetime of `/v1/token`'s tokens, and only theirs.
+async fn fiskil_token_lifetime_is_configurable(backend: Backend) {
+    let app = TestAppBuilder::new(&backend)
+        .await
+        .configure(|config| config.fiskil_token_ttl = 120)
+        .start()
+        .await;
+    let boot = app.bootstrap().await;
+    let credentials = json!({"client_id": boot.api_key, "client_secret": boot.api_secret});
+    let fiskil: Value = app
+        .post_json("/v1/token", &credentials)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fiskil["expires_in"], 120);
+    let auth = app.token_pair(&boot.api_key, &boot.api_secret).await;
+    assert_eq!(auth["access_token_expires_in"], 300);
+}
+
 async fn fiskil_token_endpoint_speaks_fiskils_shapes(backend: Backend) {
     let app = TestApp::start(&backend).await;
     let boot = app.bootstrap().await;
@@ -297,7 +318,8 @@ async fn fiskil_token_endpoint_speaks_fiskils_shapes(backend: Backend) {
     assert_eq!(ok.status(), 200);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
-    assert_eq!(body["expires_in"], 300);
+    // Fiskil documents 600-second tokens; /api/v0/auth keeps its own lifetime (300 s).
+    assert_eq!(body["expires_in"], 600);
     assert_eq!(body.as_object().unwrap().len(), 3);
     let jwks: Value = app
         .get("/.well-known/jwks.json")
@@ -305,7 +327,11 @@ async fn fiskil_token_endpoint_speaks_fiskils_shapes(backend: Backend) {
         .json()
         .await
         .unwrap();
-    verify_with_jwks(body["token"].as_str().unwrap(), &jwks);
+    let (_, claims) = verify_with_jwks(body["token"].as_str().unwrap(), &jwks);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
 
     for (body, status, name) in [
         (
