@@ -35,12 +35,14 @@ pub fn plan_bootstrap(
     now: i64,
     invitation_ttl_seconds: i64,
 ) -> BootstrapPlan {
-    let organization = Organization::named(
+    let mut organization = Organization::named(
         organization_name.to_string(),
         vec![Env::Test, Env::Live],
         now,
     );
     let user = User::new(email, None, None, now);
+    // The first organization is credited to its first owner, like the first key.
+    organization.created_by_user = Some(user.id);
     let membership = Membership {
         user_id: user.id,
         organization_id: organization.id,

@@ -24,8 +24,9 @@ pub struct ApiKeyResource {
     /// `""` when the organization is not managed (fiskaly clients expect a string).
     pub managed_by_organization_id: String,
     pub created_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_by_user: Option<String>,
+    /// The person who created it or, when an API key did, the person credited with that key;
+    /// `""` when no person is (fiskaly clients expect a string).
+    pub created_by_user: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]

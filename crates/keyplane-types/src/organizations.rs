@@ -44,8 +44,9 @@ pub struct OrganizationResource {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed_by_organization_id: Option<String>,
     pub created_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_by_user: Option<String>,
+    /// The person who created it or, when an API key did, the person credited with that key;
+    /// `""` when no person is (fiskaly clients expect a string).
+    pub created_by_user: String,
 }
 
 /// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value; absent fields stay `None`

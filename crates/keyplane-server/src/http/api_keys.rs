@@ -92,7 +92,10 @@ fn resource(
             .map(|id| id.to_string())
             .unwrap_or_default(),
         created_at: key.created_at,
-        created_by_user: key.created_by_user.map(|id| id.to_string()),
+        created_by_user: key
+            .created_by_user
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
         last_used_at: key.last_used_at,
         expires_at: key.expires_at,
         secret: secret.map(PlainCredential::into_string),

@@ -82,7 +82,10 @@ fn resource(o: Organization) -> OrganizationResource {
         metadata: o.metadata,
         managed_by_organization_id: o.managed_by.map(|id| id.to_string()),
         created_at: o.created_at,
-        created_by_user: o.created_by_user.map(|id| id.to_string()),
+        created_by_user: o
+            .created_by_user
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }
 

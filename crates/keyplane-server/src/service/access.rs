@@ -58,6 +58,23 @@ impl Actor {
     }
 }
 
+/// The person credited with what the caller creates (`created_by_user`): the person acting, or
+/// for an API key the person credited with that key (so credit passes down from the person who
+/// made the first key).
+pub async fn credited_user(state: &AppState, actor: &Actor) -> Result<Option<UserId>, StoreError> {
+    match actor.subject_type {
+        SubjectType::User => Ok(actor.user_id()),
+        SubjectType::ApiKey => match actor.subject_id.parse() {
+            Ok(id) => Ok(state
+                .store()
+                .api_key(id)
+                .await?
+                .and_then(|key| key.created_by_user)),
+            Err(_) => Ok(None),
+        },
+    }
+}
+
 /// The caller's role does not allow what it asked.
 #[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("the caller's role does not allow this")]

@@ -12,7 +12,7 @@ use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, KeyName, Role};
 use keyplane_core::{ApiKeyId, ValidationError};
 use keyplane_store::StoreError;
 
-use crate::service::access::{Actor, Forbidden};
+use crate::service::access::{self, Actor, Forbidden};
 use crate::service::context::RequestContext;
 use crate::service::organizations::OrganizationError;
 use crate::state::AppState;
@@ -144,7 +144,7 @@ pub async fn create(
     if !organization.may_hold(request.kind) {
         return Err(ApiKeyError::EnvNotEnabled);
     }
-    let created_by_user = actor.user_id();
+    let created_by_user = access::credited_user(state, actor).await?;
     let (key, secret) = api_keys::create(
         NewApiKey {
             organization_id: organization.id,

@@ -115,7 +115,7 @@ pub async fn create(
         }
         None => return Err(OrganizationError::NotFound),
     }
-    let created_by_user = actor.user_id();
+    let created_by_user = access::credited_user(state, actor).await?;
     let organization = organizations::create(fields, manager, created_by_user, now_unix())?;
     let created = event(
         context,

@@ -23,6 +23,7 @@ on_both_stores!(
     keys_of_other_organizations_are_invisible,
     a_manager_manages_the_keys_of_organizations_it_manages,
     every_list_order_is_an_index_scan,
+    created_by_user_credits_the_person_behind_an_api_key,
 );
 
 /// The by-id path of the bootstrap organization's keys.
@@ -927,6 +928,65 @@ async fn last_used_at_follows_token_requests(backend: Backend) {
             .unwrap_or_else(|| panic!("{path}: written after the flush: {after}"));
         assert!((at - now).abs() < 60, "{path}: {after}");
     }
+}
+
+/// `created_by_user` is always present: the person who created the key or organization, or,
+/// when an API key did, the person credited with that key; `""` when nobody is.
+async fn created_by_user_credits_the_person_behind_an_api_key(backend: Backend) {
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
+    // The bootstrap key is credited to the first owner, and so is the first organization.
+    let root = ok(app
+        .get_as(
+            &token,
+            &format!("/api/v0/organizations/{}", boot.organization_id),
+        )
+        .await)
+    .await;
+    assert_eq!(root["created_by_user"], boot.user_id.as_str());
+    // What that key creates is credited to the owner too, and the credit passes on.
+    let key = ok(send(
+        &app,
+        reqwest::Method::PUT,
+        &token,
+        "/api/v0/api-keys/made-by-key",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(key["created_by_user"], boot.user_id.as_str());
+    let second = app
+        .access_token(
+            key["key"].as_str().unwrap(),
+            key["secret"].as_str().unwrap(),
+        )
+        .await;
+    let venue = ok(send(
+        &app,
+        reqwest::Method::POST,
+        &second,
+        "/api/v0/organizations",
+        Some(crate::helpers::venue("Made By Key")),
+    )
+    .await)
+    .await;
+    assert_eq!(venue["created_by_user"], boot.user_id.as_str());
+    // A key nobody is credited with (made on the server's host) credits nobody, visibly.
+    let stranger = app.another_organization("Stranger").create().await;
+    let keys = ok(app
+        .get_as(&stranger.token().await, "/api/v0/api-keys")
+        .await)
+    .await;
+    assert_eq!(keys["data"][0]["created_by_user"], "");
+    let made = ok(send(
+        &app,
+        reqwest::Method::PUT,
+        &stranger.token().await,
+        "/api/v0/api-keys/made-by-stranger",
+        Some(json!({"kind": "test", "status": "enabled"})),
+    )
+    .await)
+    .await;
+    assert_eq!(made["created_by_user"], "");
 }
 
 /// The recorded fiskaly cassettes, replayed: request bodies as recorded, responses compared by
