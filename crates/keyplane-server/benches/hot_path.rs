@@ -130,6 +130,7 @@ async fn server() -> Server {
         state.secrets(),
         "Bench Organization",
         "owner@example.com",
+        Default::default(),
         state.public_url(),
     )
     .await

@@ -11,7 +11,7 @@ use keyplane_server::Application;
 use keyplane_server::config::{LogFormat, ServeConfig, StoreConfig, file_settings_as_flags};
 use keyplane_server::infra::{signing, telemetry};
 use keyplane_server::service::bootstrap::{
-    BootstrapError, RecoveryError, bootstrap, recover_owner,
+    Address, BootstrapError, RecoveryError, bootstrap, recover_owner,
 };
 use keyplane_server::startup as app;
 
@@ -85,6 +85,18 @@ struct BootstrapArgs {
     /// E-mail address of its owner, who is invited to set a password.
     #[arg(long, value_name = "EMAIL")]
     email: String,
+    /// Its street address (optional here; can be set later with PATCH).
+    #[arg(long, value_name = "LINE")]
+    address: Option<String>,
+    /// Its postal code.
+    #[arg(long, value_name = "ZIP")]
+    zip: Option<String>,
+    /// Its town.
+    #[arg(long, value_name = "TOWN")]
+    town: Option<String>,
+    /// Its country, ISO 3166-1 alpha-3 (e.g. DEU).
+    #[arg(long, value_name = "CODE")]
+    country: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -181,6 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &secrets,
                 &args.organization_name,
                 &args.email,
+                Address {
+                    address_line1: args.address.clone(),
+                    zip: args.zip.clone(),
+                    town: args.town.clone(),
+                    country_code: args.country.clone(),
+                },
                 &args.public_url,
             )
             .await;

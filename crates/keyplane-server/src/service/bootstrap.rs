@@ -29,22 +29,46 @@ pub enum BootstrapError {
     Store(StoreError),
 }
 
+/// The first organization's address, each part optional: an organization's address is
+/// required on create, but the first one comes from the operator's command line and may be
+/// completed later (`PATCH /api/v0/organizations/{id}`). Until then those fields are absent.
+#[derive(Clone, Debug, Default)]
+pub struct Address {
+    pub address_line1: Option<String>,
+    pub zip: Option<String>,
+    pub town: Option<String>,
+    /// ISO 3166-1 alpha-3, e.g. `DEU`.
+    pub country_code: Option<String>,
+}
+
 pub async fn bootstrap(
     store: &dyn Store,
     secrets: &ServerSecrets,
     organization_name: &str,
     email: &str,
+    address: Address,
     public_url: &str,
 ) -> Result<BootstrapOutput, BootstrapError> {
     let name = OrganizationName::parse(organization_name)?;
     let email = Email::parse(email)?;
-    let plan = plan_bootstrap(
+    let mut plan = plan_bootstrap(
         secrets,
         name,
         email,
         now_unix(),
         DEFAULT_INVITATION_TTL_SECONDS,
     );
+    // The same rules as any organization's fields.
+    keyplane_core::organizations::update(
+        &mut plan.organization,
+        keyplane_core::organizations::OrganizationFields {
+            address_line1: address.address_line1,
+            zip: address.zip,
+            town: address.town,
+            country_code: address.country_code,
+            ..Default::default()
+        },
+    )?;
     let records = Bootstrap {
         organization: plan.organization,
         user: plan.user,

@@ -240,6 +240,7 @@ impl TestApp {
             self.state.secrets(),
             "Test Organization",
             "owner@example.com",
+            Default::default(),
             &self.base_url,
         )
         .await

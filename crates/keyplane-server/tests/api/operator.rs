@@ -206,6 +206,63 @@ async fn bootstrap_rejects_an_invalid_email_and_stores_nothing() {
     assert!(bootstrap(&under_test, "Acme").await.status.success());
 }
 
+/// The first organization's address can come with the bootstrap, checked like any
+/// organization's; a bad one names the field and stores nothing.
+#[tokio::test]
+async fn bootstrap_takes_the_first_organizations_address() {
+    let under_test = StoreUnderTest::new(&Backend::Sqlite).await;
+    let with = |country: &str| {
+        vec![
+            "bootstrap".to_owned(),
+            "--organization-name".into(),
+            "Acme".into(),
+            "--email".into(),
+            "owner@example.com".into(),
+            "--address".into(),
+            "Unter den Linden 1".into(),
+            "--zip".into(),
+            "10117".into(),
+            "--town".into(),
+            "Berlin".into(),
+            "--country".into(),
+            country.into(),
+            "--json".into(),
+        ]
+    };
+    let bad = with("XXX");
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let output = under_test.command(&bad).output().await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("country_code"));
+    let good = with("DEU");
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let output = under_test.command(&good).output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (store, _) = keyplane_server::startup::open_store(&under_test.config)
+        .await
+        .unwrap();
+    let organization = store
+        .organization(
+            created["organization_id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("the organization");
+    assert_eq!(
+        organization.address_line1.as_deref(),
+        Some("Unter den Linden 1")
+    );
+    assert_eq!(organization.zip.as_deref(), Some("10117"));
+    assert_eq!(organization.town.as_deref(), Some("Berlin"));
+    assert_eq!(organization.country_code.as_deref(), Some("DEU"));
+    store.close().await;
+}
+
 #[tokio::test]
 async fn serve_help_lists_every_setting_with_its_default() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyplane"))
