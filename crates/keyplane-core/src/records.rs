@@ -311,6 +311,16 @@ pub struct UserQuery {
     pub roles: Vec<Role>,
 }
 
+/// One page of an organization's pending invitations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvitationQuery {
+    /// By email (`true`) or by when they were sent (`false`, the default).
+    pub by_email: bool,
+    pub descending: bool,
+    pub limit: u32,
+    pub offset: u64,
+}
+
 /// An invitation still waiting, with whom it is for and the role it offers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingInvitation {

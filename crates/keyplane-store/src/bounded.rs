@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
-    Organization, PendingInvitation, RefreshIssue, RefreshToken, User, UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
+    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
+    UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -204,9 +205,13 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         now: i64,
-    ) -> Result<Vec<PendingInvitation>, StoreError> {
-        self.within(self.inner.pending_invitations(organization_id, now))
-            .await
+        listing: &InvitationQuery,
+    ) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+        self.within(
+            self.inner
+                .pending_invitations(organization_id, now, listing),
+        )
+        .await
     }
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {

@@ -8,7 +8,9 @@
 
 use keyplane_core::InvitationId;
 use keyplane_core::OrganizationId;
-use keyplane_core::records::{AuditEvent, Invitation, Membership, PendingInvitation, User};
+use keyplane_core::records::{
+    AuditEvent, Invitation, InvitationQuery, Membership, PendingInvitation, User,
+};
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::values::{Role, UserStatus};
 
@@ -68,29 +70,48 @@ pub(crate) async fn pending_invitations(
     store: &impl Backend,
     organization_id: OrganizationId,
     now: i64,
-) -> Result<Vec<PendingInvitation>, StoreError> {
-    query(
-        "SELECT i.*, u.email AS person_email, m.role AS person_role \
-         FROM invitations i \
+    listing: &InvitationQuery,
+) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+    const PENDING: &str = "FROM invitations i \
          JOIN users u ON u.id = i.user_id \
          JOIN memberships m \
            ON m.organization_id = i.organization_id AND m.user_id = i.user_id \
          WHERE i.organization_id = $1 AND i.accepted_at IS NULL \
-         AND i.revoked_at IS NULL AND i.expires_at > $2 ORDER BY i.id",
-    )
+         AND i.revoked_at IS NULL AND i.expires_at > $2";
+    // Whitelisted columns only; ties break by id (time-ordered).
+    let direction = if listing.descending { "DESC" } else { "ASC" };
+    let order = if listing.by_email {
+        format!("lower(u.email) {direction}, i.id {direction}")
+    } else {
+        format!("i.created_at {direction}, i.id {direction}")
+    };
+    let mut reader = store.read().await?;
+    let rows = query(&format!(
+        "SELECT i.*, u.email AS person_email, m.role AS person_role {PENDING} \
+         ORDER BY {order} LIMIT $3 OFFSET $4"
+    ))
     .bind(organization_id.to_string())
     .bind(now)
-    .fetch_all(&mut *store.read().await?)
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(PendingInvitation {
-            invitation: Invitation::from_row(row)?,
-            email: row.get("person_email")?,
-            role: parse_column("role", &row.get::<String>("person_role")?)?,
+    .bind(i64::from(listing.limit))
+    .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
+    .fetch_all(&mut *reader)
+    .await?;
+    let count: i64 = query(&format!("SELECT COUNT(*) {PENDING}"))
+        .bind(organization_id.to_string())
+        .bind(now)
+        .fetch_scalar(&mut *reader)
+        .await?;
+    let page = rows
+        .iter()
+        .map(|row| {
+            Ok(PendingInvitation {
+                invitation: Invitation::from_row(row)?,
+                email: row.get("person_email")?,
+                role: parse_column("role", &row.get::<String>("person_role")?)?,
+            })
         })
-    })
-    .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((page, u64::try_from(count).unwrap_or(0)))
 }
 
 pub(crate) async fn invitation(

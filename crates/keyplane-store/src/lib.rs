@@ -26,8 +26,9 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
-    Organization, PendingInvitation, RefreshIssue, RefreshToken, User, UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
+    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
+    UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -185,13 +186,14 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<MembershipOutcome, StoreError>;
 
-    /// An organization's invitations still pending at `now` (not accepted, revoked or expired),
-    /// oldest first, with their people's emails and roles: one query.
+    /// One page of an organization's invitations still pending at `now` (not accepted, revoked
+    /// or expired), with their people's emails and roles, and how many are pending.
     async fn pending_invitations(
         &self,
         organization_id: OrganizationId,
         now: i64,
-    ) -> Result<Vec<PendingInvitation>, StoreError>;
+        listing: &InvitationQuery,
+    ) -> Result<(Vec<PendingInvitation>, u64), StoreError>;
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
 

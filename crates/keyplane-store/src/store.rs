@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, Membership, MembershipOutcome,
-    Organization, PendingInvitation, RefreshIssue, RefreshToken, User, UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
+    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
+    UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -158,8 +159,9 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         now: i64,
-    ) -> Result<Vec<PendingInvitation>, StoreError> {
-        invitations::pending_invitations(self, organization_id, now).await
+        listing: &InvitationQuery,
+    ) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+        invitations::pending_invitations(self, organization_id, now, listing).await
     }
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError> {

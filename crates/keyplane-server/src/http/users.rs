@@ -3,7 +3,9 @@
 //! [`crate::service::people`] decides.
 
 use axum::extract::{Path, RawQuery, State};
-use keyplane_core::records::{Membership, Organization, PendingInvitation, User, UserQuery};
+use keyplane_core::records::{
+    InvitationQuery, Membership, Organization, PendingInvitation, User, UserQuery,
+};
 use keyplane_core::values::{Env, Role, UserStatus};
 use keyplane_types::common::Deleted;
 use keyplane_types::errors::ErrorBody;
@@ -444,10 +446,17 @@ pub async fn remove_in(
 
 /// The pending invitations of an organization the caller can see.
 #[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/invitations", tag = "users",
-    params(("organization_id" = String, Path, description = "Organization id")),
+    params(
+        ("organization_id" = String, Path, description = "Organization id"),
+        ("limit" = Option<u32>, Query, description = "1–100, default 100"),
+        ("offset" = Option<u64>, Query, description = "default 0"),
+        ("order_by" = Option<String>, Query, description = "created_at (default) or email"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Pending invitations", body = InvitationList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 404, description = "No such organization, or not visible", body = ErrorBody),
     ))]
@@ -455,15 +464,27 @@ pub async fn list_invitations(
     State(state): State<AppState>,
     Bearer(actor): Bearer,
     Path(organization_id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<JsonResponse<InvitationList>, ApiError> {
     let organization = organization(&state, &actor, Some(&organization_id)).await?;
-    let pending = people::pending_invitations(&state, &organization).await?;
+    let paging = query::parse(
+        raw.as_deref(),
+        &[("created_at", false), ("email", true)],
+        |_, _| Ok(false),
+    )?;
+    let listing = InvitationQuery {
+        by_email: paging.order_by,
+        descending: paging.descending.unwrap_or(false),
+        limit: paging.limit,
+        offset: paging.offset,
+    };
+    let (pending, count) = people::pending_invitations(&state, &organization, &listing).await?;
     let data: Vec<InvitationResource> = pending
         .into_iter()
         .map(|pending| invitation_resource(pending, &organization.envs))
         .collect();
     Ok(JsonResponse(InvitationList {
-        count: data.len() as u64,
+        count,
         data,
         _type: "INVITATION_LIST",
     }))

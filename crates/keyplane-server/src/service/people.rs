@@ -4,8 +4,8 @@
 use keyplane_core::audit::AuditAction;
 use keyplane_core::policy::Action;
 use keyplane_core::records::{
-    ActorType, Invitation, Membership, MembershipOutcome, Organization, PendingInvitation, User,
-    UserQuery,
+    ActorType, Invitation, InvitationQuery, Membership, MembershipOutcome, Organization,
+    PendingInvitation, User, UserQuery,
 };
 use keyplane_core::secrets::{CredentialKind, PlainCredential};
 use keyplane_core::time::now_unix;
@@ -284,14 +284,15 @@ pub async fn remove(
     Err(UserError::Concurrent)
 }
 
-/// The pending invitations of an organization.
+/// One page of the pending invitations of an organization, and how many are pending.
 pub async fn pending_invitations(
     state: &AppState,
     organization: &Organization,
-) -> Result<Vec<PendingInvitation>, UserError> {
+    listing: &InvitationQuery,
+) -> Result<(Vec<PendingInvitation>, u64), UserError> {
     Ok(state
         .store()
-        .pending_invitations(organization.id, now_unix())
+        .pending_invitations(organization.id, now_unix(), listing)
         .await?)
 }
 

@@ -14,6 +14,7 @@ use crate::on_both_stores;
 on_both_stores!(
     an_invited_person_accepts_logs_in_and_acts_within_the_role,
     invitations_can_be_listed_resent_and_revoked,
+    pending_invitations_page_like_every_list,
     an_organization_keeps_an_owner,
     bad_input_is_a_400_naming_the_field_and_stores_nothing,
     one_person_in_several_organizations,
@@ -228,6 +229,90 @@ async fn an_invited_person_accepts_logs_in_and_acts_within_the_role(backend: Bac
     assert!(!log.contains("a strong passphrase") && !log.contains(&invitation));
     for action in ["user.invited", "invitation.accepted", "user.updated"] {
         assert!(log.contains(action), "{action}");
+    }
+}
+
+/// The invitation list pages, orders and counts like every list: `limit`, `offset`,
+/// `order_by` (`created_at`, `email`), `order`, and `count` of all pending; bad parameters are
+/// a 400 naming them.
+async fn pending_invitations_page_like_every_list(backend: Backend) {
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
+    for email in ["c@example.com", "A@example.com", "b@example.com"] {
+        ok(send(
+            &app,
+            Method::POST,
+            &token,
+            "/api/v0/users",
+            Some(json!({"email": email, "role": "viewer"})),
+        )
+        .await)
+        .await;
+    }
+    let path = format!("/api/v0/organizations/{}/invitations", boot.organization_id);
+    let emails = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["email"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The bootstrap owner's invitation came first.
+    let all = ok(app.get_as(&token, &path).await).await;
+    assert_eq!(all["count"], 4);
+    assert_eq!(
+        emails(&all),
+        [
+            "owner@example.com",
+            "c@example.com",
+            "a@example.com",
+            "b@example.com"
+        ]
+    );
+    let page = ok(app.get_as(&token, &format!("{path}?limit=2")).await).await;
+    assert_eq!(page["count"], 4, "count is of all pending");
+    assert_eq!(emails(&page), ["owner@example.com", "c@example.com"]);
+    let page = ok(app
+        .get_as(&token, &format!("{path}?limit=2&offset=2"))
+        .await)
+    .await;
+    assert_eq!(emails(&page), ["a@example.com", "b@example.com"]);
+    let page = ok(app
+        .get_as(&token, &format!("{path}?order=desc&limit=1"))
+        .await)
+    .await;
+    assert_eq!(emails(&page), ["b@example.com"]);
+    let page = ok(app.get_as(&token, &format!("{path}?order_by=email")).await).await;
+    assert_eq!(
+        emails(&page),
+        [
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "owner@example.com"
+        ]
+    );
+    let page = ok(app.get_as(&token, &format!("{path}?offset=10")).await).await;
+    assert_eq!(emails(&page), Vec::<String>::new());
+    assert_eq!(page["count"], 4);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("offset=-1", "offset"),
+        ("order_by=role", "order_by"),
+        ("order=sideways", "order"),
+        ("colour=red", "colour"),
+    ] {
+        let error = assert_error(
+            app.get_as(&token, &format!("{path}?{query}")).await,
+            400,
+            "E_VALIDATION",
+        )
+        .await;
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "{query}: {error}"
+        );
     }
 }
 
