@@ -86,7 +86,7 @@ pub(crate) async fn pending_invitations(
         format!("i.created_at {direction}, i.id {direction}")
     };
     let mut reader = store.read().await?;
-    let rows = query(&format!(
+    let rows = query(format!(
         "SELECT i.*, u.email AS person_email, m.role AS person_role {PENDING} \
          ORDER BY {order} LIMIT $3 OFFSET $4"
     ))
@@ -96,7 +96,7 @@ pub(crate) async fn pending_invitations(
     .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
     .fetch_all(&mut *reader)
     .await?;
-    let count: i64 = query(&format!("SELECT COUNT(*) {PENDING}"))
+    let count: i64 = query(format!("SELECT COUNT(*) {PENDING}"))
         .bind(organization_id.to_string())
         .bind(now)
         .fetch_scalar(&mut *reader)
