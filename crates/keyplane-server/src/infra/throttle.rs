@@ -64,12 +64,15 @@ impl ThrottlePolicy {
     }
 
     /// Defaults for failures from one client address: refused after 50, drained at one per
-    /// second.
+    /// two seconds. The drain is slower than the longest delay, so a client that waits out each
+    /// slowed answer and goes on failing one request at a time still gains a failure on the
+    /// drain every attempt and reaches the refusal (after about 90 attempts); with a drain as
+    /// fast as the delay it was slowed forever and never told.
     pub fn per_address() -> Self {
         Self {
             free_failures: 10,
             max_failures: 50,
-            forgive_every: Duration::from_secs(1),
+            forgive_every: Duration::from_secs(2),
             delay_step: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             capacity: 100_000,
@@ -363,6 +366,39 @@ mod tests {
     fn fail(throttle: &Throttle<&'static str>, key: &'static str, times: u32, now: Instant) {
         for _ in 0..times {
             throttle.record_failure(key, now);
+        }
+    }
+
+    /// Attempts a client makes, one at a time, waiting out each delay (plus `round_trip`) and
+    /// failing every time, until it is refused; `None` if it is not refused within 1,000.
+    fn attempts_until_refused(policy: ThrottlePolicy, round_trip: Duration) -> Option<u32> {
+        let throttle = Throttle::new(policy);
+        let mut now = Instant::now();
+        for attempt in 1..=1_000 {
+            match throttle.check(&"client", now) {
+                Verdict::Refuse { .. } => return Some(attempt),
+                Verdict::Delay(delay) => now += delay,
+                Verdict::Allow => {}
+            }
+            now += round_trip;
+            throttle.record_failure("client", now);
+        }
+        None
+    }
+
+    #[test]
+    fn a_patient_client_that_keeps_failing_is_refused_in_the_end() {
+        for round_trip in [Duration::ZERO, Duration::from_millis(50)] {
+            for (name, policy) in [
+                ("per address", ThrottlePolicy::per_address()),
+                ("per key", ThrottlePolicy::per_key()),
+            ] {
+                let attempts = attempts_until_refused(policy, round_trip);
+                assert!(
+                    attempts.is_some_and(|n| n <= 150),
+                    "{name}, {round_trip:?} a round: refused after {attempts:?} attempts"
+                );
+            }
         }
     }
 
