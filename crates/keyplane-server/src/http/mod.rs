@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod bearer;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -34,6 +35,8 @@ use middleware::{
 pub fn router(state: AppState) -> Router {
     let (routes, _) = openapi::routes().split_for_parts();
     routes
+        // The reference page for people is not an operation of the API it documents.
+        .merge(docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(from_fn(remember_route))

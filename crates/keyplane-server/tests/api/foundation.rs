@@ -306,6 +306,49 @@ async fn publishes_the_openapi_document_it_was_built_with() {
     }
 }
 
+/// `/docs` is a reference page for people that loads only what the binary serves: the
+/// vendored RapiDoc, byte for byte, and `/openapi.json`; its policy admits no other origin and
+/// no script but that file.
+#[tokio::test]
+async fn the_reference_page_loads_nothing_from_another_host() {
+    let app = TestApp::start(&Backend::Sqlite).await;
+    let page = app.get("/docs").await;
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(header("content-type").starts_with("text/html"));
+    let policy = header("content-security-policy");
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(!policy.contains("http"), "no other origin: {policy}");
+    assert_eq!(header("x-frame-options"), "DENY");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"src="/docs/rapidoc-min.js""#));
+    assert!(html.contains(r#"spec-url="/openapi.json""#));
+    assert!(
+        !html.contains("http:") && !html.contains("https:") && !html.contains("//"),
+        "every reference is to this server: {html}"
+    );
+    let script = app.get("/docs/rapidoc-min.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let vendored = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../third_party/rapidoc/rapidoc-min.js"),
+    )
+    .unwrap();
+    assert_eq!(script.bytes().await.unwrap().as_ref(), vendored.as_slice());
+}
+
 /// The committed `openapi.json` is the document the code generates: a change to the API shows
 /// up in review. `UPDATE_SNAPSHOTS=1` rewrites it.
 #[test]
