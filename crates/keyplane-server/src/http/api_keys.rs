@@ -265,6 +265,7 @@ pub async fn retrieve_in(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Role or env does not allow it", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "The key changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn update_own(
     State(state): State<AppState>,
@@ -291,6 +292,7 @@ pub async fn update_own(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Role or env does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+        (status = 409, description = "The key changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn update_in(
     State(state): State<AppState>,
@@ -313,6 +315,7 @@ pub async fn update_in(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Role or env does not allow it", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "The key changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn delete_own(
     State(state): State<AppState>,
@@ -337,6 +340,7 @@ pub async fn delete_own(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Role or env does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+        (status = 409, description = "The key changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn delete_in(
     State(state): State<AppState>,
@@ -359,6 +363,7 @@ pub async fn delete_in(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Role or env does not allow it", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "The key changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn rotate_own(
     State(state): State<AppState>,
@@ -385,6 +390,7 @@ pub async fn rotate_own(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "Role or env does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization or key, or not visible", body = ErrorBody),
+        (status = 409, description = "The key changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn rotate_in(
     State(state): State<AppState>,

@@ -237,6 +237,7 @@ pub async fn create(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization, or not visible", body = ErrorBody),
+        (status = 409, description = "The organization changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn update(
     State(state): State<AppState>,

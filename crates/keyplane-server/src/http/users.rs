@@ -370,7 +370,7 @@ pub async fn retrieve_in(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such person in the organization", body = ErrorBody),
-        (status = 409, description = "It would leave no active owner", body = ErrorBody),
+        (status = 409, description = "It would leave no active owner, or the person changed while this request ran (try again)", body = ErrorBody),
     ))]
 pub async fn update_own(
     State(state): State<AppState>,
@@ -392,7 +392,7 @@ pub async fn update_own(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization or person, or not visible", body = ErrorBody),
-        (status = 409, description = "It would leave no active owner", body = ErrorBody),
+        (status = 409, description = "It would leave no active owner, or the person changed while this request ran (try again)", body = ErrorBody),
     ))]
 pub async fn update_in(
     State(state): State<AppState>,
@@ -413,7 +413,7 @@ pub async fn update_in(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such person in the organization", body = ErrorBody),
-        (status = 409, description = "The last active owner", body = ErrorBody),
+        (status = 409, description = "The last active owner, or the person changed while this request ran (try again)", body = ErrorBody),
     ))]
 pub async fn remove_own(
     State(state): State<AppState>,
@@ -433,7 +433,7 @@ pub async fn remove_own(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such organization or person, or not visible", body = ErrorBody),
-        (status = 409, description = "The last active owner", body = ErrorBody),
+        (status = 409, description = "The last active owner, or the person changed while this request ran (try again)", body = ErrorBody),
     ))]
 pub async fn remove_in(
     State(state): State<AppState>,
@@ -499,6 +499,7 @@ pub async fn list_invitations(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such pending invitation, or not visible", body = ErrorBody),
+        (status = 409, description = "The invitation changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn resend_invitation(
     State(state): State<AppState>,
@@ -524,6 +525,7 @@ pub async fn resend_invitation(
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such pending invitation, or not visible", body = ErrorBody),
+        (status = 409, description = "The invitation changed while this request ran; try again", body = ErrorBody),
     ))]
 pub async fn revoke_invitation(
     State(state): State<AppState>,
