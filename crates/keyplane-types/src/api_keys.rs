@@ -7,6 +7,23 @@ use utoipa::{IntoParams, ToSchema};
 
 /// An API key as the API shows it. `secret` appears only in create and rotate responses.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "_id": "0190c8e3-1a7c-7b2d-9e4f-5c8a1d3b6e92",
+    "_type": "API_KEY",
+    "_envs": ["TEST"],
+    "key": "test_3fk2m9q8w1x7z5v4c6b2n8m1_pos-1",
+    "name": "pos-1",
+    "kind": "test",
+    "status": "enabled",
+    "role": "admin",
+    "metadata": {"store": "berlin-01"},
+    "managed_by_organization_id": "",
+    "created_at": 1764547200,
+    "created_by_user": "0190c8e1-c3d5-7e8f-a1b2-4d6e8f0a2c13",
+    "last_used_at": 1764633600,
+    "expires_at": 1796083200,
+    "secret": "<shown once>"
+}))]
 pub struct ApiKeyResource {
     pub _id: String,
     /// `API_KEY`, or `MANAGED_API_KEY` for a key of a managed organization.
@@ -37,6 +54,25 @@ pub struct ApiKeyResource {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "data": [{
+        "_id": "0190c8e3-1a7c-7b2d-9e4f-5c8a1d3b6e92",
+        "_type": "API_KEY",
+        "_envs": ["TEST"],
+        "key": "test_3fk2m9q8w1x7z5v4c6b2n8m1_pos-1",
+        "name": "pos-1",
+        "kind": "test",
+        "status": "enabled",
+        "role": "admin",
+        "metadata": {"store": "berlin-01"},
+        "managed_by_organization_id": "",
+        "created_at": 1764547200,
+        "created_by_user": "0190c8e1-c3d5-7e8f-a1b2-4d6e8f0a2c13",
+        "last_used_at": 1764633600
+    }],
+    "count": 1,
+    "_type": "API_KEY_LIST"
+}))]
 pub struct ApiKeyList {
     pub data: Vec<ApiKeyResource>,
     /// Every key that matches the filters, not just this page.
@@ -66,6 +102,13 @@ pub struct ListParams {
 /// Create in the caller's organization, by name.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "kind": "test",
+    "status": "enabled",
+    "role": "developer",
+    "metadata": {"store": "berlin-01"},
+    "expires_at": 1796083200
+}))]
 pub struct PutApiKey {
     pub kind: ApiKeyKind,
     pub status: ApiKeyStatus,
@@ -80,6 +123,15 @@ pub struct PutApiKey {
 /// Create in an organization the caller can see (fiskaly's body).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "pos-1",
+    "status": "enabled",
+    "kind": "test",
+    "role": "developer",
+    "metadata": {"store": "berlin-01"},
+    "managed_by_organization_id": "0190c8e1-9b2a-7d4c-8e1f-3a6b5c9d2e81",
+    "expires_at": 1796083200
+}))]
 pub struct PostApiKey {
     pub name: String,
     pub status: ApiKeyStatus,
@@ -97,6 +149,12 @@ pub struct PostApiKey {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "status": "disabled",
+    "role": "viewer",
+    "metadata": {"store": "berlin-02"},
+    "expires_at": 1796083200
+}))]
 pub struct PatchApiKey {
     pub status: Option<ApiKeyStatus>,
     /// At most the caller's own role.
@@ -108,6 +166,7 @@ pub struct PatchApiKey {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"grace_period_seconds": 3600}))]
 pub struct RotateApiKey {
     /// 0–604 800: how long the old secret keeps working. Default 0.
     #[serde(default)]

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 /// The body of a successful delete or removal: `{"deleted": true}`.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"deleted": true}))]
 pub struct Deleted {
     pub deleted: bool,
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
 pub struct HealthStatus {
     /// `ok` (process up) or `ready` (database reachable).
     #[schema(example = "ok")]

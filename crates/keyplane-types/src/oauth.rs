@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 /// RFC 6749 §5.2 error body.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid_client", "error_description": "Invalid client credentials."}))]
 pub struct OAuthErrorBody {
     #[schema(example = "invalid_client")]
     pub error: &'static str,
@@ -14,6 +15,12 @@ pub struct OAuthErrorBody {
 
 /// RFC 6749 §5.1 token response.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "access_token": "<EdDSA-signed JWT>",
+    "token_type": "Bearer",
+    "expires_in": 300,
+    "refresh_token": "<single-use refresh token>"
+}))]
 pub struct OAuthTokenResponse {
     pub access_token: String,
     #[schema(example = "Bearer")]
@@ -26,6 +33,19 @@ pub struct OAuthTokenResponse {
 
 /// RFC 7662 introspection response. Inactive tokens answer `{"active": false}` only.
 #[derive(Serialize, ToSchema, Default)]
+#[schema(example = json!({
+    "active": true,
+    "token_type": "Bearer",
+    "sub": "0190c8e3-1a7c-7b2d-9e4f-5c8a1d3b6e92",
+    "iss": "https://keyplane.example.com",
+    "exp": 1764547500,
+    "iat": 1764547200,
+    "nbf": 1764547200,
+    "jti": "0190c8e6-3e4f-7a5b-8c6d-1e2f3a4b5c6d",
+    "organization": "0190c8e2-4f6b-7a1e-9c3d-2b5e8f1a4c70",
+    "env": "TEST",
+    "type": "API_KEY"
+}))]
 pub struct IntrospectionResponse {
     pub active: bool,
     /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
@@ -55,6 +75,19 @@ pub struct IntrospectionResponse {
 
 /// RFC 8414 authorization server metadata.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "issuer": "https://keyplane.example.com",
+    "token_endpoint": "https://keyplane.example.com/oauth2/token",
+    "jwks_uri": "https://keyplane.example.com/.well-known/jwks.json",
+    "introspection_endpoint": "https://keyplane.example.com/oauth2/introspect",
+    "revocation_endpoint": "https://keyplane.example.com/oauth2/revoke",
+    "grant_types_supported": ["client_credentials", "refresh_token"],
+    "response_types_supported": [],
+    "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    "scopes_supported": []
+}))]
 pub struct ServerMetadata {
     pub issuer: String,
     pub token_endpoint: String,

@@ -7,6 +7,22 @@ use utoipa::ToSchema;
 
 /// An organization as the API shows it; unset optional fields are omitted.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "_id": "0190c8e2-4f6b-7a1e-9c3d-2b5e8f1a4c70",
+    "_type": "MANAGED_ORGANIZATION",
+    "_envs": ["TEST"],
+    "name": "Acme Bakery GmbH",
+    "display_name": "Acme Bakery",
+    "address_line1": "Hauptstraße 1",
+    "zip": "10115",
+    "town": "Berlin",
+    "country_code": "DEU",
+    "vat_id": "DE123456789",
+    "metadata": {"customer_number": "C-1042"},
+    "managed_by_organization_id": "0190c8e1-9b2a-7d4c-8e1f-3a6b5c9d2e81",
+    "created_at": 1764547200,
+    "created_by_user": "0190c8e1-c3d5-7e8f-a1b2-4d6e8f0a2c13"
+}))]
 pub struct OrganizationResource {
     pub _id: String,
     /// `ORGANIZATION`, or `MANAGED_ORGANIZATION` when managed by another.
@@ -59,6 +75,17 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D
 /// update a required field may not be `null`, an optional one may (it is cleared).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Acme Bakery GmbH",
+    "address_line1": "Hauptstraße 1",
+    "zip": "10115",
+    "town": "Berlin",
+    "country_code": "DEU",
+    "display_name": "Acme Bakery",
+    "vat_id": "DE123456789",
+    "metadata": {"customer_number": "C-1042"},
+    "managed_by_organization_id": "0190c8e1-9b2a-7d4c-8e1f-3a6b5c9d2e81"
+}))]
 pub struct OrganizationBody {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -107,6 +134,22 @@ pub struct OrganizationBody {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"data": [{
+        "_id": "0190c8e2-4f6b-7a1e-9c3d-2b5e8f1a4c70",
+        "_type": "MANAGED_ORGANIZATION",
+        "_envs": ["TEST"],
+        "name": "Acme Bakery GmbH",
+        "display_name": "Acme Bakery",
+        "address_line1": "Hauptstraße 1",
+        "zip": "10115",
+        "town": "Berlin",
+        "country_code": "DEU",
+        "vat_id": "DE123456789",
+        "metadata": {"customer_number": "C-1042"},
+        "managed_by_organization_id": "0190c8e1-9b2a-7d4c-8e1f-3a6b5c9d2e81",
+        "created_at": 1764547200,
+        "created_by_user": "0190c8e1-c3d5-7e8f-a1b2-4d6e8f0a2c13"
+    }], "count": 1, "_type": "ORGANIZATION_LIST"}))]
 pub struct OrganizationList {
     pub data: Vec<OrganizationResource>,
     /// Every organization that matches, not just this page.
@@ -117,6 +160,7 @@ pub struct OrganizationList {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"env": "LIVE"}))]
 pub struct EnableEnv {
     pub env: Env,
 }

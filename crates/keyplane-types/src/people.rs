@@ -6,6 +6,17 @@ use utoipa::ToSchema;
 
 /// A person as one organization sees them.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "_id": "0190c8e4-2b8d-7f1a-8c3e-6d9b2e4a7f05",
+    "_type": "USER",
+    "_envs": ["TEST"],
+    "email": "jane.doe@example.com",
+    "first_name": "Jane",
+    "last_name": "Doe",
+    "role": "developer",
+    "status": "active",
+    "created_at": 1764547200
+}))]
 pub struct UserResource {
     pub _id: String,
     #[schema(example = "USER")]
@@ -22,6 +33,17 @@ pub struct UserResource {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"data": [{
+        "_id": "0190c8e4-2b8d-7f1a-8c3e-6d9b2e4a7f05",
+        "_type": "USER",
+        "_envs": ["TEST"],
+        "email": "jane.doe@example.com",
+        "first_name": "Jane",
+        "last_name": "Doe",
+        "role": "developer",
+        "status": "active",
+        "created_at": 1764547200
+    }], "count": 1, "_type": "USER_LIST"}))]
 pub struct UserList {
     pub data: Vec<UserResource>,
     pub count: u64,
@@ -30,6 +52,17 @@ pub struct UserList {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "_id": "0190c8e4-2b8e-7a2b-9d4f-7e0c3f5b8a16",
+    "_type": "INVITATION",
+    "_envs": ["TEST"],
+    "organization_id": "0190c8e2-4f6b-7a1e-9c3d-2b5e8f1a4c70",
+    "user_id": "0190c8e4-2b8d-7f1a-8c3e-6d9b2e4a7f05",
+    "email": "jane.doe@example.com",
+    "role": "developer",
+    "created_at": 1764547200,
+    "expires_at": 1765152000
+}))]
 pub struct InvitationResource {
     pub _id: String,
     #[schema(example = "INVITATION")]
@@ -44,6 +77,17 @@ pub struct InvitationResource {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"data": [{
+        "_id": "0190c8e4-2b8e-7a2b-9d4f-7e0c3f5b8a16",
+        "_type": "INVITATION",
+        "_envs": ["TEST"],
+        "organization_id": "0190c8e2-4f6b-7a1e-9c3d-2b5e8f1a4c70",
+        "user_id": "0190c8e4-2b8d-7f1a-8c3e-6d9b2e4a7f05",
+        "email": "jane.doe@example.com",
+        "role": "developer",
+        "created_at": 1764547200,
+        "expires_at": 1765152000
+    }], "count": 1, "_type": "INVITATION_LIST"}))]
 pub struct InvitationList {
     pub data: Vec<InvitationResource>,
     pub count: u64,
@@ -53,6 +97,7 @@ pub struct InvitationList {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "jane.doe@example.com", "first_name": "Jane", "last_name": "Doe", "role": "developer"}))]
 pub struct InviteBody {
     pub email: String,
     pub first_name: Option<String>,
@@ -63,6 +108,7 @@ pub struct InviteBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "viewer", "status": "disabled"}))]
 pub struct UpdateUserBody {
     pub role: Option<Role>,
     /// `active` or `disabled`.
@@ -71,6 +117,7 @@ pub struct UpdateUserBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "<token from the invitation link>", "password": "<your new password>", "first_name": "Jane", "last_name": "Doe"}))]
 pub struct AcceptBody {
     /// From the invitation link.
     pub token: String,
