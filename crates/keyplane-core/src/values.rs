@@ -4,7 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// A value that breaks a rule of the API (README, "API keys", "Organizations", "People and
 /// invitations"); `field` names the offending input.
@@ -168,12 +167,27 @@ impl fmt::Display for KeyName {
 }
 
 macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+    ($(#[doc = $doc:literal])* $name:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[doc = $doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
+
+        // Written out: utoipa's derive does not see a `rename` passed through a macro, and
+        // documented the variants' Rust names instead of the values on the wire.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let description = [$($doc),*].map(str::trim).join("\n");
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some(description))
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -302,5 +316,27 @@ mod tests {
         assert_eq!(err.field, "kind");
         assert_eq!(err.message, "must be one of: test live");
         assert_eq!(ApiKeyKind::Live.env(), Env::Live);
+    }
+
+    #[test]
+    fn the_openapi_schemas_list_the_values_on_the_wire() {
+        fn check<T: utoipa::PartialSchema + Serialize>(all: &[T]) {
+            let schema = serde_json::to_value(T::schema()).unwrap();
+            let wire: Vec<serde_json::Value> = all
+                .iter()
+                .map(|value| serde_json::to_value(value).unwrap())
+                .collect();
+            assert_eq!(schema["enum"], serde_json::Value::Array(wire));
+            assert!(
+                schema["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty())
+            );
+        }
+        check(Env::ALL);
+        check(ApiKeyKind::ALL);
+        check(ApiKeyStatus::ALL);
+        check(Role::ALL);
+        check(UserStatus::ALL);
     }
 }
