@@ -3,7 +3,9 @@
 use crate::ids::{ApiKeyId, OrganizationId, UserId};
 use crate::records::{ApiKey, Metadata, SecretChange};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
-use crate::values::{ApiKeyKind, ApiKeyStatus, KeyName, Role, ValidationError};
+use crate::values::{
+    ApiKeyKind, ApiKeyStatus, KeyName, Role, ValidationError, is_forbidden_in_text,
+};
 
 pub const MAX_METADATA_KEYS: usize = 20;
 pub const MAX_METADATA_KEY_LENGTH: usize = 40;
@@ -24,14 +26,18 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
         ));
     }
     for (key, value) in metadata {
-        let field = format!("metadata.{key}");
+        // The key as the error names it: at most the longest valid key, so an oversized one is
+        // not echoed back whole.
+        let shown: String = key.chars().take(MAX_METADATA_KEY_LENGTH).collect();
+        let ellipsis = if shown.len() < key.len() { "…" } else { "" };
+        let field = format!("metadata.{shown}{ellipsis}");
         if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_LENGTH {
             return Err(ValidationError::new(
                 field,
                 format!("key names are 1 to {MAX_METADATA_KEY_LENGTH} characters"),
             ));
         }
-        if key.chars().any(char::is_control) {
+        if key.chars().any(is_forbidden_in_text) {
             return Err(ValidationError::new(
                 field,
                 "control characters are not allowed",
@@ -45,7 +51,7 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<(), ValidationError> {
                         format!("at most {MAX_METADATA_VALUE_LENGTH} characters"),
                     ));
                 }
-                if text.chars().any(char::is_control) {
+                if text.chars().any(is_forbidden_in_text) {
                     return Err(ValidationError::new(
                         field,
                         "control characters are not allowed",
@@ -239,7 +245,8 @@ mod tests {
         assert_eq!(validate_metadata(&many).unwrap_err().field, "metadata");
         let long_key = "k".repeat(41);
         let error = validate_metadata(&metadata(json!({long_key.clone(): "v"}))).unwrap_err();
-        assert_eq!(error.field, format!("metadata.{long_key}"));
+        // Named by its first 40 characters: an oversized key is not echoed back whole.
+        assert_eq!(error.field, format!("metadata.{}…", "k".repeat(40)));
         let error = validate_metadata(&metadata(json!({"note": "x".repeat(501)}))).unwrap_err();
         assert_eq!(error.field, "metadata.note");
         assert!(validate_metadata(&metadata(json!({"note": "x".repeat(500)}))).is_ok());
@@ -251,6 +258,8 @@ mod tests {
             json!({"n": [1]}),
             json!({"n": {"a": 1}}),
             json!({"n": "a\u{0}b"}),
+            json!({"n": "invoice\u{202e}fdp.exe"}),
+            json!({"n": "a\u{2066}b"}),
         ] {
             assert_eq!(
                 validate_metadata(&metadata(bad)).unwrap_err().field,

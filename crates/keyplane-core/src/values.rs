@@ -30,8 +30,26 @@ pub const PASSWORD_LENGTH: (usize, usize) = (12, 256);
 
 /// A person's new password: 12 to 256 characters (anything else about it is the person's).
 pub fn check_password(password: &str) -> Result<(), ValidationError> {
-    check_text("password", password, PASSWORD_LENGTH.0, PASSWORD_LENGTH.1)
-        .map_err(|_| ValidationError::new("password", "must be 12 to 256 characters"))
+    let len = password.chars().count();
+    if !(PASSWORD_LENGTH.0..=PASSWORD_LENGTH.1).contains(&len)
+        || password.chars().any(char::is_control)
+    {
+        return Err(ValidationError::new(
+            "password",
+            "must be 12 to 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Characters no text field or metadata may hold: control characters, and the invisible
+/// bidirectional controls that make text display otherwise than it reads ("Trojan Source").
+pub fn is_forbidden_in_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ValidationError> {
@@ -42,7 +60,7 @@ pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<()
             format!("must be between {min} and {max} characters long"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(is_forbidden_in_text) {
         return Err(ValidationError::new(
             field,
             "must not contain control characters",
@@ -338,5 +356,25 @@ mod tests {
         check(ApiKeyStatus::ALL);
         check(Role::ALL);
         check(UserStatus::ALL);
+    }
+
+    #[test]
+    fn text_may_not_hide_how_it_reads() {
+        assert!(check_text("town", "Zürich", 1, 100).is_ok());
+        assert!(
+            check_text(
+                "town",
+                "\u{5d9}\u{5e8}\u{5d5}\u{5e9}\u{5dc}\u{5d9}\u{5dd}",
+                1,
+                100
+            )
+            .is_ok()
+        );
+        for bad in ["Z\u{202e}rich", "a\u{2066}b", "a\u{200f}b", "a\u{7}b"] {
+            assert_eq!(check_text("town", bad, 1, 100).unwrap_err().field, "town");
+        }
+        // A password is the person's own: only its length and control characters are checked.
+        assert!(check_password("correct\u{202e}horse battery").is_ok());
+        assert!(check_password("short").is_err());
     }
 }

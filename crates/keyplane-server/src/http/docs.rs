@@ -23,7 +23,7 @@ const PAGE: &str = r#"<!doctype html>
 </head>
 <body>
 <rapi-doc spec-url="/openapi.json" theme="light" render-style="read" show-header="false"
-  allow-server-selection="false" allow-authentication="true" allow-try="true"
+  allow-server-selection="false" allow-authentication="true" allow-try="true" load-fonts="false"
   regular-font="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
   mono-font="ui-monospace, SFMono-Regular, Menlo, monospace"></rapi-doc>
 </body>

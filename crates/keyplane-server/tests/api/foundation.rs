@@ -329,6 +329,8 @@ async fn the_reference_page_loads_nothing_from_another_host() {
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"src="/docs/rapidoc-min.js""#));
     assert!(html.contains(r#"spec-url="/openapi.json""#));
+    // RapiDoc would fetch its default font from Google's servers.
+    assert!(html.contains(r#"load-fonts="false""#));
     assert!(
         !html.contains("http:") && !html.contains("https:") && !html.contains("//"),
         "every reference is to this server: {html}"
