@@ -40,19 +40,21 @@ pub fn parse<O: Copy>(
         match name.as_str() {
             "limit" => {
                 once()?;
-                paging.limit = value
-                    .parse()
-                    .ok()
+                paging.limit = whole_number(&value)
+                    .and_then(|n| u32::try_from(n).ok())
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| ApiError::validation("limit", "must be between 1 and 100"))?;
             }
             "offset" => {
                 once()?;
-                paging.offset = value
-                    .parse()
-                    .ok()
+                paging.offset = whole_number(&value)
                     .filter(|n| *n <= i64::MAX as u64)
-                    .ok_or_else(|| ApiError::validation("offset", "must be a number ≥ 0"))?;
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "offset",
+                            "must be a whole number from 0 to 9223372036854775807",
+                        )
+                    })?;
             }
             "order_by" => {
                 once()?;
@@ -90,6 +92,15 @@ pub fn parse<O: Copy>(
 }
 
 /// Adds the comma-separated values of an array filter; a value given twice is a 400.
+/// A number written plainly: decimal digits only, no sign and no leading zero (`0` itself is
+/// fine), so one value has one spelling.
+fn whole_number(text: &str) -> Option<u64> {
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    plain.then(|| text.parse().ok()).flatten()
+}
+
 pub fn add_values<T: std::str::FromStr<Err = keyplane_core::ValidationError> + PartialEq>(
     values: &mut Vec<T>,
     field: &str,
@@ -119,4 +130,29 @@ pub fn set_once<T>(slot: &mut Option<T>, field: &str, value: T) -> Result<(), Ap
     }
     *slot = Some(value);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+
+    #[test]
+    fn numbers_have_one_spelling() {
+        assert_eq!(whole_number("0"), Some(0));
+        assert_eq!(whole_number("100"), Some(100));
+        assert_eq!(whole_number("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            "01",
+            "1.0",
+            " 1",
+            "1e2",
+            "18446744073709551616",
+            "0x10",
+        ] {
+            assert_eq!(whole_number(bad), None, "{bad:?}");
+        }
+    }
 }
