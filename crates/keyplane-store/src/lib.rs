@@ -18,6 +18,7 @@ mod people;
 mod postgres;
 mod refresh_tokens;
 mod rows;
+mod sessions;
 mod signing_keys;
 mod sqlite;
 mod store;
@@ -26,9 +27,9 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
-    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
-    UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
+    Membership, MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken,
+    User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -81,6 +82,9 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::AlreadyBootstrapped`], changing nothing, when any organization
     /// exists or a bootstrap has already run.
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
+
+    /// Whether any organization exists (the console's first-run setup is offered until one does).
+    async fn has_organizations(&self) -> Result<bool, StoreError>;
 
     async fn organization(&self, id: OrganizationId) -> Result<Option<Organization>, StoreError>;
 
@@ -355,6 +359,48 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         events: &[AuditEvent],
     ) -> Result<(), StoreError>;
+
+    /// Stores a new console session with the audit events of its sign-in; in the same
+    /// transaction, deletes every session that ended (seen before the first bound, or begun
+    /// before the second).
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        expired: (i64, i64),
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    /// A console session by the keyed hash of its id.
+    async fn console_session(
+        &self,
+        id_hash: &CredentialHash,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+
+    /// Records that a console session was seen at `now`.
+    async fn touch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Points a console session at another organization, with the person's token version
+    /// there; false when the session is gone.
+    async fn switch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        organization_id: OrganizationId,
+        token_version: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends one console session; false when it had ended already.
+    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError>;
+
+    /// Ends every console session of a person, with its audit events; how many there were.
+    async fn delete_console_sessions_of_user(
+        &self,
+        user_id: UserId,
+        events: &[AuditEvent],
+    ) -> Result<u64, StoreError>;
 
     /// Records audit events that accompany no other change (e.g. a failed login).
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;

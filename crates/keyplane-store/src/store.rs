@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
-    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
-    UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
+    Membership, MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken,
+    User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -19,7 +19,7 @@ use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 use crate::engine::{Backend, Engine};
 use crate::{
     Bootstrap, OrganizationDeletion, Store, StoreError, api_keys, audit, bootstrap, invitations,
-    organizations, people, refresh_tokens, signing_keys,
+    organizations, people, refresh_tokens, sessions, signing_keys,
 };
 
 #[async_trait]
@@ -34,6 +34,10 @@ impl<B: Backend> Store for B {
 
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
         bootstrap::probe_write(self, now).await
+    }
+
+    async fn has_organizations(&self) -> Result<bool, StoreError> {
+        bootstrap::has_organizations(self).await
     }
 
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError> {
@@ -319,6 +323,51 @@ impl<B: Backend> Store for B {
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
         refresh_tokens::revoke_refresh_family(self, family_id, now, events).await
+    }
+
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        expired: (i64, i64),
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        sessions::create_console_session(self, session, expired, events).await
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &CredentialHash,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        sessions::console_session(self, id_hash).await
+    }
+
+    async fn touch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sessions::touch_console_session(self, id_hash, now).await
+    }
+
+    async fn switch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        organization_id: OrganizationId,
+        token_version: i64,
+    ) -> Result<bool, StoreError> {
+        sessions::switch_console_session(self, id_hash, organization_id, token_version).await
+    }
+
+    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError> {
+        sessions::delete_console_session(self, id_hash).await
+    }
+
+    async fn delete_console_sessions_of_user(
+        &self,
+        user_id: UserId,
+        events: &[AuditEvent],
+    ) -> Result<u64, StoreError> {
+        sessions::delete_console_sessions_of_user(self, user_id, events).await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -11,4 +11,6 @@ pub mod credentials;
 pub mod organizations;
 pub mod people;
 pub mod refresh;
+pub mod sessions;
+pub mod setup;
 pub mod tokens;
