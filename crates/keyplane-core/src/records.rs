@@ -172,6 +172,24 @@ pub struct ConsoleSession {
     pub last_seen_at: i64,
 }
 
+/// A password reset link's token, stored as its keyed hash: one per person (a new request
+/// replaces the last), usable once, until `expires_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PasswordReset {
+    pub token_hash: CredentialHash,
+    pub user_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl PasswordReset {
+    /// How long a reset link works.
+    pub const LIFETIME: i64 = 3600;
+    /// A person gets at most one reset mail per this many seconds, however often it is asked
+    /// for (from however many addresses).
+    pub const MIN_INTERVAL: i64 = 60;
+}
+
 /// How long a console session lasts: `idle` seconds without a request, `lifetime` in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionLimits {

@@ -100,6 +100,8 @@ pub enum CredentialKind {
     ConsoleSession,
     /// The one-time token of the console's first-run setup link.
     SetupToken,
+    /// The token of a mailed password reset link.
+    PasswordReset,
 }
 
 impl CredentialKind {
@@ -110,6 +112,7 @@ impl CredentialKind {
             CredentialKind::InvitationToken => b"invitation-token\0",
             CredentialKind::ConsoleSession => b"console-session\0",
             CredentialKind::SetupToken => b"setup-token\0",
+            CredentialKind::PasswordReset => b"password-reset\0",
         }
     }
 }

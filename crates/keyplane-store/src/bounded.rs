@@ -11,8 +11,8 @@ use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
-    Membership, MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken,
-    User, UserQuery,
+    Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
+    RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -444,6 +444,54 @@ impl<S: Store> Store for Bounded<S> {
     ) -> Result<u64, StoreError> {
         self.within(self.inner.delete_console_sessions_of_user(user_id, events))
             .await
+    }
+
+    async fn offer_password_reset(
+        &self,
+        reset: &PasswordReset,
+        not_since: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.offer_password_reset(reset, not_since))
+            .await
+    }
+
+    async fn password_reset(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<PasswordReset>, StoreError> {
+        self.within(self.inner.password_reset(token_hash)).await
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        token_hash: &CredentialHash,
+        user_id: UserId,
+        now: i64,
+        password_hash: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.redeem_password_reset(
+            token_hash,
+            user_id,
+            now,
+            password_hash,
+            events,
+        ))
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        keep: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        self.within(
+            self.inner
+                .change_password(user_id, password_hash, keep, events),
+        )
+        .await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

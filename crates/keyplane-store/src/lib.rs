@@ -28,8 +28,8 @@ use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
-    Membership, MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken,
-    User, UserQuery,
+    Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
+    RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -401,6 +401,41 @@ pub trait Store: Send + Sync + 'static {
         user_id: UserId,
         events: &[AuditEvent],
     ) -> Result<u64, StoreError>;
+
+    /// Stores a person's password reset link, replacing their earlier one unless that was made
+    /// after `not_since`; false when refused.
+    async fn offer_password_reset(
+        &self,
+        reset: &PasswordReset,
+        not_since: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// An unused password reset link by the keyed hash of its token.
+    async fn password_reset(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<PasswordReset>, StoreError>;
+
+    /// Spends a reset link and, in the same transaction, sets the person's password hash, ends
+    /// their console sessions and writes `events`; false when it was spent, replaced or expired.
+    async fn redeem_password_reset(
+        &self,
+        token_hash: &CredentialHash,
+        user_id: UserId,
+        now: i64,
+        password_hash: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a person's password hash and ends every console session of theirs but `keep`, with
+    /// `events`, in one transaction.
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        keep: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
 
     /// Records audit events that accompany no other change (e.g. a failed login).
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;

@@ -6,7 +6,7 @@
 
 use keyplane_core::records::{
     ActorType, ApiKey, AuditEvent, ConsoleSession, Invitation, Membership, Metadata, Organization,
-    RefreshToken, User,
+    PasswordReset, RefreshToken, User,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::{StoredSigningKey, SubjectType};
@@ -300,6 +300,17 @@ impl FromRow for ConsoleSession {
             csrf_token: row.get("csrf_token")?,
             created_at: row.get("created_at")?,
             last_seen_at: row.get("last_seen_at")?,
+        })
+    }
+}
+
+impl FromRow for PasswordReset {
+    fn from_row(row: &impl Columns) -> Result<Self, StoreError> {
+        Ok(PasswordReset {
+            token_hash: hash_from_bytes("token_hash", row.get("token_hash")?)?,
+            user_id: parse_column("user_id", &row.get::<String>("user_id")?)?,
+            created_at: row.get("created_at")?,
+            expires_at: row.get("expires_at")?,
         })
     }
 }

@@ -8,8 +8,8 @@ use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
-    Membership, MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken,
-    User, UserQuery,
+    Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
+    RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -368,6 +368,42 @@ impl<B: Backend> Store for B {
         events: &[AuditEvent],
     ) -> Result<u64, StoreError> {
         sessions::delete_console_sessions_of_user(self, user_id, events).await
+    }
+
+    async fn offer_password_reset(
+        &self,
+        reset: &PasswordReset,
+        not_since: i64,
+    ) -> Result<bool, StoreError> {
+        sessions::offer_password_reset(self, reset, not_since).await
+    }
+
+    async fn password_reset(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<PasswordReset>, StoreError> {
+        sessions::password_reset(self, token_hash).await
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        token_hash: &CredentialHash,
+        user_id: UserId,
+        now: i64,
+        password_hash: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        sessions::redeem_password_reset(self, token_hash, user_id, now, password_hash, events).await
+    }
+
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        keep: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        sessions::change_password(self, user_id, password_hash, keep, events).await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@ use crate::console::layout::{self, Errors, Field, page};
 use crate::console::session::{self, Person, safe_next};
 use crate::service::bootstrap::{self, BootstrapError};
 use crate::service::context::RequestContext;
+use crate::service::password_reset::{self, ResetError};
 use crate::service::people::{self, UserError};
 use crate::service::sessions;
 use crate::service::setup::{self, SetupError};
@@ -142,20 +143,139 @@ pub async fn sign_in(
     }
 }
 
-pub async fn forgot_password_page() -> Response {
+#[derive(Debug, Default, Deserialize)]
+pub struct ForgotQuery {
+    sent: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ForgotForm {
+    email: Option<String>,
+}
+
+fn forgot_form(email: &str, sent: bool, errors: &Errors) -> Markup {
     page(
         "Forgot password",
         None,
         html! {
             h1 { "Forgot password" }
-            p {
-                "Password reset by mail is not available yet. An owner or admin of your organization can invite you again, "
-                "which lets you set a new password."
+            @if sent {
+                p.notice.ok role="status" {
+                    "If an account uses that address, a link to set a new password is on its way. It works once, for one hour."
+                }
+            } @else {
+                p { "Enter the address you sign in with. We will mail you a link to set a new password." }
             }
-            p { a href="/console/sign-in" { "Back to sign-in" } }
+            (errors.notice(&["email"]))
+            form.card method="post" action="/console/forgot-password" novalidate {
+                (Field::new("Email", "email", "email", email).autocomplete("username").render(errors))
+                div.actions {
+                    button type="submit" { "Send reset link" }
+                    a href="/console/sign-in" { "Back to sign-in" }
+                }
+            }
         },
     )
-    .into_response()
+}
+
+pub async fn forgot_password_page(Query(query): Query<ForgotQuery>) -> Response {
+    forgot_form("", query.sent.is_some(), &Errors::default()).into_response()
+}
+
+/// Asks for a reset link. Known and unknown addresses get the same answer: a redirect to the
+/// page saying a link is on its way if the address is an account's.
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Form(form): Form<ForgotForm>,
+) -> Response {
+    let email = form.email.clone().unwrap_or_default();
+    let refuse = |status: StatusCode, errors: Errors| {
+        (status, forgot_form(&email, false, &errors)).into_response()
+    };
+    let address = match credential("email", &form.email) {
+        Ok(address) => address,
+        Err(errors) => return refuse(StatusCode::BAD_REQUEST, errors),
+    };
+    match password_reset::request(&state, address, &context).await {
+        Ok(()) => layout::see_other("/console/forgot-password?sent=1"),
+        Err(ResetError::Invalid(error)) => refuse(StatusCode::BAD_REQUEST, error.into()),
+        Err(ResetError::Throttled(seconds)) => refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            Errors::form(format!(
+                "Too many requests. Try again in {seconds} seconds."
+            )),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "a password reset request failed");
+            unavailable()
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ResetForm {
+    token: Option<String>,
+    password: Option<String>,
+}
+
+fn reset_form(form: &ResetForm, errors: &Errors) -> Markup {
+    page(
+        "Set a new password",
+        None,
+        html! {
+            h1 { "Set a new password" }
+            p { "Choose a new password. Every session of yours ends, and you are signed in here." }
+            p.notice.error #token-missing hidden { "This page was opened without its token. Open the full link from the reset mail." }
+            (errors.notice(&["password"]))
+            form.card method="post" action="/console/reset-password" data-token-from-fragment novalidate {
+                (Field::new("Reset token", "token", "text", &form.token.clone().unwrap_or_default()).hint("The part of the reset link after #token=").render(errors))
+                (Field::new("Password", "password", "password", "").hint("12 to 256 characters").autocomplete("new-password").render(errors))
+                div.actions { button type="submit" { "Set password" } }
+            }
+        },
+    )
+}
+
+pub async fn reset_password_page() -> Response {
+    reset_form(&ResetForm::default(), &Errors::default()).into_response()
+}
+
+const INVALID_RESET_LINK: &str =
+    "token: the reset link is invalid, already used or expired. Ask for a new one.";
+
+pub async fn reset_password(
+    State(state): State<AppState>,
+    context: RequestContext,
+    Form(form): Form<ResetForm>,
+) -> Response {
+    let refuse =
+        |status: StatusCode, errors: Errors| (status, reset_form(&form, &errors)).into_response();
+    let token = form.token.clone().unwrap_or_default();
+    if token.is_empty() || token.len() > MAX_CREDENTIAL_LENGTH {
+        return refuse(StatusCode::BAD_REQUEST, Errors::form(INVALID_RESET_LINK));
+    }
+    let password = form.password.clone().unwrap_or_default();
+    match password_reset::reset(&state, &context, &token, password).await {
+        Ok(Some(membership)) => match sessions::start(&state, &membership, Vec::new()).await {
+            Ok(id) => signed_in(&id, "/console/api-keys"),
+            Err(_) => layout::see_other("/console/sign-in"),
+        },
+        // A person in no organization any more has a password but nothing to sign in to.
+        Ok(None) => layout::see_other("/console/sign-in"),
+        Err(ResetError::Invalid(error)) => refuse(StatusCode::BAD_REQUEST, error.into()),
+        Err(ResetError::InvalidLink) => {
+            refuse(StatusCode::BAD_REQUEST, Errors::form(INVALID_RESET_LINK))
+        }
+        Err(ResetError::Busy | ResetError::Throttled(_)) => refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            Errors::form("Keyplane is busy. Try again in a moment."),
+        ),
+        Err(ResetError::Store(error)) => {
+            tracing::warn!(%error, "a password reset failed");
+            unavailable()
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,12 +324,12 @@ fn setup_form(form: &SetupForm, errors: &Errors) -> Markup {
         html! {
             h1 { "Set up Keyplane" }
             p { "Create the first organization and its owner. You will be signed in as the owner." }
-            noscript { p.notice.warn { "This page reads the setup token from its link with JavaScript. Turn JavaScript on for this site, or paste the token after #token= into the field below." } }
             p.notice.error #token-missing hidden { "This page was opened without its setup token. Open the full link the server printed on its terminal." }
             (errors.notice(&SETUP_FIELDS))
             form.card method="post" action="/console/setup" data-token-from-fragment novalidate {
-                noscript { (Field::new("Setup token", "token", "text", "").render(errors)) }
-                input type="hidden" name="token" value=(form.token.clone().unwrap_or_default());
+                // Filled from the link's fragment and hidden by the script; without JavaScript,
+                // paste the part after `#token=`.
+                (Field::new("Setup token", "token", "text", &value(&form.token)).hint("The part of the setup link after #token=").render(errors))
                 h2 { "Organization" }
                 (Field::new("Organization name", "name", "text", &name).autocomplete("organization").render(errors))
                 (Field::new("Address", "address_line1", "text", &address).autocomplete("address-line1").render(errors))
@@ -313,11 +433,10 @@ fn accept_form(form: &AcceptForm, errors: &Errors) -> Markup {
         html! {
             h1 { "Accept invitation" }
             p { "Choose a password to join. You will be signed in afterwards." }
-            noscript { p.notice.warn { "This page reads the invitation token from its link with JavaScript. Turn JavaScript on for this site." } }
             p.notice.error #token-missing hidden { "This page was opened without its invitation token. Open the full link from the invitation mail." }
             (errors.notice(&["password", "first_name", "last_name"]))
             form.card method="post" action="/console/accept-invitation" data-token-from-fragment novalidate {
-                input type="hidden" name="token" value=(form.token.clone().unwrap_or_default());
+                (Field::new("Invitation token", "token", "text", &form.token.clone().unwrap_or_default()).hint("The part of the invitation link after #token=").render(errors))
                 (Field::new("Password", "password", "password", "").hint("12 to 256 characters").autocomplete("new-password").render(errors))
                 (Field::new("First name", "first_name", "text", &first).optional().autocomplete("given-name").render(errors))
                 (Field::new("Last name", "last_name", "text", &last).optional().autocomplete("family-name").render(errors))

@@ -7,8 +7,8 @@
 //!   sign-in page) and checks the CSRF token of every POST from a signed-in person.
 //! - [`layout`]: the page skeleton, forms and fields; [`assets`]: htmx, the stylesheet and
 //!   the script, served with hashed names.
-//! - One module per screen: [`entry`] (sign-in, first-run setup, accepting an invitation, the
-//!   organization switcher, signing out), [`api_keys`], [`account`].
+//! - One module per screen: [`entry`] (sign-in, forgotten passwords, first-run setup, accepting
+//!   an invitation, the organization switcher, signing out), [`api_keys`], [`account`].
 
 pub mod account;
 pub mod api_keys;
@@ -38,7 +38,12 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/console/sign-in",
             get(entry::sign_in_page).post(entry::sign_in),
         )
-        .route("/console/forgot-password", get(entry::forgot_password_page))
+        .route(
+            "/console/forgot-password",
+            get(entry::forgot_password_page).post(entry::forgot_password),
+        )
+        .route("/reset-password", get(entry::reset_password_page))
+        .route("/console/reset-password", post(entry::reset_password))
         .route("/console/setup", get(entry::setup_page).post(entry::set_up))
         .route("/accept-invitation", get(entry::accept_page))
         .route("/console/accept-invitation", post(entry::accept))
@@ -59,6 +64,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(api_keys::delete_page).post(api_keys::delete),
         )
         .route("/console/account", get(account::account_page))
+        .route("/console/account/password", post(account::change_password))
         .route(
             "/console/account/sign-out-everywhere",
             post(account::sign_out_everywhere),

@@ -5,7 +5,8 @@
 //!   `https://` and the `Host` it was sent to (or the public URL's origin). A POST without
 //!   `Origin` is refused too: every browser this console supports sends it on POST, so its
 //!   absence means a client that is not a browser page of ours;
-//! - a page other than the public ones (sign-in, setup, accepting an invitation, assets) has a
+//! - a page other than the public ones (sign-in, password reset, setup, accepting an
+//!   invitation, assets) has a
 //!   live session whose person may still act ([`sessions::current`]); without one the answer is
 //!   a redirect to the sign-in page, never an error page;
 //! - every POST of a signed-in person carries the session's CSRF token, in the form field
@@ -68,6 +69,8 @@ fn is_public(path: &str) -> bool {
         path,
         "/" | "/console/sign-in"
             | "/console/forgot-password"
+            | "/reset-password"
+            | "/console/reset-password"
             | "/console/setup"
             | "/accept-invitation"
             | "/console/accept-invitation"

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod context;
 pub mod credentials;
 pub mod organizations;
+pub mod password_reset;
 pub mod people;
 pub mod refresh;
 pub mod sessions;

@@ -195,3 +195,56 @@ pub async fn sign_out_everywhere(state: &AppState, signed: &Signed) -> Result<u6
         .delete_console_sessions_of_user(signed.session.user_id, &[])
         .await
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordChangeError {
+    /// The new password breaks the rule (field `password`).
+    #[error(transparent)]
+    Invalid(#[from] keyplane_core::ValidationError),
+    /// The current password is wrong (or its account throttled: the same refusal as sign-in).
+    #[error(transparent)]
+    Refused(#[from] AuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Changes the signed-in person's password: the current one is checked as a sign-in checks it
+/// (Argon2id, throttles, `auth.failed` on a wrong one); every other session of theirs ends.
+pub async fn change_password(
+    state: &AppState,
+    signed: &Signed,
+    current: &str,
+    new: String,
+    context: &RequestContext,
+) -> Result<(), PasswordChangeError> {
+    keyplane_core::values::check_password(&new)?;
+    let user = state
+        .store()
+        .user(signed.session.user_id)
+        .await?
+        .ok_or(AuthError::InvalidCredentials)?;
+    credentials::verify_password(
+        state,
+        user.email.as_str(),
+        current,
+        Some(signed.actor.organization_id),
+        context,
+    )
+    .await?;
+    let hash = state
+        .passwords()
+        .hash(new)
+        .await
+        .map_err(|_| AuthError::Busy)?;
+    let changed = context.event_by(
+        &signed.actor,
+        signed.actor.organization_id,
+        keyplane_core::audit::AuditAction::PasswordChanged,
+        ("user", &signed.actor.subject_id),
+    );
+    state
+        .store()
+        .change_password(user.id, &hash, &signed.session.id_hash, &[changed])
+        .await?;
+    Ok(())
+}

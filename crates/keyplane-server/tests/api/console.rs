@@ -8,7 +8,9 @@ use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
 
-use crate::helpers::{Backend, Fixture, TestApp, mailed_invitation_token, ok, send};
+use crate::helpers::{
+    Backend, Fixture, TestApp, invitation_token_in, mailed_invitation_token, mails_to, ok, send,
+};
 use crate::on_both_stores;
 
 pub const OWNER_PASSWORD: &str = "correct horse battery staple";
@@ -223,6 +225,9 @@ on_both_stores!(
     first_run_setup_creates_the_organization_and_signs_the_owner_in,
     accepting_an_invitation_refuses_bad_input,
     the_switcher_moves_the_session_to_another_organization_of_the_person,
+    a_forgotten_password_is_reset_by_the_mailed_link_once,
+    a_reset_link_expires_and_a_person_gets_one_a_minute,
+    changing_the_password_checks_the_current_one_and_ends_other_sessions,
 );
 
 async fn root_and_pages_without_a_session_go_to_sign_in(backend: Backend) {
@@ -1206,4 +1211,288 @@ async fn the_switcher_moves_the_session_to_another_organization_of_the_person(ba
         )
         .await;
     assert_eq!(refused.status(), 404);
+}
+
+/// The newest password reset mailed to `email`, waiting for it (it is sent after the answer).
+async fn mailed_reset(app: &TestApp, email: &str, count: usize) -> String {
+    for _ in 0..200 {
+        let mails: Vec<_> = mails_to(app, email)
+            .into_iter()
+            .filter(|m| m.contains("Reset your Keyplane password"))
+            .collect();
+        if mails.len() >= count {
+            return mails.last().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no password reset mail to {email}");
+}
+
+async fn a_forgotten_password_is_reset_by_the_mailed_link_once(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let signed_in_before = owner_console(&fixture).await;
+    let app = &fixture.app;
+    let console = Console::new(app);
+    let page = console
+        .get("/console/forgot-password")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(">Email<") && page.contains(">Send reset link<"));
+    for (email, message) in [
+        ("", "Email must not be empty"),
+        ("not-an-address", "Email "),
+    ] {
+        let response = console
+            .post("/console/forgot-password", &[("email", email)])
+            .await;
+        assert_eq!(response.status(), 400);
+        let html = response.text().await.unwrap();
+        assert!(between(&html, r#"id="field-email-error">"#, "</p>").starts_with(message));
+    }
+    let unknown = console
+        .post(
+            "/console/forgot-password",
+            &[("email", "nobody@example.com")],
+        )
+        .await;
+    let known = console
+        .post(
+            "/console/forgot-password",
+            &[("email", "OWNER@example.com")],
+        )
+        .await;
+    for response in [&unknown, &known] {
+        assert_eq!(response.status(), 303);
+        assert_eq!(
+            location(response),
+            "/console/forgot-password?sent=1",
+            "the same answer"
+        );
+    }
+    let mail = mailed_reset(app, "owner@example.com", 1).await;
+    assert!(mail.contains(&format!("{}/reset-password#token=", app.state.public_url())));
+    assert!(mails_to(app, "nobody@example.com").is_empty());
+    let token = invitation_token_in(&mail);
+
+    let page = console.get("/reset-password").await.text().await.unwrap();
+    assert!(page.contains(">Password<") && page.contains(">Set password<"));
+    let short = console
+        .post(
+            "/console/reset-password",
+            &[("token", &token), ("password", "short")],
+        )
+        .await;
+    assert_eq!(short.status(), 400);
+    assert!(
+        short
+            .text()
+            .await
+            .unwrap()
+            .contains("Password must be 12 to 256 characters")
+    );
+    let mut console = console;
+    let done = console
+        .post(
+            "/console/reset-password",
+            &[("token", &token), ("password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(location(&done), "/console/api-keys");
+    console.keep_cookie(&done);
+    assert_eq!(
+        console.get("/console/api-keys").await.status(),
+        200,
+        "signed in"
+    );
+    assert_eq!(
+        signed_in_before.get("/console/api-keys").await.status(),
+        303,
+        "other sessions end"
+    );
+    let again = Console::new(app)
+        .post(
+            "/console/reset-password",
+            &[("token", &token), ("password", "yet another passphrase")],
+        )
+        .await;
+    assert_eq!(again.status(), 400, "the link works once");
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains("invalid, already used or expired")
+    );
+    assert_eq!(
+        app.sign_in("owner@example.com", OWNER_PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    app.person_token("owner@example.com", "a brand new passphrase")
+        .await;
+    let log = ok(app
+        .get_as(
+            &fixture.token,
+            &format!(
+                "/api/v0/organizations/{}/audit-events?action=user.password_reset",
+                fixture.boot.organization_id
+            ),
+        )
+        .await)
+    .await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+}
+
+async fn a_reset_link_expires_and_a_person_gets_one_a_minute(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let app = &fixture.app;
+    app.activate_owner(&fixture.boot, OWNER_PASSWORD).await;
+    let console = Console::new(app);
+    console
+        .post(
+            "/console/forgot-password",
+            &[("email", "owner@example.com")],
+        )
+        .await;
+    let token = invitation_token_in(&mailed_reset(app, "owner@example.com", 1).await);
+    // A second link within the minute is refused by the store, in one statement.
+    let store = app.state.store();
+    let user_id = fixture.boot.user_id.parse().unwrap();
+    let now = keyplane_core::time::now_unix();
+    let another = keyplane_core::records::PasswordReset {
+        token_hash: keyplane_core::secrets::CredentialHash([7; 32]),
+        user_id,
+        created_at: now,
+        expires_at: now + 3600,
+    };
+    assert!(
+        !store
+            .offer_password_reset(&another, now - 60)
+            .await
+            .unwrap()
+    );
+    // An hour later the mailed link no longer works.
+    run_sql(
+        app,
+        "UPDATE password_resets SET expires_at = expires_at - $1",
+        3600,
+    )
+    .await;
+    let expired = console
+        .post(
+            "/console/reset-password",
+            &[("token", &token), ("password", "a brand new passphrase")],
+        )
+        .await;
+    assert_eq!(expired.status(), 400);
+    assert!(
+        expired
+            .text()
+            .await
+            .unwrap()
+            .contains("invalid, already used or expired")
+    );
+    app.person_token("owner@example.com", OWNER_PASSWORD).await;
+    // A minute after the first, a new link replaces it.
+    run_sql(
+        app,
+        "UPDATE password_resets SET created_at = created_at - $1",
+        61,
+    )
+    .await;
+    assert!(
+        store
+            .offer_password_reset(&another, now - 60)
+            .await
+            .unwrap()
+    );
+}
+
+async fn changing_the_password_checks_the_current_one_and_ends_other_sessions(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let here = owner_console(&fixture).await;
+    let mut elsewhere = Console::new(&fixture.app);
+    elsewhere.sign_in("owner@example.com", OWNER_PASSWORD).await;
+    let page = here.get("/console/account").await.text().await.unwrap();
+    assert!(page.contains(">Change password<") && page.contains(">Sign out everywhere<"));
+    for (current, new, field, message) in [
+        (
+            "",
+            "a brand new passphrase",
+            "current_password",
+            "Current password must not be empty",
+        ),
+        (
+            "not the password",
+            "a brand new passphrase",
+            "current_password",
+            "Current password is wrong",
+        ),
+        (
+            OWNER_PASSWORD,
+            "short",
+            "new_password",
+            "New password must be 12 to 256 characters",
+        ),
+    ] {
+        let response = here
+            .act(
+                "/console/account/password",
+                &[("current_password", current), ("new_password", new)],
+            )
+            .await;
+        assert_eq!(response.status(), 400, "{message}");
+        let html = response.text().await.unwrap();
+        let error = between(&html, &format!(r#"id="field-{field}-error">"#), "</p>");
+        assert!(error.starts_with(message), "{message:?}: {error:?}");
+    }
+    let changed = here
+        .act(
+            "/console/account/password",
+            &[
+                ("current_password", OWNER_PASSWORD),
+                ("new_password", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status(), 303);
+    assert_eq!(location(&changed), "/console/account?notice=password");
+    assert_eq!(
+        here.get("/console/account").await.status(),
+        200,
+        "this session goes on"
+    );
+    assert_eq!(
+        elsewhere.get("/console/account").await.status(),
+        303,
+        "the others end"
+    );
+    assert_eq!(
+        fixture
+            .app
+            .sign_in("owner@example.com", OWNER_PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    fixture
+        .app
+        .person_token("owner@example.com", "a brand new passphrase")
+        .await;
+    let log = ok(fixture
+        .app
+        .get_as(
+            &fixture.token,
+            &format!(
+                "/api/v0/organizations/{}/audit-events?action=user.password_changed",
+                fixture.boot.organization_id
+            ),
+        )
+        .await)
+    .await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
 }

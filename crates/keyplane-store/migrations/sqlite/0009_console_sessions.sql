@@ -11,3 +11,13 @@ CREATE TABLE console_sessions (
     last_seen_at    BIGINT NOT NULL
 );
 CREATE INDEX console_sessions_user ON console_sessions (user_id);
+
+-- Password reset links: one row per person (a new request replaces the last), the token's keyed
+-- hash only, usable once until it expires.
+CREATE TABLE password_resets (
+    token_hash  BLOB PRIMARY KEY,
+    user_id     TEXT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    used_at     BIGINT
+);

@@ -28,7 +28,12 @@
       input.value = decodeURIComponent(match[1]);
       history.replaceState(null, "", window.location.pathname + window.location.search);
     }
-    var missing = document.getElementById("token-missing");
-    if (missing && input && !input.value) { missing.hidden = false; }
+    // A token that came with the link needs no field; without one, the field stays to paste it.
+    if (input && input.value) {
+      input.closest(".field").hidden = true;
+    } else {
+      var missing = document.getElementById("token-missing");
+      if (missing) { missing.hidden = false; }
+    }
   }
 })();
