@@ -259,7 +259,6 @@ async fn first_run_setup_then_a_key_created_disabled_rotated_and_deleted_in_the_
     browser.expect_heading("API keys").await;
     assert!(browser.session_cookie().await.is_some(), "signed in");
     assert_only_this_host(&browser, &app).await;
-    browser.screenshot("api-keys").await;
 
     browser.press("New API key").await;
     browser.expect_heading("New API key").await;
@@ -296,6 +295,24 @@ async fn first_run_setup_then_a_key_created_disabled_rotated_and_deleted_in_the_
         !browser.client.source().await.unwrap().contains(&secret),
         "shown once"
     );
+    browser.screenshot("api-keys").await;
+    // At 375 px the page does not scroll sideways (the table scrolls in its own box).
+    browser.client.set_window_size(375, 800).await.unwrap();
+    let widths = browser
+        .client
+        .execute(
+            "return [window.innerWidth, document.documentElement.scrollWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(widths[0], 375, "the viewport is 375 px wide");
+    assert!(
+        widths[1].as_u64().unwrap() <= 375,
+        "the page is {} px wide at 375 px",
+        widths[1]
+    );
+    browser.client.set_window_size(1280, 900).await.unwrap();
     browser.press("Disable checkout").await;
     browser.expect_text("The API key was disabled.").await;
     assert!(
