@@ -9,7 +9,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
 
 use crate::helpers::{
-    Backend, Fixture, TestApp, invitation_token_in, mailed_invitation_token, mails_to, ok, send,
+    Backend, Fixture, TestApp, TestAppBuilder, invitation_token_in, mailed_invitation_token,
+    mails_to, ok, send,
 };
 use crate::on_both_stores;
 
@@ -1495,4 +1496,33 @@ async fn changing_the_password_checks_the_current_one_and_ends_other_sessions(ba
         .await)
     .await;
     assert_eq!(log["data"].as_array().unwrap().len(), 1, "{log}");
+}
+
+/// Two nodes on one PostgreSQL database: a session begun on one is honoured by the other, and
+/// signing out on one ends it on the other at once (sessions are read from the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_share_console_sessions() {
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let fixture = TestAppBuilder::new(&backend).await.bootstrapped().await;
+    let other = TestAppBuilder::new(&backend)
+        .await
+        .sharing_database_with(&fixture.app)
+        .start()
+        .await;
+    let here = owner_console(&fixture).await;
+    let mut there = Console::new(&other);
+    there.cookie = here.cookie.clone();
+    assert_eq!(
+        there.get("/console/api-keys").await.status(),
+        200,
+        "node B honours it"
+    );
+    assert_eq!(here.act("/console/sign-out", &[]).await.status(), 303);
+    assert_eq!(
+        there.get("/console/api-keys").await.status(),
+        303,
+        "ended on node B too"
+    );
 }
