@@ -173,8 +173,7 @@ pub async fn coming(
 ) -> Response {
     let (section, title) = match uri.path() {
         "/console/organizations" => (Section::Organizations, "Organizations"),
-        "/console/people" => (Section::People, "People"),
-        _ => (Section::AuditLog, "Audit log"),
+        _ => (Section::People, "People"),
     };
     let body = html! {
         h1 { (title) }

@@ -8,11 +8,13 @@
 //! - [`layout`]: the page skeleton, forms and fields; [`assets`]: htmx, the stylesheet and
 //!   the script, served with hashed names.
 //! - One module per screen: [`entry`] (sign-in, forgotten passwords, first-run setup, accepting
-//!   an invitation, the organization switcher, signing out), [`api_keys`], [`account`].
+//!   an invitation, the organization switcher, signing out), [`api_keys`], [`audit`],
+//!   [`account`].
 
 pub mod account;
 pub mod api_keys;
 pub mod assets;
+pub mod audit;
 pub mod entry;
 pub mod layout;
 pub mod session;
@@ -71,7 +73,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/console/organizations", get(account::coming))
         .route("/console/people", get(account::coming))
-        .route("/console/audit-log", get(account::coming))
+        .route("/console/audit-log", get(audit::page_of_events))
         .layer(from_fn_with_state(state, session::guard))
         .layer(from_fn(console_headers))
 }

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod api_keys;
+pub mod audit;
 pub mod bootstrap;
 pub mod context;
 pub mod credentials;

@@ -229,6 +229,7 @@ on_both_stores!(
     a_forgotten_password_is_reset_by_the_mailed_link_once,
     a_reset_link_expires_and_a_person_gets_one_a_minute,
     changing_the_password_checks_the_current_one_and_ends_other_sessions,
+    the_audit_log_lists_events_newest_first_with_filters,
 );
 
 async fn root_and_pages_without_a_session_go_to_sign_in(backend: Backend) {
@@ -1525,4 +1526,79 @@ async fn two_nodes_on_postgres_share_console_sessions() {
         303,
         "ended on node B too"
     );
+}
+
+async fn the_audit_log_lists_events_newest_first_with_filters(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    console
+        .act(
+            "/console/api-keys",
+            &[("name", "audited"), ("kind", "test")],
+        )
+        .await;
+    let rows = |html: &str| between(html, "<tbody>", "</tbody>").to_owned();
+    let page = console.get("/console/audit-log").await;
+    assert_eq!(page.status(), 200);
+    let all = rows(&page.text().await.unwrap());
+    let created = all.find("api_key.created").expect("the key's creation");
+    let signed_in = all.find("auth.succeeded").expect("the console sign-in");
+    assert!(created < signed_in, "newest first");
+    let filtered = rows(
+        &console
+            .get("/console/audit-log?action=api_key.created")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(filtered.contains("api_key.created") && !filtered.contains("auth.succeeded"));
+    let by_actor = rows(
+        &console
+            .get(&format!(
+                "/console/audit-log?actor_id={}",
+                fixture.boot.user_id
+            ))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(by_actor.contains("api_key.created"));
+    let none = console
+        .get("/console/audit-log?since=2001-01-01T00:00&until=2001-01-02T00:00")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(none.contains("No events match these filters."));
+    let long = "x".repeat(65);
+    for (query, field, message) in [
+        (
+            "since=yesterday".to_owned(),
+            "since",
+            "From must be a date and time",
+        ),
+        (
+            "until=2026-13-01T00:00".to_owned(),
+            "until",
+            "To must be a date and time",
+        ),
+        (
+            "since=2030-01-02T00:00&until=2030-01-01T00:00".to_owned(),
+            "since",
+            "From must not be after until",
+        ),
+        (
+            format!("actor_id={long}"),
+            "actor_id",
+            "Actor must be 1 to 64 characters",
+        ),
+    ] {
+        let response = console.get(&format!("/console/audit-log?{query}")).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let html = response.text().await.unwrap();
+        let error = between(&html, &format!(r#"id="field-{field}-error">"#), "</p>");
+        assert!(error.starts_with(message), "{message:?}: {error:?}");
+    }
 }
