@@ -1,5 +1,5 @@
-//! The Account screen (`Change password`, `Sign out everywhere`), and the pages of screens still
-//! to come.
+//! The Account screen (`Change password`, `Sign out everywhere`), and the page of the screen
+//! still to come (Organizations).
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -165,16 +165,9 @@ pub async fn sign_out_everywhere(
     response
 }
 
-/// A screen not built yet: says so plainly, and how to do it meanwhile.
-pub async fn coming(
-    State(state): State<AppState>,
-    Person(signed): Person,
-    uri: axum::http::Uri,
-) -> Response {
-    let (section, title) = match uri.path() {
-        "/console/organizations" => (Section::Organizations, "Organizations"),
-        _ => (Section::People, "People"),
-    };
+/// The Organizations screen, not built yet: says so plainly, and how to do it meanwhile.
+pub async fn coming(State(state): State<AppState>, Person(signed): Person) -> Response {
+    let (section, title) = (Section::Organizations, "Organizations");
     let body = html! {
         h1 { (title) }
         div.card.empty {

@@ -8,8 +8,8 @@
 //! - [`layout`]: the page skeleton, forms and fields; [`assets`]: htmx, the stylesheet and
 //!   the script, served with hashed names.
 //! - One module per screen: [`entry`] (sign-in, forgotten passwords, first-run setup, accepting
-//!   an invitation, the organization switcher, signing out), [`api_keys`], [`audit`],
-//!   [`account`].
+//!   an invitation, the organization switcher, signing out), [`api_keys`], [`people`],
+//!   [`audit`], [`account`].
 
 pub mod account;
 pub mod api_keys;
@@ -17,6 +17,7 @@ pub mod assets;
 pub mod audit;
 pub mod entry;
 pub mod layout;
+pub mod people;
 pub mod session;
 
 use axum::Router;
@@ -72,7 +73,16 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(account::sign_out_everywhere),
         )
         .route("/console/organizations", get(account::coming))
-        .route("/console/people", get(account::coming))
+        .route("/console/people", get(people::list))
+        .route(
+            "/console/people/invite",
+            get(people::invite_page).post(people::invite),
+        )
+        .route("/console/people/{id}/role", post(people::change_role))
+        .route("/console/people/{id}/status", post(people::change_status))
+        .route("/console/people/{id}/remove", post(people::remove))
+        .route("/console/invitations/{id}/resend", post(people::resend))
+        .route("/console/invitations/{id}/revoke", post(people::revoke))
         .route("/console/audit-log", get(audit::page_of_events))
         .layer(from_fn_with_state(state, session::guard))
         .layer(from_fn(console_headers))

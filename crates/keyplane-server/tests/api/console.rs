@@ -230,6 +230,8 @@ on_both_stores!(
     a_reset_link_expires_and_a_person_gets_one_a_minute,
     changing_the_password_checks_the_current_one_and_ends_other_sessions,
     the_audit_log_lists_events_newest_first_with_filters,
+    people_are_invited_changed_disabled_and_removed_and_invitations_resent_and_revoked,
+    people_controls_follow_the_role_and_forged_changes_are_refused,
 );
 
 async fn root_and_pages_without_a_session_go_to_sign_in(backend: Backend) {
@@ -1601,4 +1603,248 @@ async fn the_audit_log_lists_events_newest_first_with_filters(backend: Backend) 
         let error = between(&html, &format!(r#"id="field-{field}-error">"#), "</p>");
         assert!(error.starts_with(message), "{message:?}: {error:?}");
     }
+}
+
+async fn membership_of(
+    fixture: &Fixture,
+    email: &str,
+) -> Option<keyplane_core::records::Membership> {
+    let store = fixture.app.state.store();
+    let user = store.user_by_email(email).await.unwrap()?;
+    store
+        .membership(fixture.boot.organization_id.parse().unwrap(), user.id)
+        .await
+        .unwrap()
+}
+
+async fn people_are_invited_changed_disabled_and_removed_and_invitations_resent_and_revoked(
+    backend: Backend,
+) {
+    let fixture = Fixture::start(&backend).await;
+    let app = &fixture.app;
+    let console = owner_console(&fixture).await;
+    let page = console.get("/console/people").await.text().await.unwrap();
+    assert!(page.contains("owner@example.com"));
+    let form = console
+        .get("/console/people/invite")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains(">Email<") && form.contains(">Role<") && form.contains(">Send invitation<")
+    );
+    for (email, role, field, message) in [
+        ("", "developer", "email", "Email "),
+        ("not-an-address", "developer", "email", "Email "),
+        (
+            "dev@example.com",
+            "king",
+            "role",
+            "Role must be one of: owner admin developer viewer",
+        ),
+        (
+            "owner@example.com",
+            "admin",
+            "email",
+            "Email this person already belongs to the organization",
+        ),
+    ] {
+        let response = console
+            .act(
+                "/console/people/invite",
+                &[("email", email), ("role", role)],
+            )
+            .await;
+        assert_eq!(response.status(), 400, "{email} {role}");
+        let html = response.text().await.unwrap();
+        let error = between(&html, &format!(r#"id="field-{field}-error">"#), "</p>");
+        assert!(error.starts_with(message), "{message:?}: {error:?}");
+        assert!(
+            email.is_empty() || html.contains(&format!(r#"value="{email}""#)),
+            "kept"
+        );
+    }
+    let invited = console
+        .act(
+            "/console/people/invite",
+            &[("email", "dev@example.com"), ("role", "developer")],
+        )
+        .await;
+    assert_eq!(location(&invited), "/console/people?notice=invited");
+    assert_eq!(mails_to(app, "dev@example.com").len(), 1);
+    let page = console.get("/console/people").await.text().await.unwrap();
+    let pending = between(&page, "Pending invitations", "</table>").to_owned();
+    assert!(pending.contains("dev@example.com") && pending.contains("developer"));
+    let invitation_id = between(&pending, "/console/invitations/", "/").to_owned();
+    let resent = console
+        .act(&format!("/console/invitations/{invitation_id}/resend"), &[])
+        .await;
+    assert_eq!(location(&resent), "/console/people?notice=resent");
+    assert_eq!(mails_to(app, "dev@example.com").len(), 2);
+    let revoked = console
+        .act(&format!("/console/invitations/{invitation_id}/revoke"), &[])
+        .await;
+    assert_eq!(location(&revoked), "/console/people?notice=revoked");
+    let page = console.get("/console/people").await.text().await.unwrap();
+    let pending = between(&page, "Pending invitations", "</main>");
+    assert!(!pending.contains("dev@example.com"), "revoked");
+
+    console
+        .act(
+            "/console/people/invite",
+            &[("email", "member@example.com"), ("role", "viewer")],
+        )
+        .await;
+    let token = mailed_invitation_token(app, "member@example.com");
+    ok(app
+        .accept_invitation(&token, "a long enough passphrase", json!({}))
+        .await)
+    .await;
+    let member = membership_of(&fixture, "member@example.com").await.unwrap();
+    let id = member.user_id.to_string();
+    let changed = console
+        .act(&format!("/console/people/{id}/role"), &[("role", "admin")])
+        .await;
+    assert_eq!(location(&changed), "/console/people?notice=updated");
+    assert_eq!(
+        membership_of(&fixture, "member@example.com")
+            .await
+            .unwrap()
+            .role
+            .as_str(),
+        "admin"
+    );
+    console
+        .act(
+            &format!("/console/people/{id}/status"),
+            &[("status", "disabled")],
+        )
+        .await;
+    assert_eq!(
+        membership_of(&fixture, "member@example.com")
+            .await
+            .unwrap()
+            .status
+            .as_str(),
+        "disabled"
+    );
+    console
+        .act(
+            &format!("/console/people/{id}/status"),
+            &[("status", "active")],
+        )
+        .await;
+    assert_eq!(
+        membership_of(&fixture, "member@example.com")
+            .await
+            .unwrap()
+            .status
+            .as_str(),
+        "active"
+    );
+    let removed = console
+        .act(&format!("/console/people/{id}/remove"), &[])
+        .await;
+    assert_eq!(location(&removed), "/console/people?notice=removed");
+    assert!(
+        membership_of(&fixture, "member@example.com")
+            .await
+            .is_none()
+    );
+    // The last active owner cannot disable themselves: said in a sentence.
+    let owner = fixture.boot.user_id.clone();
+    let last = console
+        .act(
+            &format!("/console/people/{owner}/status"),
+            &[("status", "disabled")],
+        )
+        .await;
+    assert_eq!(last.status(), 409);
+    assert!(
+        last.text()
+            .await
+            .unwrap()
+            .contains("last active owner cannot be removed, demoted or disabled")
+    );
+    // Someone who is not a member is not found.
+    let missing = console
+        .act(
+            "/console/people/00000000-0000-7000-8000-000000000000/remove",
+            &[],
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+}
+
+async fn people_controls_follow_the_role_and_forged_changes_are_refused(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let owner = fixture.boot.user_id.clone();
+    let admin = invited_console(&fixture, "admin@example.com", "admin").await;
+    let page = admin.get("/console/people").await.text().await.unwrap();
+    assert!(page.contains(">Invite<"), "an admin invites");
+    assert!(page.contains("owners only"), "but does not touch an owner");
+    assert!(
+        !page.contains(&format!("/console/people/{owner}/")),
+        "no owner controls"
+    );
+    assert!(
+        !page.contains(r#"<option value="owner""#),
+        "nor offers the owner role"
+    );
+    let forged = admin
+        .act(
+            &format!("/console/people/{owner}/status"),
+            &[("status", "disabled")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    let promoted = admin
+        .act(
+            "/console/people/invite",
+            &[("email", "boss@example.com"), ("role", "owner")],
+        )
+        .await;
+    assert_eq!(promoted.status(), 403, "an admin cannot invite an owner");
+    assert_eq!(
+        membership_of(&fixture, "owner@example.com")
+            .await
+            .unwrap()
+            .status
+            .as_str(),
+        "invited"
+    );
+
+    let viewer = invited_console(&fixture, "viewer@example.com", "viewer").await;
+    let page = viewer.get("/console/people").await.text().await.unwrap();
+    assert!(
+        page.contains("admin@example.com"),
+        "a viewer reads the members"
+    );
+    for control in [
+        ">Invite<",
+        ">Change role<",
+        ">Disable<",
+        ">Remove<",
+        ">Resend<",
+        ">Revoke<",
+    ] {
+        assert!(!page.contains(control), "no {control} for a viewer");
+    }
+    assert_eq!(viewer.get("/console/people/invite").await.status(), 403);
+    let forged = viewer
+        .act(
+            "/console/people/invite",
+            &[("email", "x@example.com"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert!(
+        forged
+            .text()
+            .await
+            .unwrap()
+            .contains("Your role does not allow this.")
+    );
+    assert!(membership_of(&fixture, "x@example.com").await.is_none());
 }

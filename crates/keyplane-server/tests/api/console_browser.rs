@@ -20,7 +20,9 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::console::{Console, OWNER_PASSWORD, session_cookie_of};
-use crate::helpers::{Backend, Fixture, TestApp, mailed_invitation_token, ok, send, skip};
+use crate::helpers::{
+    Backend, Fixture, TestApp, mailed_invitation_token, mails_to, ok, send, skip,
+};
 
 /// A chromedriver of the test's own (on a free port) and a headless Chromium session.
 struct Browser {
@@ -550,5 +552,42 @@ async fn disabling_a_person_ends_their_browser_session() {
     );
     // And the plain HTTP view of the same: a session cookie from before the disable is dead.
     let _ = session_cookie_of;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_invites_and_revokes_in_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let fixture = Fixture::start(&Backend::Sqlite).await;
+    let app = &fixture.app;
+    app.activate_owner(&fixture.boot, OWNER_PASSWORD).await;
+    browser.open(app, "/console/sign-in").await;
+    browser.fill("Email", "owner@example.com").await;
+    browser.fill("Password", OWNER_PASSWORD).await;
+    browser.press("Sign in").await;
+    browser.expect_heading("API keys").await;
+    browser.press("People").await;
+    browser.expect_heading("People").await;
+    browser.press("Invite").await;
+    browser.expect_heading("Invite").await;
+    browser.fill("Email", "new.hire@example.com").await;
+    browser.press("Send invitation").await;
+    browser.expect_text("The invitation was sent.").await;
+    assert!(
+        browser
+            .has("//td[normalize-space()='new.hire@example.com']")
+            .await
+    );
+    assert_eq!(mails_to(app, "new.hire@example.com").len(), 1);
+    browser.press("Revoke for new.hire@example.com").await;
+    browser.expect_text("The invitation was revoked.").await;
+    assert!(
+        !browser
+            .has("//td[normalize-space()='new.hire@example.com']")
+            .await
+    );
+    assert_only_this_host(&browser, app).await;
     browser.close().await;
 }
