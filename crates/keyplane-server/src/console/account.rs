@@ -1,5 +1,4 @@
-//! The Account screen (`Change password`, `Sign out everywhere`), and the page of the screen
-//! still to come (Organizations).
+//! The Account screen: `Change password` and `Sign out everywhere`.
 
 use axum::Form;
 use axum::extract::{Query, State};
@@ -163,19 +162,4 @@ pub async fn sign_out_everywhere(
         .headers_mut()
         .insert(header::SET_COOKIE, session::cleared_cookie());
     response
-}
-
-/// The Organizations screen, not built yet: says so plainly, and how to do it meanwhile.
-pub async fn coming(State(state): State<AppState>, Person(signed): Person) -> Response {
-    let (section, title) = (Section::Organizations, "Organizations");
-    let body = html! {
-        h1 { (title) }
-        div.card.empty {
-            p { "This screen is coming in the next release of the console." }
-            p { "Meanwhile the same operations are in the API: " a href="/docs" { "API reference" } "." }
-        }
-    };
-    signed_page(&state, &signed, section, title, body)
-        .await
-        .into_response()
 }

@@ -8,8 +8,8 @@
 //! - [`layout`]: the page skeleton, forms and fields; [`assets`]: htmx, the stylesheet and
 //!   the script, served with hashed names.
 //! - One module per screen: [`entry`] (sign-in, forgotten passwords, first-run setup, accepting
-//!   an invitation, the organization switcher, signing out), [`api_keys`], [`people`],
-//!   [`audit`], [`account`].
+//!   an invitation, the organization switcher, signing out), [`organizations`],
+//!   [`api_keys`], [`people`], [`audit`], [`account`].
 
 pub mod account;
 pub mod api_keys;
@@ -17,6 +17,7 @@ pub mod assets;
 pub mod audit;
 pub mod entry;
 pub mod layout;
+pub mod organizations;
 pub mod people;
 pub mod session;
 
@@ -72,7 +73,23 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/console/account/sign-out-everywhere",
             post(account::sign_out_everywhere),
         )
-        .route("/console/organizations", get(account::coming))
+        .route(
+            "/console/organizations",
+            get(organizations::tree).post(organizations::create),
+        )
+        .route("/console/organizations/new", get(organizations::new_page))
+        .route(
+            "/console/organizations/{id}/edit",
+            get(organizations::edit_page).post(organizations::update),
+        )
+        .route(
+            "/console/organizations/{id}/live",
+            post(organizations::enable_live),
+        )
+        .route(
+            "/console/organizations/{id}/delete",
+            get(organizations::delete_page).post(organizations::delete),
+        )
         .route("/console/people", get(people::list))
         .route(
             "/console/people/invite",

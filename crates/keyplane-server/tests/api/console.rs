@@ -232,6 +232,7 @@ on_both_stores!(
     the_audit_log_lists_events_newest_first_with_filters,
     people_are_invited_changed_disabled_and_removed_and_invitations_resent_and_revoked,
     people_controls_follow_the_role_and_forged_changes_are_refused,
+    organizations_are_created_edited_given_live_and_deleted,
 );
 
 async fn root_and_pages_without_a_session_go_to_sign_in(backend: Backend) {
@@ -1847,4 +1848,209 @@ async fn people_controls_follow_the_role_and_forged_changes_are_refused(backend:
             .contains("Your role does not allow this.")
     );
     assert!(membership_of(&fixture, "x@example.com").await.is_none());
+}
+
+/// The id of the organization named `name`, through the API.
+async fn organization_named(fixture: &Fixture, name: &str) -> Option<String> {
+    let list = ok(fixture
+        .app
+        .get_as(&fixture.token, "/api/v0/organizations?limit=100")
+        .await)
+    .await;
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .map(|o| o["_id"].as_str().unwrap().to_owned())
+}
+
+async fn organizations_are_created_edited_given_live_and_deleted(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let own = fixture.boot.organization_id.clone();
+    let page = console
+        .get("/console/organizations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Test Organization") && page.contains("(yours)"));
+    assert!(
+        !page.contains(&format!("/console/organizations/{own}/delete")),
+        "no deleting itself"
+    );
+    let form = console
+        .get("/console/organizations/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    for label in [
+        "Managed by",
+        "Organization name",
+        "Address",
+        "Zip",
+        "Town",
+        "Country",
+        "Create organization",
+    ] {
+        assert!(form.contains(&format!(">{label}<")), "{label}");
+    }
+    let good = [
+        ("name", "Branch Shop"),
+        ("address_line1", "Marienplatz 1"),
+        ("zip", "80331"),
+        ("town", "Berlin"),
+        ("country_code", "DEU"),
+        ("managed_by", own.as_str()),
+    ];
+    let with = |field: &str, value: &'static str| -> Vec<(String, String)> {
+        good.iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    if *k == field {
+                        value.to_owned()
+                    } else {
+                        v.to_string()
+                    },
+                )
+            })
+            .collect()
+    };
+    for (field, value, message) in [
+        ("name", "", "Organization name is required"),
+        ("country_code", "XX", "Country "),
+        ("zip", "", "Zip is required"),
+    ] {
+        let form = with(field, value);
+        let fields: Vec<(&str, &str)> =
+            form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let response = console.act("/console/organizations", &fields).await;
+        assert_eq!(response.status(), 400, "{field}");
+        let html = response.text().await.unwrap();
+        let error = between(&html, &format!(r#"id="field-{field}-error">"#), "</p>");
+        assert!(error.starts_with(message), "{message:?}: {error:?}");
+        assert!(html.contains(r#"value="Marienplatz 1""#), "kept");
+    }
+    assert!(
+        organization_named(&fixture, "Branch Shop").await.is_none(),
+        "nothing stored"
+    );
+    let created = console.act("/console/organizations", &good).await;
+    assert_eq!(location(&created), "/console/organizations?notice=created");
+    let branch = organization_named(&fixture, "Branch Shop").await.unwrap();
+    let tree = console
+        .get("/console/organizations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        between(&tree, "Test Organization", "</main>").contains("Branch Shop"),
+        "under its manager"
+    );
+
+    let edit = format!("/console/organizations/{branch}/edit");
+    let page = console.get(&edit).await.text().await.unwrap();
+    assert!(
+        page.contains(r#"value="Marienplatz 1""#),
+        "the form holds the organization"
+    );
+    let mut changed: Vec<(&str, &str)> = good[..5].to_vec();
+    changed[3] = ("town", "Munich");
+    let saved = console.act(&edit, &changed).await;
+    assert_eq!(location(&saved), "/console/organizations?notice=updated");
+    let stored = fixture
+        .app
+        .state
+        .store()
+        .organization(branch.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.town.as_deref(), Some("Munich"));
+    changed[2] = ("zip", "");
+    let refused = console.act(&edit, &changed).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("Zip is required"));
+
+    let live = console
+        .act(&format!("/console/organizations/{branch}/live"), &[])
+        .await;
+    assert_eq!(location(&live), "/console/organizations?notice=live");
+    let stored = fixture
+        .app
+        .state
+        .store()
+        .organization(branch.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.envs.contains(&keyplane_core::values::Env::Live));
+
+    let mut kiosk: Vec<(&str, &str)> = good[..5].to_vec();
+    kiosk[0] = ("name", "Kiosk");
+    kiosk.push(("managed_by", branch.as_str()));
+    console.act("/console/organizations", &kiosk).await;
+    let kiosk = organization_named(&fixture, "Kiosk").await.unwrap();
+    let manages = console
+        .act(
+            &format!("/console/organizations/{branch}/delete"),
+            &[("confirm_name", "Branch Shop")],
+        )
+        .await;
+    assert_eq!(manages.status(), 409);
+    assert!(
+        manages
+            .text()
+            .await
+            .unwrap()
+            .contains("still manages organizations; delete those first")
+    );
+    let unconfirmed = console
+        .act(
+            &format!("/console/organizations/{kiosk}/delete"),
+            &[("confirm_name", "kiosk")],
+        )
+        .await;
+    assert_eq!(unconfirmed.status(), 400);
+    assert!(
+        unconfirmed
+            .text()
+            .await
+            .unwrap()
+            .contains("must be the organization's name")
+    );
+    let deleted = console
+        .act(
+            &format!("/console/organizations/{kiosk}/delete"),
+            &[("confirm_name", "Kiosk")],
+        )
+        .await;
+    assert_eq!(location(&deleted), "/console/organizations?notice=deleted");
+    assert!(organization_named(&fixture, "Kiosk").await.is_none());
+    let itself = console
+        .act(
+            &format!("/console/organizations/{own}/delete"),
+            &[("confirm_name", "Test Organization")],
+        )
+        .await;
+    assert_eq!(itself.status(), 403);
+    // An organization outside the tree is not found.
+    let stranger = fixture.app.another_organization("Stranger").create().await;
+    let path = format!("/console/organizations/{}/edit", stranger.organization.id);
+    assert_eq!(console.get(&path).await.status(), 404);
+    // A developer reads the tree but changes nothing.
+    let developer = invited_console(&fixture, "dev@example.com", "developer").await;
+    let page = developer
+        .get("/console/organizations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Branch Shop") && !page.contains("New organization"));
+    let forged = developer.act("/console/organizations", &good).await;
+    assert_eq!(forged.status(), 403);
 }
