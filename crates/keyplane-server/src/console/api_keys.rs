@@ -181,6 +181,7 @@ pub async fn list(
         Some("enabled") => Some("The API key was enabled."),
         Some("disabled") => Some("The API key was disabled."),
         Some("deleted") => Some("The API key was deleted."),
+        Some("updated") => Some("The API key was saved."),
         _ => None,
     };
     let pages = count.div_ceil(u64::from(PAGE_SIZE)).max(1);
@@ -315,6 +316,7 @@ fn row(signed: &Signed, key: &ApiKey, may_manage: bool, back: &str) -> Markup {
                                 input type="hidden" name="back" value=(back);
                                 button.quiet type="submit" aria-label=(format!("{toggle} {}", key.name.as_str())) { (toggle) }
                             }
+                            a.button.quiet href=(format!("/console/api-keys/{id}/edit")) aria-label=(format!("Edit {}", key.name.as_str())) { "Edit" }
                             a.button.quiet href=(format!("/console/api-keys/{id}/rotate")) aria-label=(format!("Rotate {}", key.name.as_str())) { "Rotate" }
                             a.button.danger href=(format!("/console/api-keys/{id}/delete")) aria-label=(format!("Delete {}", key.name.as_str())) { "Delete" }
                         }
@@ -540,6 +542,109 @@ pub async fn set_status(
             layout::see_other(&format!("{back}{separator}notice={}", status.as_str()))
         }
         Err(error) => refusal(error),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EditForm {
+    metadata: Option<String>,
+    expires_at: Option<String>,
+}
+
+fn edit_form(signed: &Signed, key: &ApiKey, form: &EditForm, errors: &Errors) -> Markup {
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    html! {
+        h1 { "Edit " (key.name.as_str()) }
+        (errors.notice(&["metadata", "expires_at"]))
+        form.card method="post" action=(format!("/console/api-keys/{}/edit", key.id)) novalidate {
+            (csrf(signed))
+            (Field::new("Metadata", "metadata", "textarea", &value(&form.metadata)).optional().hint(r#"A JSON object of strings, e.g. {"store": "berlin-01"}; empty for none."#).render(errors))
+            (Field::new("Expires", "expires_at", "datetime-local", &value(&form.expires_at)).optional().hint("In UTC. Empty: the key does not expire.").render(errors))
+            div.actions {
+                button type="submit" { "Save" }
+                a href="/console/api-keys" { "Cancel" }
+            }
+        }
+    }
+}
+
+pub async fn edit_page(
+    State(state): State<AppState>,
+    Person(signed): Person,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(error) = signed.actor.require(Action::ManageApiKeys) {
+        return refusal(error.into());
+    }
+    let key = match located(&state, &signed, &id).await {
+        Ok(key) => key,
+        Err(error) => return refusal(error),
+    };
+    let form = EditForm {
+        metadata: (!key.metadata.is_empty())
+            .then(|| serde_json::to_string_pretty(&key.metadata).unwrap_or_default()),
+        expires_at: key.expires_at.map(layout::datetime_input),
+    };
+    let body = edit_form(&signed, &key, &form, &Errors::default());
+    signed_page(&state, &signed, "Edit API key", body)
+        .await
+        .into_response()
+}
+
+/// The metadata and expiry a form asks for: empty clears them.
+fn edit_request(form: &EditForm) -> Result<UpdateRequest, Errors> {
+    let metadata = match form
+        .metadata
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        None => Metadata::new(),
+        Some(text) => serde_json::from_str::<Metadata>(text)
+            .map_err(|_| Errors::field("metadata", "must be a JSON object"))?,
+    };
+    let expires_at = match form.expires_at.as_deref().filter(|e| !e.is_empty()) {
+        None => None,
+        Some(text) => Some(layout::parse_datetime(text).ok_or_else(|| {
+            Errors::field("expires_at", "must be a date and time (YYYY-MM-DDTHH:MM)")
+        })?),
+    };
+    Ok(UpdateRequest {
+        status: None,
+        role: None,
+        metadata: Some(metadata),
+        expires_at: Some(expires_at),
+    })
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    Person(signed): Person,
+    context: RequestContext,
+    Path(id): Path<String>,
+    Form(form): Form<EditForm>,
+) -> Response {
+    let key = match located(&state, &signed, &id).await {
+        Ok(key) => key,
+        Err(error) => return refusal(error),
+    };
+    let outcome = match edit_request(&form) {
+        Ok(request) => api_keys::update(&state, &signed.actor, &context, key.clone(), request)
+            .await
+            .map_err(form_errors),
+        Err(errors) => Err(Ok(errors)),
+    };
+    match outcome {
+        Ok(_) => layout::see_other("/console/api-keys?notice=updated"),
+        Err(Ok(errors)) => {
+            let body = edit_form(&signed, &key, &form, &errors);
+            (
+                StatusCode::BAD_REQUEST,
+                signed_page(&state, &signed, "Edit API key", body).await,
+            )
+                .into_response()
+        }
+        Err(Err(error)) => refusal(error),
     }
 }
 

@@ -198,8 +198,13 @@ impl Errors {
 }
 
 impl From<ValidationError> for Errors {
+    /// Beside the form field it concerns: an error about a part of a field (`metadata.store`)
+    /// goes beside that field, naming the part (`store: must be a string`).
     fn from(error: ValidationError) -> Self {
-        Errors::field(&error.field, error.message)
+        match error.field.split_once('.') {
+            Some((field, part)) => Errors::field(field, format!("{part}: {}", error.message)),
+            None => Errors::field(&error.field, error.message),
+        }
     }
 }
 
@@ -308,6 +313,21 @@ pub fn time(unix: i64) -> String {
     }
 }
 
+/// A unix time as a `datetime-local` input's value, in UTC: `2026-12-02T14:05`.
+pub fn datetime_input(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(at) => format!(
+            "{}-{:02}-{:02}T{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
 /// `2026-12-31T23:59` (what a `datetime-local` input sends, seconds optional), read as UTC.
 pub fn parse_datetime(text: &str) -> Option<i64> {
     let (date, clock) = text.split_once('T')?;
@@ -350,6 +370,15 @@ mod tests {
         ] {
             assert_eq!(parse_datetime(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn datetime_inputs_round_trip() {
+        assert_eq!(datetime_input(1_796_185_200), "2026-12-02T04:20");
+        assert_eq!(
+            parse_datetime(&datetime_input(1_796_185_200)),
+            Some(1_796_185_200)
+        );
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/api-keys/new", get(api_keys::new_page))
         .route("/console/api-keys/{id}/status", post(api_keys::set_status))
         .route(
+            "/console/api-keys/{id}/edit",
+            get(api_keys::edit_page).post(api_keys::edit),
+        )
+        .route(
             "/console/api-keys/{id}/rotate",
             get(api_keys::rotate_page).post(api_keys::rotate),
         )

@@ -233,6 +233,7 @@ on_both_stores!(
     people_are_invited_changed_disabled_and_removed_and_invitations_resent_and_revoked,
     people_controls_follow_the_role_and_forged_changes_are_refused,
     organizations_are_created_edited_given_live_and_deleted,
+    a_keys_metadata_and_expiry_are_edited_and_cleared,
 );
 
 async fn root_and_pages_without_a_session_go_to_sign_in(backend: Backend) {
@@ -2053,4 +2054,66 @@ async fn organizations_are_created_edited_given_live_and_deleted(backend: Backen
     assert!(page.contains("Branch Shop") && !page.contains("New organization"));
     let forged = developer.act("/console/organizations", &good).await;
     assert_eq!(forged.status(), 403);
+}
+
+async fn a_keys_metadata_and_expiry_are_edited_and_cleared(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let key = fixture.app.stored_api_key(&fixture.boot.api_key).await;
+    let edit = format!("/console/api-keys/{}/edit", key.id);
+    let page = console.get(&edit).await.text().await.unwrap();
+    assert!(page.contains(">Metadata<") && page.contains(">Expires<") && page.contains(">Save<"));
+    for (metadata, expires, field, message) in [
+        (
+            "{not json",
+            "",
+            "metadata",
+            "Metadata must be a JSON object",
+        ),
+        (r#"{"n": 1}"#, "", "metadata", "Metadata "),
+        (
+            "",
+            "2001-01-01T00:00",
+            "expires_at",
+            "Expires must be in the future",
+        ),
+        ("", "soon", "expires_at", "Expires must be a date and time"),
+    ] {
+        let response = console
+            .act(&edit, &[("metadata", metadata), ("expires_at", expires)])
+            .await;
+        assert_eq!(response.status(), 400, "{message}");
+        let html = response.text().await.unwrap();
+        let error = between(&html, &format!(r#"id="field-{field}-error">"#), "</p>");
+        assert!(error.starts_with(message), "{message:?}: {error:?}");
+    }
+    assert_eq!(
+        fixture.app.stored_api_key(&key.public_key).await,
+        key,
+        "nothing changed"
+    );
+    let saved = console
+        .act(
+            &edit,
+            &[
+                ("metadata", r#"{"store": "berlin-01"}"#),
+                ("expires_at", "2035-01-01T00:00"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&saved), "/console/api-keys?notice=updated");
+    let stored = fixture.app.stored_api_key(&key.public_key).await;
+    assert_eq!(stored.metadata["store"], "berlin-01");
+    assert_eq!(stored.expires_at, Some(2_051_222_400));
+    let page = console.get(&edit).await.text().await.unwrap();
+    assert!(
+        page.contains("berlin-01") && page.contains(r#"value="2035-01-01T00:00""#),
+        "prefilled"
+    );
+    console
+        .act(&edit, &[("metadata", ""), ("expires_at", "")])
+        .await;
+    let cleared = fixture.app.stored_api_key(&key.public_key).await;
+    assert!(cleared.metadata.is_empty());
+    assert_eq!(cleared.expires_at, None);
 }
