@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod idempotency;
 pub mod ids;
 pub mod onboarding;
 pub mod organizations;

@@ -56,6 +56,7 @@ impl MasterKey {
                 &self.expand(b"keyplane/v1/secret-pepper"),
             ),
             signing_key_encryption: self.expand(b"keyplane/v1/signing-key-encryption"),
+            idempotency: self.expand(b"keyplane/v1/idempotency"),
         }
     }
 
@@ -81,6 +82,8 @@ impl fmt::Debug for MasterKey {
 pub struct ServerSecrets {
     pepper: hmac::Key,
     signing_key_encryption: [u8; 32],
+    /// The master-key half of what keys idempotency records (see [`crate::idempotency`]).
+    idempotency: [u8; 32],
 }
 
 impl fmt::Debug for ServerSecrets {
@@ -154,6 +157,12 @@ impl ServerSecrets {
     /// The key that encrypts signing keys at rest.
     pub fn signing_key_encryption_key(&self) -> &[u8; 32] {
         &self.signing_key_encryption
+    }
+
+    /// The master-key half of the keys of idempotency records; only [`crate::idempotency`]
+    /// derives from it.
+    pub(crate) fn idempotency_root(&self) -> &[u8; 32] {
+        &self.idempotency
     }
 }
 

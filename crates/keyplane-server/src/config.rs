@@ -192,6 +192,11 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_INVITATION_TTL", default_value_t = 604_800, value_parser = clap::value_parser!(i64).range(300..=2_592_000))]
     pub invitation_ttl: i64,
 
+    /// How long the answer to a write with an `Idempotency-Key` is kept for retries, in seconds
+    /// (default 24 hours).
+    #[arg(long, env = "KEYPLANE_IDEMPOTENCY_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(60..=604_800))]
+    pub idempotency_ttl: i64,
+
     /// SMTP server for invitation mail: `smtps://user:password@host:465` (TLS) or
     /// `smtp://user:password@host:587?tls=required` (STARTTLS). Without it, messages are written
     /// as `.eml` files to `<data-dir>/outbox/`.
@@ -277,6 +282,7 @@ impl ServeConfig {
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,
             invitation_ttl: 604_800,
+            idempotency_ttl: 86_400,
             smtp_url: None,
             mail_from: "Keyplane <keyplane@localhost>".into(),
             signing_key_rotation_interval: 2_592_000,

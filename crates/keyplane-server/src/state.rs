@@ -40,6 +40,7 @@ struct StateInner {
     mailer: Mailer,
     public_url: String,
     invitation_ttl: i64,
+    idempotency_ttl: i64,
     metrics_allow: Vec<ipnet::IpNet>,
     /// Set when shutdown begins.
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -104,6 +105,7 @@ impl AppState {
             mailer,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             invitation_ttl: config.invitation_ttl,
+            idempotency_ttl: config.idempotency_ttl,
             metrics_allow: config.metrics_allow.clone(),
             write_probe: tokio::sync::Mutex::new(None),
             draining: Arc::default(),
@@ -145,6 +147,11 @@ impl AppState {
     /// How long invitation links work, in seconds.
     pub fn invitation_ttl(&self) -> i64 {
         self.0.invitation_ttl
+    }
+
+    /// How long answers to writes with an `Idempotency-Key` are kept, in seconds.
+    pub fn idempotency_ttl(&self) -> i64 {
+        self.0.idempotency_ttl
     }
 
     /// Where clients reach this server, without a trailing slash.

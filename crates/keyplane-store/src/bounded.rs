@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
@@ -60,6 +61,35 @@ impl<S: Store> Store for Bounded<S> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.within(self.inner.ping()).await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.within(self.inner.claim_idempotency_key(claim)).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &KeptAnswer,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(
+            self.inner
+                .complete_idempotency_key(claim, answer, expires_at),
+        )
+        .await
+    }
+
+    async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
+        self.within(self.inner.release_idempotency_key(claim)).await
+    }
+
+    async fn purge_idempotency_keys(&self, now: i64, limit: i64) -> Result<u64, StoreError> {
+        self.within(self.inner.purge_idempotency_keys(now, limit))
+            .await
     }
 
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Keyplane's storage: the [`Store`] trait and its two implementations, SQLite (the embedded
 //! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in one
 //! module per resource (`organizations`, `api_keys`, `people`, `invitations`, `refresh_tokens`,
-//! `signing_keys`, `audit`, `bootstrap`) against the engine traits of `engine`; only connection
+//! `signing_keys`, `audit`, `bootstrap`, `idempotency`) against the engine traits of `engine`; only connection
 //! setup, migrations and SQLite's in-place point reads differ (`sqlite`, `postgres`).
 
 mod api_keys;
@@ -11,6 +11,7 @@ mod bounded;
 mod connections;
 mod engine;
 mod error;
+mod idempotency;
 mod in_place;
 mod invitations;
 mod organizations;
@@ -24,6 +25,7 @@ mod store;
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
@@ -358,6 +360,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records audit events that accompany no other change (e.g. a failed login).
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// Claims an idempotency record for a request (one atomic insert, so of concurrent requests
+    /// with one key, on any node, exactly one gets [`ClaimOutcome::Claimed`]); otherwise what the
+    /// record holds. An expired record, or a running claim made before `stale_before`, is taken
+    /// over as if absent.
+    async fn claim_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Keeps the answer of the request holding `claim`, until `expires_at`. False when that
+    /// claim is no longer the record's.
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &KeptAnswer,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the running record `claim` holds (its answer is not kept: a retry runs again).
+    async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` idempotency records expired at `now`; how many.
+    async fn purge_idempotency_keys(&self, now: i64, limit: i64) -> Result<u64, StoreError>;
 
     /// Closes every connection; used on shutdown.
     async fn close(&self);

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
@@ -18,8 +19,8 @@ use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 use crate::engine::{Backend, Engine};
 use crate::{
-    Bootstrap, OrganizationDeletion, Store, StoreError, api_keys, audit, bootstrap, invitations,
-    organizations, people, refresh_tokens, signing_keys,
+    Bootstrap, OrganizationDeletion, Store, StoreError, api_keys, audit, bootstrap, idempotency,
+    invitations, organizations, people, refresh_tokens, signing_keys,
 };
 
 #[async_trait]
@@ -323,6 +324,30 @@ impl<B: Backend> Store for B {
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         audit::record_audit_events(self, events).await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        idempotency::claim_idempotency_key(self, claim).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &KeptAnswer,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        idempotency::complete_idempotency_key(self, claim, answer, expires_at).await
+    }
+
+    async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
+        idempotency::release_idempotency_key(self, claim).await
+    }
+
+    async fn purge_idempotency_keys(&self, now: i64, limit: i64) -> Result<u64, StoreError> {
+        idempotency::purge_idempotency_keys(self, now, limit).await
     }
 
     async fn close(&self) {

@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod bootstrap;
 pub mod context;
 pub mod credentials;
+pub mod idempotency;
 pub mod organizations;
 pub mod people;
 pub mod refresh;

@@ -11,6 +11,7 @@ mod connections;
 mod durability;
 mod faults;
 mod foundation;
+mod idempotency;
 mod isolation;
 mod oauth;
 mod operator;
