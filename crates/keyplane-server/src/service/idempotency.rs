@@ -22,14 +22,16 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Records deleted per statement by the purge, so it never holds the database for long.
 const PURGE_BATCH: i64 = 1_000;
 
-/// Whose records a bearer token's requests use: the API key or the person, never the
-/// organization, so no one else can receive a kept answer.
+/// Whose records a bearer token's requests use: the API key, or the person, never the
+/// organization, so no one else can receive a kept answer. A person acts in one organization
+/// per token and the by-name routes (`/api/v0/api-keys/{name}`, `/api/v0/users`) mean that
+/// organization, so a person's records are also kept apart per organization; an API key
+/// belongs to one.
 pub fn caller_of(actor: &Actor) -> String {
-    let kind = match actor.subject_type {
-        SubjectType::ApiKey => "api_key",
-        SubjectType::User => "user",
-    };
-    format!("{kind}:{}", actor.subject_id)
+    match actor.subject_type {
+        SubjectType::ApiKey => format!("api_key:{}", actor.subject_id),
+        SubjectType::User => format!("user:{}@{}", actor.subject_id, actor.organization_id),
+    }
 }
 
 /// The caller of an invitation accept, which has no bearer token: whoever holds the

@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, Fixture, TestApp, TestAppBuilder, assert_error, mailed_invitation_token, ok, send,
+    Backend, Fixture, TestApp, TestAppBuilder, assert_error, mailed_invitation_token, ok,
+    owner_invitation_token, send,
 };
 use crate::on_both_stores;
 
@@ -18,6 +19,7 @@ on_both_stores!(
     patches_rotations_and_deletes_are_replayed_not_redone,
     a_key_reused_on_another_request_is_a_422_that_changes_nothing,
     callers_never_receive_each_others_answers,
+    a_person_keeps_records_apart_per_organization,
     answers_of_work_not_begun_are_not_kept,
     bad_idempotency_keys_are_a_400_and_nothing_is_done,
     expired_answers_are_not_replayed_and_are_purged,
@@ -410,6 +412,62 @@ async fn callers_never_receive_each_others_answers(backend: Backend) {
     .await;
     assert_eq!((theirs.status, theirs.replayed), (409, true));
     assert!(theirs.body.get("secret").is_none());
+}
+
+async fn a_person_keeps_records_apart_per_organization(backend: Backend) {
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
+    let child = app
+        .another_organization("Child")
+        .managed_by(boot.organization_id.parse().unwrap())
+        .create()
+        .await
+        .organization;
+    let password = "a strong passphrase";
+    ok(app
+        .accept_invitation(owner_invitation_token(&boot), password, json!({}))
+        .await)
+    .await;
+    ok(send(
+        &app,
+        Method::POST,
+        &token,
+        &format!("/api/v0/organizations/{}/users", child.id),
+        Some(json!({"email": "owner@example.com", "role": "admin"})),
+    )
+    .await)
+    .await;
+    let invitation = mailed_invitation_token(&app, "owner@example.com");
+    ok(app
+        .accept_invitation(&invitation, password, json!({}))
+        .await)
+    .await;
+    let mut pairs = Vec::new();
+    for organization in [boot.organization_id.clone(), child.id.to_string()] {
+        let body = json!({
+            "email": "owner@example.com", "password": password, "organization_id": organization,
+        });
+        pairs.push(ok(app.post_json("/api/v0/auth", &body).await).await);
+    }
+
+    // The same person, the same key and request: "my organization's key p-1" means another key
+    // in each organization, and each is created.
+    let path = "/api/v0/api-keys/p-1";
+    let mut created = Vec::new();
+    for pair in &pairs {
+        let token = pair["access_token"].as_str().unwrap();
+        let answer = write(&app, Method::PUT, token, path, Some("same"), NEW_KEY).await;
+        assert_eq!(
+            (answer.status, answer.replayed),
+            (200, false),
+            "{}",
+            answer.body
+        );
+        created.push(answer.body["_id"].as_str().unwrap().to_owned());
+        let retry = write(&app, Method::PUT, token, path, Some("same"), NEW_KEY).await;
+        assert_eq!((retry.status, retry.replayed), (200, true));
+        assert_eq!(retry.body["_id"], answer.body["_id"]);
+    }
+    assert_ne!(created[0], created[1]);
 }
 
 async fn answers_of_work_not_begun_are_not_kept(backend: Backend) {
