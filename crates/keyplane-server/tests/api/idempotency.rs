@@ -659,84 +659,55 @@ async fn expired_answers_are_not_replayed_and_are_purged(backend: Backend) {
     let path = "/api/v0/api-keys/pos-8";
     let first = write(app, Method::PUT, token, path, Some("old"), NEW_KEY).await;
     assert_eq!(first.status, 200);
-    let kept = write(
-        app,
-        Method::PUT,
-        token,
-        "/api/v0/api-keys/pos-9",
-        Some("new"),
-        NEW_KEY,
-    )
-    .await;
-    assert_eq!(kept.status, 200);
-    let stored = records(app, &backend).await;
-    assert_eq!(stored.len(), 2);
-    let ttl = stored[0].expires_at - stored[0].claimed_at;
+    let old = records(app, &backend).await.remove(0);
+    let ttl = old.expires_at - old.claimed_at;
     assert!((86_400..86_410).contains(&ttl), "kept for 24 h: {ttl}");
+    let other = "/api/v0/api-keys/pos-9";
+    let kept = write(app, Method::PUT, token, other, Some("new"), NEW_KEY).await;
+    assert_eq!(kept.status, 200);
+    assert_eq!(records(app, &backend).await.len(), 2);
 
     // The clock moves past the first record's expiry.
-    let past = keyplane_core::time::now_unix() - 1;
-    let changed = execute(
-        app,
-        &backend,
-        &format!(
-            "UPDATE idempotency_keys SET expires_at = {past} WHERE expires_at = {}",
-            stored[0].expires_at
-        ),
-    )
-    .await;
-    assert!(changed >= 1);
-    let records_now = records(app, &backend).await;
-    let expired = records_now.iter().filter(|r| r.expires_at == past).count();
-    if expired == 2 {
-        // Both were made in the same second: expire only the first by its claim.
-        execute(
-            app,
-            &backend,
-            &format!(
-                "UPDATE idempotency_keys SET expires_at = {} WHERE claim_id = '{}'",
-                past + 100_000,
-                stored[1].claim_id
-            ),
-        )
-        .await;
-    }
+    let expire = |claim_id: String| {
+        let past = keyplane_core::time::now_unix() - 1;
+        format!("UPDATE idempotency_keys SET expires_at = {past} WHERE claim_id = '{claim_id}'")
+    };
+    assert_eq!(
+        execute(app, &backend, &expire(old.claim_id.clone())).await,
+        1
+    );
 
-    // Not replayed: the request runs again (and finds the name taken).
+    // Not replayed: the request runs again (and finds the name taken)...
     let retry = write(app, Method::PUT, token, path, Some("old"), NEW_KEY).await;
     assert_eq!((retry.status, retry.replayed), (409, false));
-    // That answer is kept anew.
+    // ...and that answer is kept anew, under a new claim.
     let again = write(app, Method::PUT, token, path, Some("old"), NEW_KEY).await;
     assert_eq!((again.status, again.replayed), (409, true));
+    let renewed = records(app, &backend)
+        .await
+        .into_iter()
+        .find(|r| r.status == Some(409))
+        .unwrap();
+    assert_ne!(renewed.claim_id, old.claim_id);
 
-    // Expire it again, and purge: only expired records go.
-    execute(
-        app,
-        &backend,
-        &format!(
-            "UPDATE idempotency_keys SET expires_at = {past} WHERE claim_id <> '{}'",
-            stored[1].claim_id
-        ),
-    )
-    .await;
+    // Expired again, it is purged; the other record stays and is still replayed.
+    assert_eq!(execute(app, &backend, &expire(renewed.claim_id)).await, 1);
     let purged = keyplane_server::service::idempotency::purge_expired(&app.state)
         .await
         .unwrap();
     assert_eq!(purged, 1);
     let left = records(app, &backend).await;
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].claim_id, stored[1].claim_id);
-    let still = write(
-        app,
-        Method::PUT,
-        token,
-        "/api/v0/api-keys/pos-9",
-        Some("new"),
-        NEW_KEY,
-    )
-    .await;
+    assert_eq!(left[0].status, Some(200));
+    let still = write(app, Method::PUT, token, other, Some("new"), NEW_KEY).await;
     assert_eq!((still.status, still.replayed), (200, true));
     assert_eq!(still.body, kept.body);
+    assert_eq!(
+        keyplane_server::service::idempotency::purge_expired(&app.state)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn the_database_holds_neither_secrets_nor_idempotency_keys(backend: Backend) {
