@@ -69,18 +69,7 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT_BYTES).await else {
         return ApiError::bad_request("The request body could not be read.").into_response();
     };
-    let caller = if template == ACCEPT_ROUTE {
-        invitation_token(&body).map(|token| service::caller_of_invitation(&state, &token))
-    } else {
-        match bearer::verify(&parts.headers, &state).await {
-            Ok(actor) => {
-                let caller = service::caller_of(&actor);
-                parts.extensions.insert(Verified(actor));
-                Some(caller)
-            }
-            Err(_) => None,
-        }
-    };
+    let caller = caller(&state, &template, &mut parts, &body).await;
     let Some(caller) = caller else {
         // Nobody to keep an answer for: the handler refuses the request, and that is not kept.
         return next.run(Request::from_parts(parts, Body::from(body))).await;
@@ -106,6 +95,24 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         Ok(Begun::Mismatch) => ApiError::idempotency_mismatch().into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
+}
+
+/// Whose records the request uses: the bearer token's caller (then handed on to the handler's
+/// `Bearer`, verified) or, for the invitation accept, the invitation's holder. `None` when there
+/// is none: no valid token, or no token in the accept's body.
+async fn caller(
+    state: &AppState,
+    template: &str,
+    parts: &mut axum::http::request::Parts,
+    body: &[u8],
+) -> Option<String> {
+    if template == ACCEPT_ROUTE {
+        return invitation_token(body).map(|token| service::caller_of_invitation(state, &token));
+    }
+    let actor = bearer::verify(&parts.headers, state).await.ok()?;
+    let caller = service::caller_of(&actor);
+    parts.extensions.insert(Verified(actor));
+    Some(caller)
 }
 
 /// The token of an invitation accept's body; `None` when there is none (the handler refuses it).
