@@ -25,10 +25,14 @@ pub const HEADER: &str = "Idempotency-Key";
 /// Longest idempotency key, in characters (printable ASCII, so also bytes).
 pub const MAX_KEY_LENGTH: usize = 255;
 
-/// How long a claim of a request still running protects it, in seconds. A claim older than this
-/// is a node's that stopped mid-request (requests are bounded far below it: the body arrives
-/// within 30 s and every database operation has its deadline), and a retry takes it over.
+/// How long a claim of a request still running protects it, in seconds. The node doing the work
+/// renews the claim every [`RENEW_SECONDS`] while it works, so a claim older than this is a
+/// node's that stopped mid-request, and a retry takes it over.
 pub const LEASE_SECONDS: i64 = 60;
+
+/// How often the node doing the work renews its claim: well within [`LEASE_SECONDS`], so a slow
+/// request (a stalled database) is not taken over while it still runs.
+pub const RENEW_SECONDS: u64 = 15;
 
 /// Shortest allowed lifetime of kept answers, in seconds: at least the lease, so a record
 /// never expires while its request may still run.

@@ -83,6 +83,15 @@ impl<S: Store> Store for Bounded<S> {
         .await
     }
 
+    async fn renew_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.renew_idempotency_key(claim, now))
+            .await
+    }
+
     async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
         self.within(self.inner.release_idempotency_key(claim)).await
     }

@@ -126,6 +126,26 @@ pub(crate) async fn complete_idempotency_key(
     Ok(changed == 1)
 }
 
+/// Renews the lease of the running record `claim` holds (its request is still working). False
+/// when the claim is no longer the record's.
+pub(crate) async fn renew_idempotency_key(
+    store: &impl Backend,
+    claim: &IdempotencyClaim,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = query(
+        "UPDATE idempotency_keys SET claimed_at = $1 \
+         WHERE caller = $2 AND key_hash = $3 AND claim_id = $4 AND state = 'running'",
+    )
+    .bind(now)
+    .bind(claim.caller.as_str())
+    .bind(&claim.key_hash[..])
+    .bind(claim.claim_id.as_str())
+    .execute(&mut *store.write().await?)
+    .await?;
+    Ok(changed == 1)
+}
+
 /// Deletes the record `claim` holds while it is still running: the answer is not kept, so a
 /// retry runs again.
 pub(crate) async fn release_idempotency_key(

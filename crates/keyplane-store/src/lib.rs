@@ -379,6 +379,14 @@ pub trait Store: Send + Sync + 'static {
         expires_at: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Renews the lease of the running record `claim` holds to `now`. False when that claim is
+    /// no longer the record's.
+    async fn renew_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes the running record `claim` holds (its answer is not kept: a retry runs again).
     async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError>;
 

@@ -342,6 +342,14 @@ impl<B: Backend> Store for B {
         idempotency::complete_idempotency_key(self, claim, answer, expires_at).await
     }
 
+    async fn renew_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        idempotency::renew_idempotency_key(self, claim, now).await
+    }
+
     async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
         idempotency::release_idempotency_key(self, claim).await
     }

@@ -9,12 +9,15 @@
 //! passes through untouched (the handler answers 401, which is not kept). The unauthenticated
 //! invitation accept is keyed to the holder of the invitation token in its body.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use keyplane_core::idempotency::{HEADER, IdempotencyKey};
+
+use keyplane_core::idempotency::{HEADER, IdempotencyKey, RENEW_SECONDS};
 
 use crate::http::bearer::{self, Verified};
 use crate::http::error::ApiError;
@@ -128,15 +131,28 @@ fn invitation_token(body: &[u8]) -> Option<String> {
 }
 
 /// Runs the claimed request on a task of its own, so that a client hanging up cannot cancel the
-/// work half-way: the work finishes and its answer is kept for the retry. A panic releases the
-/// claim and goes on to the panic layer.
+/// work half-way: the work finishes and its answer is kept for the retry. The claim is renewed
+/// while the work runs; a panic releases it and goes on to the panic layer.
 async fn run(state: AppState, claimed: Box<Claimed>, request: Request, next: Next) -> Response {
     let work = REQUEST_ID.scope(request_id::current(), async move {
         let mut guard = ReleaseOnDrop {
             state: state.clone(),
             claimed: Some(claimed),
         };
-        let (parts, body) = next.run(request).await.into_parts();
+        let work = next.run(request);
+        tokio::pin!(work);
+        let every = Duration::from_secs(RENEW_SECONDS);
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let response = loop {
+            tokio::select! {
+                response = &mut work => break response,
+                _ = renewals.tick() => {
+                    let claimed = guard.claimed.as_deref().expect("the claim is held");
+                    service::renew(&state, claimed).await;
+                }
+            }
+        };
+        let (parts, body) = response.into_parts();
         let claimed = guard.claimed.take().expect("the claim is held until now");
         match axum::body::to_bytes(body, MAX_KEPT_BODY).await {
             Ok(bytes) => {

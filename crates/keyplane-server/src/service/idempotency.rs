@@ -135,6 +135,20 @@ pub async fn finish(
     }
 }
 
+/// Renews the lease of a claim whose work still runs (every
+/// [`keyplane_core::idempotency::RENEW_SECONDS`]), so that no retry takes it over meanwhile.
+pub async fn renew(state: &AppState, claimed: &Claimed) {
+    match state
+        .store()
+        .renew_idempotency_key(&claimed.claim, now_unix())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("an idempotency claim was taken over while its work ran"),
+        Err(error) => tracing::warn!(%error, "renewing an idempotency claim failed"),
+    }
+}
+
 /// Gives a claim up without an answer (the work failed or was not done): a retry runs again.
 pub async fn release(state: &AppState, claimed: Box<Claimed>) {
     if let Err(error) = state.store().release_idempotency_key(&claimed.claim).await {

@@ -12,6 +12,8 @@ use crate::helpers::{
     Backend, Fixture, TestApp, TestAppBuilder, assert_error, mailed_invitation_token, ok,
     owner_invitation_token, send,
 };
+use keyplane_server::service::idempotency::Begun;
+
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -766,10 +768,6 @@ async fn a_claim_left_running_is_in_progress_until_its_lease_ends(backend: Backe
     )
     .await
     .unwrap();
-    assert!(matches!(
-        begun,
-        keyplane_server::service::idempotency::Begun::Run(_)
-    ));
     let response = app
         .client
         .put(app.url(path))
@@ -795,29 +793,33 @@ async fn a_claim_left_running_is_in_progress_until_its_lease_ends(backend: Backe
     assert_eq!(other.status, 422);
     assert_eq!(key_count(app, token).await, 1, "nothing done");
 
-    // Past the lease, a retry takes the claim over and does the work.
+    // A claim whose work still runs is renewed, so aging alone does not free it...
+    let Begun::Run(claimed) = begun else {
+        panic!("claimed above")
+    };
     let lease = keyplane_core::idempotency::LEASE_SECONDS;
-    execute(
-        app,
-        &backend,
-        &format!("UPDATE idempotency_keys SET claimed_at = claimed_at - {lease}"),
-    )
-    .await;
+    let age = format!("UPDATE idempotency_keys SET claimed_at = claimed_at - {lease}");
+    execute(app, &backend, &age).await;
+    keyplane_server::service::idempotency::renew(&app.state, &claimed).await;
+    let renewed = write(app, Method::PUT, token, path, Some("crash"), NEW_KEY).await;
+    assert_eq!(renewed.status, 409, "{}", renewed.body);
+    // ...but once its node stops renewing it, past the lease, a retry takes the claim over and
+    // does the work.
+    execute(app, &backend, &age).await;
     let done = write(app, Method::PUT, token, path, Some("crash"), NEW_KEY).await;
     assert_eq!((done.status, done.replayed), (200, false));
     let again = write(app, Method::PUT, token, path, Some("crash"), NEW_KEY).await;
     assert_eq!((again.status, again.replayed), (200, true));
-    // The stopped node's late answer changes nothing.
-    if let keyplane_server::service::idempotency::Begun::Run(claimed) = begun {
-        keyplane_server::service::idempotency::finish(
-            &app.state,
-            claimed,
-            200,
-            Some("application/json"),
-            b"{}",
-        )
-        .await;
-    }
+    // The stopped node's late renewal and answer change nothing.
+    keyplane_server::service::idempotency::renew(&app.state, &claimed).await;
+    keyplane_server::service::idempotency::finish(
+        &app.state,
+        claimed,
+        200,
+        Some("application/json"),
+        b"{}",
+    )
+    .await;
     let still = write(app, Method::PUT, token, path, Some("crash"), NEW_KEY).await;
     assert_eq!(still.body, done.body);
     assert_eq!(events(&fixture, "api_key.created").await, 1);
