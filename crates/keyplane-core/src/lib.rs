@@ -7,6 +7,7 @@ pub mod audit;
 pub mod ids;
 pub mod onboarding;
 pub mod organizations;
+pub mod paging;
 pub mod policy;
 pub mod records;
 pub mod secrets;

@@ -56,6 +56,7 @@ impl MasterKey {
                 &self.expand(b"keyplane/v1/secret-pepper"),
             ),
             signing_key_encryption: self.expand(b"keyplane/v1/signing-key-encryption"),
+            cursor_key: hmac::Key::new(hmac::HMAC_SHA256, &self.expand(b"keyplane/v1/list-cursor")),
         }
     }
 
@@ -81,6 +82,8 @@ impl fmt::Debug for MasterKey {
 pub struct ServerSecrets {
     pepper: hmac::Key,
     signing_key_encryption: [u8; 32],
+    /// Authenticates list cursors ([`crate::paging`]).
+    cursor_key: hmac::Key,
 }
 
 impl fmt::Debug for ServerSecrets {
@@ -149,6 +152,10 @@ impl ServerSecrets {
     ) -> bool {
         let presented = self.hash_credential(kind, credential);
         presented.0.ct_eq(&stored.0).into()
+    }
+
+    pub(crate) fn cursor_key(&self) -> &hmac::Key {
+        &self.cursor_key
     }
 
     /// The key that encrypts signing keys at rest.

@@ -4,10 +4,11 @@
 //! time order and pages read the index backwards for "newest first".
 
 use keyplane_core::OrganizationId;
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{AuditEvent, AuditQuery};
 
 use crate::StoreError;
-use crate::engine::{Backend, Param, Placeholders, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Param, Placeholders, SqlConnection, after, begin, commit, query};
 
 /// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters.
 pub(crate) const ROWS_PER_INSERT: usize = 1_000;
@@ -73,7 +74,7 @@ pub(crate) async fn list_audit_events(
     store: &impl Backend,
     organization_id: OrganizationId,
     listing: &AuditQuery,
-) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+) -> Result<Page<AuditEvent>, StoreError> {
     let mut filters = String::new();
     let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
     let mut placeholders = Placeholders::after_organization();
@@ -95,17 +96,24 @@ pub(crate) async fn list_audit_events(
         filters.push_str(&format!(" AND created_at <= {}", placeholder()));
         values.push(until.into());
     }
+    let mut page_values = values.clone();
+    let mut after_filter = String::new();
+    if let Some(position) = &listing.after {
+        after_filter = format!(" AND id {} {}", after(!listing.oldest_first), placeholder());
+        page_values.extend(position.0.iter().map(Param::from));
+    }
     let (limit, offset) = (placeholder(), placeholder());
     // Ids are UUIDv7: id order is time order, read backwards from the index.
     let direction = if listing.oldest_first { "ASC" } else { "DESC" };
     let page = format!(
-        "SELECT * FROM audit_events WHERE organization_id = $1{filters} \
+        "SELECT * FROM audit_events WHERE organization_id = $1{filters}{after_filter} \
          ORDER BY id {direction} LIMIT {limit} OFFSET {offset}"
     );
     let count = format!("SELECT COUNT(*) FROM audit_events WHERE organization_id = $1{filters}");
-    let events = query(page)
-        .bind_all(values.iter().cloned())
-        .bind(i64::from(listing.limit))
+    // One event more than the page tells whether a further page exists.
+    let events: Vec<AuditEvent> = query(page)
+        .bind_all(page_values)
+        .bind(i64::from(listing.limit) + 1)
         .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
         .fetch_records(&mut *store.read().await?)
         .await?;
@@ -113,7 +121,10 @@ pub(crate) async fn list_audit_events(
         .bind_all(values)
         .fetch_scalar(&mut *store.read().await?)
         .await?;
-    Ok((events, u64::try_from(total).unwrap_or(0)))
+    let total = u64::try_from(total).unwrap_or(0);
+    Ok(Page::from_rows(events, listing.limit, total, |event| {
+        Position(vec![SortValue::Text(event.id.to_string())])
+    }))
 }
 
 /// Records audit events that accompany no other change (e.g. a failed login).

@@ -8,6 +8,7 @@
 
 use keyplane_core::InvitationId;
 use keyplane_core::OrganizationId;
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{
     AuditEvent, Invitation, InvitationQuery, Membership, PendingInvitation, User,
 };
@@ -16,7 +17,7 @@ use keyplane_core::values::{Role, UserStatus};
 
 use crate::StoreError;
 use crate::audit::{commit_if, insert_audit_events};
-use crate::engine::{Backend, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Param, SqlConnection, after, begin, commit, query};
 use crate::organizations::{lock_organization, lock_organization_of_invitation};
 use crate::people::{insert_membership, insert_user};
 use crate::rows::{Bind, Columns, FromRow, parse_column};
@@ -71,7 +72,7 @@ pub(crate) async fn pending_invitations(
     organization_id: OrganizationId,
     now: i64,
     listing: &InvitationQuery,
-) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+) -> Result<Page<PendingInvitation>, StoreError> {
     const PENDING: &str = "FROM invitations i \
          JOIN users u ON u.id = i.user_id \
          JOIN memberships m \
@@ -80,19 +81,38 @@ pub(crate) async fn pending_invitations(
          AND i.revoked_at IS NULL AND i.expires_at > $2";
     // Whitelisted columns only; ties break by id (time-ordered).
     let direction = if listing.descending { "DESC" } else { "ASC" };
-    let order = if listing.by_email {
-        format!("lower(u.email) {direction}, i.id {direction}")
+    let column = if listing.by_email {
+        "lower(u.email)"
     } else {
-        format!("i.created_at {direction}, i.id {direction}")
+        "i.created_at"
+    };
+    let (after_filter, limit, offset) = match listing.after {
+        Some(_) => (
+            format!(
+                " AND ({column}, i.id) {} ($3, $4)",
+                after(listing.descending)
+            ),
+            "$5",
+            "$6",
+        ),
+        None => (String::new(), "$3", "$4"),
     };
     let mut reader = store.read().await?;
+    // One invitation more than the page tells whether a further page exists.
     let rows = query(format!(
-        "SELECT i.*, u.email AS person_email, m.role AS person_role {PENDING} \
-         ORDER BY {order} LIMIT $3 OFFSET $4"
+        "SELECT i.*, u.email AS person_email, m.role AS person_role, {column} AS sort_value \
+         {PENDING}{after_filter} \
+         ORDER BY {column} {direction}, i.id {direction} LIMIT {limit} OFFSET {offset}"
     ))
     .bind(organization_id.to_string())
     .bind(now)
-    .bind(i64::from(listing.limit))
+    .bind_all(
+        listing
+            .after
+            .iter()
+            .flat_map(|after| after.0.iter().map(Param::from)),
+    )
+    .bind(i64::from(listing.limit) + 1)
     .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
     .fetch_all(&mut *reader)
     .await?;
@@ -104,14 +124,26 @@ pub(crate) async fn pending_invitations(
     let page = rows
         .iter()
         .map(|row| {
-            Ok(PendingInvitation {
-                invitation: Invitation::from_row(row)?,
-                email: row.get("person_email")?,
-                role: parse_column("role", &row.get::<String>("person_role")?)?,
-            })
+            let invitation = Invitation::from_row(row)?;
+            let sort_value = if listing.by_email {
+                SortValue::Text(row.get("sort_value")?)
+            } else {
+                SortValue::Int(row.get("sort_value")?)
+            };
+            let position = Position(vec![sort_value, SortValue::Text(invitation.id.to_string())]);
+            Ok((
+                PendingInvitation {
+                    invitation,
+                    email: row.get("person_email")?,
+                    role: parse_column("role", &row.get::<String>("person_role")?)?,
+                },
+                position,
+            ))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok((page, u64::try_from(count).unwrap_or(0)))
+    let count = u64::try_from(count).unwrap_or(0);
+    let page = Page::from_rows(page, listing.limit, count, |(_, position)| position.clone());
+    Ok(page.map(|(pending, _)| pending))
 }
 
 pub(crate) async fn invitation(

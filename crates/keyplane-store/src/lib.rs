@@ -25,6 +25,7 @@ mod store;
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
     MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
@@ -107,7 +108,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError>;
+    ) -> Result<Page<AuditEvent>, StoreError>;
 
     async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
 
@@ -141,7 +142,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError>;
+    ) -> Result<Page<(User, Membership)>, StoreError>;
 
     /// Invites a person: stores the user when `new_user` (else the user exists), the membership
     /// and the invitation, with their audit events. [`StoreError::Conflict`] when the person
@@ -193,7 +194,7 @@ pub trait Store: Send + Sync + 'static {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError>;
+    ) -> Result<Page<PendingInvitation>, StoreError>;
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
 
@@ -291,7 +292,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError>;
+    ) -> Result<Page<Organization>, StoreError>;
 
     /// Deletes an organization with its keys, refresh tokens, memberships and invitations, and
     /// writes its audit events. Refuses while it manages organizations.
@@ -316,7 +317,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError>;
+    ) -> Result<Page<ApiKey>, StoreError>;
 
     /// Records when keys last obtained a token (batched; never moves a time backwards).
     async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;

@@ -6,13 +6,14 @@
 //! longer has the role and status it was checked against, and an organization never loses its
 //! last active owner (invited owners count: the bootstrap owner starts so).
 
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{AuditEvent, Membership, MembershipOutcome, User, UserQuery};
 use keyplane_core::values::{Email, Role, UserStatus};
 use keyplane_core::{OrganizationId, UserId};
 
 use crate::StoreError;
 use crate::audit::{commit_if, insert_audit_events};
-use crate::engine::{Backend, Param, Placeholders, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Param, Placeholders, SqlConnection, after, begin, commit, query};
 use crate::organizations::lock_organization;
 use crate::rows::{Bind, Columns, FromRow, corrupt, parse_column};
 
@@ -192,7 +193,7 @@ pub(crate) async fn list_users(
     store: &impl Backend,
     organization_id: OrganizationId,
     listing: &UserQuery,
-) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+) -> Result<Page<(User, Membership)>, StoreError> {
     let mut filters = String::new();
     let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
     let mut placeholders = Placeholders::after_organization();
@@ -210,25 +211,39 @@ pub(crate) async fn list_users(
         ));
         values.extend(listing.roles.iter().map(|role| role.as_str().into()));
     }
-    let (limit, offset) = (placeholders.take(1), placeholders.take(1));
-    let column = if listing.by_created_at {
-        "m.created_at"
+    // Ties break by the person's id (`m.user_id` is `u.id`; by creation time the list is then a
+    // range of the index `memberships_by_created`).
+    let (column, tie) = if listing.by_created_at {
+        ("m.created_at", "m.user_id")
     } else {
-        "lower(u.email)"
+        ("lower(u.email)", "u.id")
     };
+    let mut page_values = values.clone();
+    let mut after_filter = String::new();
+    if let Some(position) = &listing.after {
+        after_filter = format!(
+            " AND ({column}, {tie}) {} ({})",
+            after(listing.descending),
+            placeholders.take(2)
+        );
+        page_values.extend(position.0.iter().map(Param::from));
+    }
+    let (limit, offset) = (placeholders.take(1), placeholders.take(1));
     let direction = if listing.descending { "DESC" } else { "ASC" };
     let page = format!(
         "SELECT u.id AS u_id, u.email, u.first_name, u.last_name, u.password_hash, \
          u.created_at AS u_created_at, m.organization_id, m.user_id, m.role, m.status, \
-         m.created_at, m.token_version, m.invited_first_name, m.invited_last_name \
+         m.created_at, m.token_version, m.invited_first_name, m.invited_last_name, \
+         {column} AS sort_value \
          FROM memberships m JOIN users u ON u.id = m.user_id \
-         WHERE m.organization_id = $1{filters} \
-         ORDER BY {column} {direction}, u.id {direction} LIMIT {limit} OFFSET {offset}"
+         WHERE m.organization_id = $1{filters}{after_filter} \
+         ORDER BY {column} {direction}, {tie} {direction} LIMIT {limit} OFFSET {offset}"
     );
     let count = format!("SELECT COUNT(*) FROM memberships m WHERE m.organization_id = $1{filters}");
+    // One person more than the page tells whether a further page exists.
     let rows = query(page)
-        .bind_all(values.iter().cloned())
-        .bind(i64::from(listing.limit))
+        .bind_all(page_values)
+        .bind(i64::from(listing.limit) + 1)
         .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
         .fetch_all(&mut *store.read().await?)
         .await?;
@@ -242,13 +257,23 @@ pub(crate) async fn list_users(
             password_hash: row.get("password_hash")?,
             created_at: row.get("u_created_at")?,
         };
-        people.push((user, Membership::from_row(row)?));
+        let sort_value = if listing.by_created_at {
+            SortValue::Int(row.get("sort_value")?)
+        } else {
+            SortValue::Text(row.get("sort_value")?)
+        };
+        let position = Position(vec![sort_value, SortValue::Text(user.id.to_string())]);
+        people.push(((user, Membership::from_row(row)?), position));
     }
     let total: i64 = query(count)
         .bind_all(values)
         .fetch_scalar(&mut *store.read().await?)
         .await?;
-    Ok((people, u64::try_from(total).unwrap_or(0)))
+    let total = u64::try_from(total).unwrap_or(0);
+    let page = Page::from_rows(people, listing.limit, total, |(_, position)| {
+        position.clone()
+    });
+    Ok(page.map(|(person, _)| person))
 }
 
 /// Changes a membership from `expected` to `changed`'s role and status under the

@@ -77,6 +77,11 @@ pub struct ApiKeyList {
     pub data: Vec<ApiKeyResource>,
     /// Every key that matches the filters, not just this page.
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH")]
+    pub next_cursor: Option<String>,
     #[schema(example = "API_KEY_LIST")]
     pub _type: &'static str,
 }
@@ -89,6 +94,10 @@ pub struct ListParams {
     pub limit: Option<u32>,
     /// Default 0.
     pub offset: Option<u64>,
+    /// The `next_cursor` of the previous page: the page after it, in the same order and with the
+    /// same filters (repeat them). Not with `offset`.
+    #[param(example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH")]
+    pub cursor: Option<String>,
     /// `name` (default), `kind`, `status` or `created_at`.
     pub order_by: Option<String>,
     /// `asc` (default) or `desc`.

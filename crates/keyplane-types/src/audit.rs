@@ -60,6 +60,11 @@ pub struct AuditEventResource {
 pub struct AuditEventList {
     pub data: Vec<AuditEventResource>,
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH")]
+    pub next_cursor: Option<String>,
     #[schema(example = "AUDIT_EVENT_LIST")]
     pub _type: &'static str,
 }

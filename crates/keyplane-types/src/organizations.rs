@@ -154,6 +154,11 @@ pub struct OrganizationList {
     pub data: Vec<OrganizationResource>,
     /// Every organization that matches, not just this page.
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH")]
+    pub next_cursor: Option<String>,
     #[schema(example = "ORGANIZATION_LIST")]
     pub _type: &'static str,
 }

@@ -47,6 +47,11 @@ pub struct UserResource {
 pub struct UserList {
     pub data: Vec<UserResource>,
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH")]
+    pub next_cursor: Option<String>,
     #[schema(example = "USER_LIST")]
     pub _type: &'static str,
 }
@@ -91,6 +96,11 @@ pub struct InvitationResource {
 pub struct InvitationList {
     pub data: Vec<InvitationResource>,
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH")]
+    pub next_cursor: Option<String>,
     #[schema(example = "INVITATION_LIST")]
     pub _type: &'static str,
 }
