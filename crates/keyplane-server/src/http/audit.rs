@@ -60,7 +60,7 @@ fn timestamp(field: &str, value: &str) -> Result<i64, ApiError> {
         ("organization_id" = String, Path, description = "Organization id"),
         ("limit" = Option<u32>, Query, description = "1–100, default 100"),
         ("offset" = Option<u64>, Query, description = "default 0"),
-        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
         ("order" = Option<String>, Query, description = "desc (default, newest first) or asc"),
         ("action" = Option<String>, Query, description = "repeated or comma-separated, e.g. auth.failed"),
         ("actor_id" = Option<String>, Query, description = "only events by this actor"),

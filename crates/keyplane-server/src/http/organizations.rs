@@ -139,7 +139,7 @@ pub async fn retrieve(
     params(
         ("limit" = Option<u32>, Query, description = "1–100, default 100"),
         ("offset" = Option<u64>, Query, description = "default 0"),
-        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyJwb3MtYmVybGluIl0mHq5cXbW0Lr8iXQdLa0bm1x1u5kT9Lz3F6Zr6hGgH"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
         ("order_by" = Option<String>, Query, description = "name (default), created_at, town, zip, display_name"),
         ("order" = Option<String>, Query, description = "asc (default) or desc"),
         ("managed_by_organization_id" = Option<String>, Query, description = "only those managed by this one"),

@@ -1357,7 +1357,8 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
                 if query.after.is_some() {
                     // The position bounds the index range (an index condition, not a filter).
                     assert!(
-                        text.contains("Index Cond") && text.contains("ROW("),
+                        lines.iter().any(|line| line.contains("Index Cond")
+                            && (line.contains(" > ") || line.contains(" < "))),
                         "{query:?} does not start the range at the position:\n{text}"
                     );
                 }

@@ -190,7 +190,7 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
         Method::PUT,
         &token,
         "/api/v0/api-keys/second",
-        json!({"status": "enabled"}),
+        json!({"kind": "test", "status": "enabled"}),
     )
     .await;
     ok_send(
