@@ -37,8 +37,11 @@ use keyplane_core::values::{Env, Role};
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 pub use api_keys::list_api_keys_sql;
+pub use audit::list_audit_events_sql;
 pub use bounded::Bounded;
 pub use error::{DatabaseError, StoreError};
+pub use invitations::pending_invitations_sql;
+pub use people::list_users_sql;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 

@@ -188,28 +188,23 @@ pub(crate) async fn membership(
         .await
 }
 
-/// One page of an organization's people (with their memberships) and how many match.
-pub(crate) async fn list_users(
-    store: &impl Backend,
-    organization_id: OrganizationId,
-    listing: &UserQuery,
-) -> Result<Page<(User, Membership)>, StoreError> {
+/// The page and count queries of [`crate::Store::list_users`]: `$1` the organization, then one
+/// placeholder per status and per role filter; the page query then takes (after a cursor) the
+/// position's sort value and id, and limit and offset. Only whitelisted columns are spliced in.
+fn users_sql(listing: &UserQuery) -> (String, String) {
     let mut filters = String::new();
-    let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
     let mut placeholders = Placeholders::after_organization();
     if !listing.statuses.is_empty() {
         filters.push_str(&format!(
             " AND m.status IN ({})",
             placeholders.take(listing.statuses.len())
         ));
-        values.extend(listing.statuses.iter().map(|status| status.as_str().into()));
     }
     if !listing.roles.is_empty() {
         filters.push_str(&format!(
             " AND m.role IN ({})",
             placeholders.take(listing.roles.len())
         ));
-        values.extend(listing.roles.iter().map(|role| role.as_str().into()));
     }
     // Ties break by the person's id (`m.user_id` is `u.id`; by creation time the list is then a
     // range of the index `memberships_by_created`).
@@ -218,15 +213,13 @@ pub(crate) async fn list_users(
     } else {
         ("lower(u.email)", "u.id")
     };
-    let mut page_values = values.clone();
     let mut after_filter = String::new();
-    if let Some(position) = &listing.after {
+    if listing.after.is_some() {
         after_filter = format!(
             " AND ({column}, {tie}) {} ({})",
             after(listing.descending),
             placeholders.take(2)
         );
-        page_values.extend(position.0.iter().map(Param::from));
     }
     let (limit, offset) = (placeholders.take(1), placeholders.take(1));
     let direction = if listing.descending { "DESC" } else { "ASC" };
@@ -240,6 +233,30 @@ pub(crate) async fn list_users(
          ORDER BY {column} {direction}, {tie} {direction} LIMIT {limit} OFFSET {offset}"
     );
     let count = format!("SELECT COUNT(*) FROM memberships m WHERE m.organization_id = $1{filters}");
+    (page, count)
+}
+
+/// The page query of [`crate::Store::list_users`] (see `users_sql`). Public so that tests can
+/// `EXPLAIN` it.
+pub fn list_users_sql(listing: &UserQuery) -> String {
+    users_sql(listing).0
+}
+
+/// One page of an organization's people (with their memberships), how many match, and where
+/// the next page starts.
+pub(crate) async fn list_users(
+    store: &impl Backend,
+    organization_id: OrganizationId,
+    listing: &UserQuery,
+) -> Result<Page<(User, Membership)>, StoreError> {
+    let (page, count) = users_sql(listing);
+    let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
+    values.extend(listing.statuses.iter().map(|status| status.as_str().into()));
+    values.extend(listing.roles.iter().map(|role| role.as_str().into()));
+    let mut page_values = values.clone();
+    if let Some(position) = &listing.after {
+        page_values.extend(position.0.iter().map(Param::from));
+    }
     // One person more than the page tells whether a further page exists.
     let rows = query(page)
         .bind_all(page_values)

@@ -16,6 +16,7 @@ on_both_stores!(
     every_list_walks_by_cursor_as_by_offset,
     a_walk_neither_repeats_nor_skips_while_keys_are_added,
     cursors_of_anything_but_this_list_are_a_400_naming_cursor,
+    every_indexed_order_after_a_cursor_is_an_index_range,
 );
 
 /// One page: the ids of its items, its count and its `next_cursor`.
@@ -564,5 +565,227 @@ async fn cursors_of_anything_but_this_list_are_a_400_naming_cursor(backend: Back
             &secrets,
         )
         .await;
+    }
+}
+
+/// The audit log (both directions, with and without a filter), people by when they joined and
+/// invitations by when they were sent: after a cursor, each page is a range of an index that
+/// starts at the position, sorts nothing and scans no table, with 20,000 rows of each loaded and
+/// analysed. (API keys: `api_keys::every_list_order_is_an_index_scan`. People and invitations
+/// by email, and organizations, are not index-served: README, Cursor paging.)
+async fn every_indexed_order_after_a_cursor_is_an_index_range(backend: Backend) {
+    use keyplane_core::paging::{Position, SortValue};
+    use keyplane_core::records::{AuditQuery, InvitationQuery, UserQuery};
+    use keyplane_core::values::{Role, UserStatus};
+    let Fixture { app, boot, .. } = Fixture::start(&backend).await;
+    let org = boot.organization_id.clone();
+    load_people_and_events(&app, &backend, &org, 20_000).await;
+    let text = |value: &str| SortValue::Text(value.to_owned());
+    let mut plans: Vec<(String, String, Vec<String>)> = Vec::new();
+    for descending in [false, true] {
+        for n in [1, 10_000, 19_900] {
+            let events = AuditQuery {
+                limit: 100,
+                oldest_first: !descending,
+                after: Some(Position(vec![text(&format!("ev-{n:05}"))])),
+                ..AuditQuery::default()
+            };
+            let filtered = AuditQuery {
+                actions: vec!["user.invited".into(), "api_key.created".into()],
+                ..events.clone()
+            };
+            for query in [events, filtered] {
+                let mut binds = vec![format!("'{org}'")];
+                binds.extend(query.actions.iter().map(|a| format!("'{a}'")));
+                binds.extend([format!("'ev-{n:05}'"), "101".into(), "0".into()]);
+                plans.push((
+                    format!("{query:?}"),
+                    keyplane_store::list_audit_events_sql(&query),
+                    binds,
+                ));
+            }
+            let people = UserQuery {
+                by_created_at: true,
+                descending,
+                limit: 100,
+                offset: 0,
+                statuses: vec![],
+                roles: vec![],
+                after: Some(Position(vec![
+                    SortValue::Int(1_700_000_000 + n),
+                    text(&format!("u-{n:05}")),
+                ])),
+            };
+            let filtered = UserQuery {
+                statuses: vec![UserStatus::Invited],
+                roles: vec![Role::Viewer, Role::Admin],
+                ..people.clone()
+            };
+            for query in [people, filtered] {
+                let mut binds = vec![format!("'{org}'")];
+                binds.extend(query.statuses.iter().map(|s| format!("'{}'", s.as_str())));
+                binds.extend(query.roles.iter().map(|r| format!("'{}'", r.as_str())));
+                binds.extend([
+                    format!("{}", 1_700_000_000 + n),
+                    format!("'u-{n:05}'"),
+                    "101".into(),
+                    "0".into(),
+                ]);
+                plans.push((
+                    format!("{query:?}"),
+                    keyplane_store::list_users_sql(&query),
+                    binds,
+                ));
+            }
+            let invitations = InvitationQuery {
+                by_email: false,
+                descending,
+                limit: 100,
+                offset: 0,
+                after: Some(Position(vec![
+                    SortValue::Int(1_700_000_000 + n),
+                    text(&format!("inv-{n:05}")),
+                ])),
+            };
+            plans.push((
+                format!("{invitations:?}"),
+                keyplane_store::pending_invitations_sql(&invitations),
+                vec![
+                    format!("'{org}'"),
+                    "1700000000".into(),
+                    format!("{}", 1_700_000_000 + n),
+                    format!("'inv-{n:05}'"),
+                    "101".into(),
+                    "0".into(),
+                ],
+            ));
+        }
+    }
+    for (query, sql, binds) in &plans {
+        // Highest first, so that `$1` does not match the start of `$10`.
+        let mut literal = sql.clone();
+        for (n, value) in binds.iter().enumerate().rev() {
+            literal = literal.replace(&format!("${}", n + 1), value);
+        }
+        let plan = explain(&app, &backend, &literal).await;
+        let text = plan.join("\n");
+        match backend {
+            Backend::Sqlite => {
+                assert!(!text.contains("TEMP B-TREE"), "{query} sorts:\n{text}");
+                for line in &plan {
+                    assert!(
+                        !line.starts_with("SCAN") || line.contains("INDEX"),
+                        "{query} scans a table:\n{text}"
+                    );
+                }
+                assert!(
+                    plan.iter().any(|line| line.starts_with("SEARCH")
+                        && line.contains("INDEX")
+                        && (line.contains(">") || line.contains("<"))),
+                    "{query} does not start the range at the position:\n{text}"
+                );
+            }
+            Backend::Postgres(_) => {
+                assert!(!text.contains("Seq Scan"), "{query} scans a table:\n{text}");
+                assert!(!text.contains("Sort"), "{query} sorts:\n{text}");
+                assert!(
+                    plan.iter().any(|line| line.contains("Index Cond")
+                        && (line.contains(" > ") || line.contains(" < "))),
+                    "{query} does not start the range at the position:\n{text}"
+                );
+            }
+        }
+    }
+}
+
+/// The query plan of `sql` (values written in), one line per step.
+async fn explain(app: &TestApp, backend: &Backend, sql: &str) -> Vec<String> {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.sqlite_url()).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            rows.into_iter().map(|row| row.3).collect()
+        }
+        Backend::Postgres(_) => {
+            let url = app.config.store.database_url.clone().unwrap();
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let rows: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {sql}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            rows.into_iter().map(|row| row.0).collect()
+        }
+    }
+}
+
+/// `count` audit events, and as many people (invited viewers, each with a pending invitation),
+/// straight into `organization`'s tables, then the statistics production tables would have.
+async fn load_people_and_events(app: &TestApp, backend: &Backend, organization: &str, count: u32) {
+    let statements = |series: &str, bytes: &str| {
+        let n = "lpad(CAST(n AS TEXT), 5, '0')";
+        vec![
+            format!(
+                "INSERT INTO audit_events (id, organization_id, action, actor_type, target_type, \
+                 target_id, created_at) SELECT 'ev-' || {n}, '{organization}', \
+                 CASE WHEN n % 2 = 0 THEN 'user.invited' ELSE 'api_key.created' END, \
+                 'system', 'user', 'u-' || {n}, 1700000000 + n FROM {series}"
+            ),
+            format!(
+                "INSERT INTO users (id, email, created_at) \
+                 SELECT 'u-' || {n}, 'u' || {n} || '@example.com', 1700000000 + n FROM {series}"
+            ),
+            format!(
+                "INSERT INTO memberships (organization_id, user_id, role, status, created_at) \
+                 SELECT '{organization}', 'u-' || {n}, \
+                 CASE WHEN n % 3 = 0 THEN 'admin' ELSE 'viewer' END, \
+                 CASE WHEN n % 5 = 0 THEN 'active' ELSE 'invited' END, \
+                 1700000000 + n FROM {series}"
+            ),
+            format!(
+                "INSERT INTO invitations (id, organization_id, user_id, token_hash, created_at, \
+                 expires_at) SELECT 'inv-' || {n}, '{organization}', 'u-' || {n}, \
+                 {bytes}, 1700000000 + n, 4000000000 FROM {series}"
+            ),
+        ]
+    };
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.sqlite_url()).await.unwrap();
+            let series = format!(
+                "(WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g \
+                 WHERE n < {count}) SELECT n FROM g)"
+            );
+            for statement in statements(&series, "CAST('token-' || n AS BLOB)") {
+                // SQLite has no lpad: five digits by substr of a padded string.
+                let statement = statement.replace(
+                    "lpad(CAST(n AS TEXT), 5, '0')",
+                    "substr('00000' || n, -5, 5)",
+                );
+                sqlx::query(&statement).execute(&pool).await.unwrap();
+            }
+            sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres(_) => {
+            let url = app.config.store.database_url.clone().unwrap();
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let series = format!("generate_series(1, {count}) AS g(n)");
+            for statement in statements(&series, "convert_to('token-' || n, 'UTF8')") {
+                sqlx::query(&statement).execute(&pool).await.unwrap();
+            }
+            for table in ["audit_events", "users", "memberships", "invitations"] {
+                sqlx::query(&format!("VACUUM (ANALYZE) {table}"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
     }
 }
