@@ -1,7 +1,7 @@
 //! List query strings: `limit` 1–100 (default 100), `offset` ≥ 0 or `cursor` (not both),
-//! `order_by`, `order` (`asc`|`desc`), and resource-specific filters. Parsed by hand because filters may be
-//! repeated (`kind=a&kind=b`) as well as comma-separated, and anything unknown or repeated is a
-//! 400 naming the parameter.
+//! `order_by`, `order` (`asc`|`desc`), and resource-specific filters. Parsed by hand because
+//! filters may be repeated (`kind=a&kind=b`) as well as comma-separated, and anything unknown or
+//! repeated is a 400 naming the parameter. [`Cursors`] opens and seals the cursors of one list.
 
 use keyplane_core::OrganizationId;
 use keyplane_core::paging::{Listing, MAX_CURSOR_LENGTH, Position};
