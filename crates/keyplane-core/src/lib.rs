@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod onboarding;
 pub mod organizations;
+pub mod paging;
 pub mod policy;
 pub mod records;
 pub mod secrets;

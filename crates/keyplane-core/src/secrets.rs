@@ -57,6 +57,7 @@ impl MasterKey {
             ),
             signing_key_encryption: self.expand(b"keyplane/v1/signing-key-encryption"),
             idempotency: self.expand(b"keyplane/v1/idempotency"),
+            cursor_key: hmac::Key::new(hmac::HMAC_SHA256, &self.expand(b"keyplane/v1/list-cursor")),
         }
     }
 
@@ -84,6 +85,8 @@ pub struct ServerSecrets {
     signing_key_encryption: [u8; 32],
     /// The master-key half of what keys idempotency records (see [`crate::idempotency`]).
     idempotency: [u8; 32],
+    /// Authenticates list cursors ([`crate::paging`]).
+    cursor_key: hmac::Key,
 }
 
 impl fmt::Debug for ServerSecrets {
@@ -152,6 +155,10 @@ impl ServerSecrets {
     ) -> bool {
         let presented = self.hash_credential(kind, credential);
         presented.0.ct_eq(&stored.0).into()
+    }
+
+    pub(crate) fn cursor_key(&self) -> &hmac::Key {
+        &self.cursor_key
     }
 
     /// The key that encrypts signing keys at rest.

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
     MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
@@ -145,7 +146,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+    ) -> Result<Page<AuditEvent>, StoreError> {
         self.within(self.inner.list_audit_events(organization_id, query))
             .await
     }
@@ -192,7 +193,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+    ) -> Result<Page<(User, Membership)>, StoreError> {
         self.within(self.inner.list_users(organization_id, query))
             .await
     }
@@ -245,7 +246,7 @@ impl<S: Store> Store for Bounded<S> {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+    ) -> Result<Page<PendingInvitation>, StoreError> {
         self.within(
             self.inner
                 .pending_invitations(organization_id, now, listing),
@@ -360,7 +361,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError> {
+    ) -> Result<Page<Organization>, StoreError> {
         self.within(self.inner.list_organizations(root, query))
             .await
     }
@@ -391,7 +392,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError> {
+    ) -> Result<Page<ApiKey>, StoreError> {
         self.within(self.inner.list_api_keys(organization_id, query))
             .await
     }

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
     MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
@@ -38,8 +39,11 @@ use keyplane_core::values::{Env, Role};
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 pub use api_keys::list_api_keys_sql;
+pub use audit::list_audit_events_sql;
 pub use bounded::Bounded;
 pub use error::{DatabaseError, StoreError};
+pub use invitations::pending_invitations_sql;
+pub use people::list_users_sql;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -109,7 +113,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError>;
+    ) -> Result<Page<AuditEvent>, StoreError>;
 
     async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
 
@@ -143,7 +147,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError>;
+    ) -> Result<Page<(User, Membership)>, StoreError>;
 
     /// Invites a person: stores the user when `new_user` (else the user exists), the membership
     /// and the invitation, with their audit events. [`StoreError::Conflict`] when the person
@@ -195,7 +199,7 @@ pub trait Store: Send + Sync + 'static {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError>;
+    ) -> Result<Page<PendingInvitation>, StoreError>;
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
 
@@ -293,7 +297,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError>;
+    ) -> Result<Page<Organization>, StoreError>;
 
     /// Deletes an organization with its keys, refresh tokens, memberships and invitations, and
     /// writes its audit events. Refuses while it manages organizations.
@@ -318,7 +322,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError>;
+    ) -> Result<Page<ApiKey>, StoreError>;
 
     /// Records when keys last obtained a token (batched; never moves a time backwards).
     async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;

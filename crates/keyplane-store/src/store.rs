@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
 use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
     MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
@@ -75,7 +76,7 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+    ) -> Result<Page<AuditEvent>, StoreError> {
         audit::list_audit_events(self, organization_id, query).await
     }
 
@@ -116,7 +117,7 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+    ) -> Result<Page<(User, Membership)>, StoreError> {
         people::list_users(self, organization_id, query).await
     }
 
@@ -161,7 +162,7 @@ impl<B: Backend> Store for B {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+    ) -> Result<Page<PendingInvitation>, StoreError> {
         invitations::pending_invitations(self, organization_id, now, listing).await
     }
 
@@ -260,7 +261,7 @@ impl<B: Backend> Store for B {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError> {
+    ) -> Result<Page<Organization>, StoreError> {
         organizations::list_organizations(self, root, query).await
     }
 
@@ -288,7 +289,7 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError> {
+    ) -> Result<Page<ApiKey>, StoreError> {
         api_keys::list_api_keys(self, organization_id, query).await
     }
 
