@@ -263,6 +263,33 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
             }
         }
     }
+    // An `Idempotency-Key` of ours: the byte-identical request with it, from them, is their own
+    // request (404 here; the same key on their own list is then a mismatch with that record of
+    // theirs), never our kept answer.
+    let idempotent = |token: &str, path: &str| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "shared-retry-key")
+            .header("Content-Type", "application/json")
+            .body(r#"{"name":"kept","status":"enabled"}"#)
+            .send()
+    };
+    let ours_path = format!("/api/v0/organizations/{org}/api-keys");
+    let kept = idempotent(&token, &ours_path).await.unwrap();
+    assert_eq!(kept.status(), 200);
+    let kept: Value = kept.json().await.unwrap();
+    let kept_secret = kept["secret"].as_str().unwrap().to_owned();
+    let theirs_path = format!("/api/v0/organizations/{stranger_org}/api-keys");
+    for (path, expected) in [(&ours_path, 404), (&theirs_path, 422)] {
+        let response = idempotent(&stranger, path).await.unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        assert!(response.headers().get("idempotent-replayed").is_none());
+        let text = response.text().await.unwrap();
+        for secret in [kept_secret.as_str(), kept["key"].as_str().unwrap(), &org] {
+            assert!(!text.contains(secret), "{path} leaks {secret}: {text}");
+        }
+    }
     // Lists of the caller's own show only its own.
     for path in ["/api/v0/organizations", "/api/v0/api-keys", "/api/v0/users"] {
         let (status, text) = send(&app, Method::GET, &stranger, path, None).await;
