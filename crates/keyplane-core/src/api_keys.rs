@@ -1,6 +1,7 @@
 //! API keys as a domain: creation, rotation, metadata rules and list queries. No HTTP, no SQL.
 
 use crate::ids::{ApiKeyId, OrganizationId, UserId};
+use crate::paging::{Listing, Position};
 use crate::records::{ApiKey, Metadata, SecretChange};
 use crate::secrets::{CredentialKind, PlainCredential, ServerSecrets, generate_public_key};
 use crate::values::{
@@ -206,6 +207,17 @@ pub struct ApiKeyQuery {
     pub kinds: Vec<ApiKeyKind>,
     /// Empty: every status.
     pub statuses: Vec<ApiKeyStatus>,
+    /// Start after this key (cursor paging; `offset` is then 0).
+    pub after: Option<Position>,
+}
+
+impl Listing for ApiKeyQuery {
+    fn shape(&self) -> String {
+        format!(
+            "api_keys order_by={:?} descending={} kinds={:?} statuses={:?}",
+            self.order_by, self.descending, self.kinds, self.statuses
+        )
+    }
 }
 
 impl ApiKey {

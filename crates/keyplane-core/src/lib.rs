@@ -4,9 +4,11 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod idempotency;
 pub mod ids;
 pub mod onboarding;
 pub mod organizations;
+pub mod paging;
 pub mod policy;
 pub mod records;
 pub mod secrets;

@@ -1,6 +1,7 @@
 //! Organizations as a domain: the fields and their rules, creation and partial updates.
 
 use crate::ids::{OrganizationId, UserId};
+use crate::paging::{Listing, Position};
 use crate::records::{Metadata, Organization};
 use crate::values::{Env, ValidationError, check_text};
 
@@ -198,6 +199,17 @@ pub struct OrganizationQuery {
     /// `Some(true)`: managed ones only; `Some(false)`: unmanaged ones only.
     pub managed: Option<bool>,
     pub env: Option<Env>,
+    /// Start after this organization (cursor paging; `offset` is then 0).
+    pub after: Option<Position>,
+}
+
+impl Listing for OrganizationQuery {
+    fn shape(&self) -> String {
+        format!(
+            "organizations order_by={:?} descending={} managed_by={:?} managed={:?} env={:?}",
+            self.order_by, self.descending, self.managed_by, self.managed, self.env
+        )
+    }
 }
 
 /// A new organization managed by `manager`, with env `TEST` only.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditAction;
 use crate::ids::{ApiKeyId, AuditEventId, InvitationId, OrganizationId, UserId};
+use crate::paging::{Listing, Position};
 use crate::secrets::CredentialHash;
 use crate::values::{ApiKeyKind, ApiKeyStatus, Email, Env, KeyName, Role, UserStatus};
 
@@ -374,6 +375,17 @@ pub struct UserQuery {
     pub statuses: Vec<UserStatus>,
     /// Empty: every role.
     pub roles: Vec<Role>,
+    /// Start after this person (cursor paging; `offset` is then 0).
+    pub after: Option<Position>,
+}
+
+impl Listing for UserQuery {
+    fn shape(&self) -> String {
+        format!(
+            "users by_created_at={} descending={} statuses={:?} roles={:?}",
+            self.by_created_at, self.descending, self.statuses, self.roles
+        )
+    }
 }
 
 /// One page of an organization's pending invitations.
@@ -384,6 +396,17 @@ pub struct InvitationQuery {
     pub descending: bool,
     pub limit: u32,
     pub offset: u64,
+    /// Start after this invitation (cursor paging; `offset` is then 0).
+    pub after: Option<Position>,
+}
+
+impl Listing for InvitationQuery {
+    fn shape(&self) -> String {
+        format!(
+            "invitations by_email={} descending={}",
+            self.by_email, self.descending
+        )
+    }
 }
 
 /// An invitation still waiting, with whom it is for and the role it offers.
@@ -418,6 +441,17 @@ pub struct AuditQuery {
     pub until: Option<i64>,
     /// Oldest first instead.
     pub oldest_first: bool,
+    /// Start after this event (cursor paging; `offset` is then 0).
+    pub after: Option<Position>,
+}
+
+impl Listing for AuditQuery {
+    fn shape(&self) -> String {
+        format!(
+            "audit_events actions={:?} actor_id={:?} since={:?} until={:?} oldest_first={}",
+            self.actions, self.actor_id, self.since, self.until, self.oldest_first
+        )
+    }
 }
 
 /// One audit event. Written in the same transaction as the change it records.

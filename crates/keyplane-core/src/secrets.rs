@@ -56,6 +56,8 @@ impl MasterKey {
                 &self.expand(b"keyplane/v1/secret-pepper"),
             ),
             signing_key_encryption: self.expand(b"keyplane/v1/signing-key-encryption"),
+            idempotency: self.expand(b"keyplane/v1/idempotency"),
+            cursor_key: hmac::Key::new(hmac::HMAC_SHA256, &self.expand(b"keyplane/v1/list-cursor")),
         }
     }
 
@@ -81,6 +83,10 @@ impl fmt::Debug for MasterKey {
 pub struct ServerSecrets {
     pepper: hmac::Key,
     signing_key_encryption: [u8; 32],
+    /// The master-key half of what keys idempotency records (see [`crate::idempotency`]).
+    idempotency: [u8; 32],
+    /// Authenticates list cursors ([`crate::paging`]).
+    cursor_key: hmac::Key,
 }
 
 impl fmt::Debug for ServerSecrets {
@@ -160,9 +166,19 @@ impl ServerSecrets {
         presented.0.ct_eq(&stored.0).into()
     }
 
+    pub(crate) fn cursor_key(&self) -> &hmac::Key {
+        &self.cursor_key
+    }
+
     /// The key that encrypts signing keys at rest.
     pub fn signing_key_encryption_key(&self) -> &[u8; 32] {
         &self.signing_key_encryption
+    }
+
+    /// The master-key half of the keys of idempotency records; only [`crate::idempotency`]
+    /// derives from it.
+    pub(crate) fn idempotency_root(&self) -> &[u8; 32] {
+        &self.idempotency
     }
 }
 

@@ -201,6 +201,11 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_SESSION_LIFETIME", default_value_t = 43_200, value_parser = clap::value_parser!(i64).range(300..=2_592_000))]
     pub session_lifetime: i64,
 
+    /// How long the answer to a write with an `Idempotency-Key` is kept for retries, in seconds
+    /// (default 24 hours).
+    #[arg(long, env = "KEYPLANE_IDEMPOTENCY_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(60..=604_800))]
+    pub idempotency_ttl: i64,
+
     /// SMTP server for invitation mail: `smtps://user:password@host:465` (TLS) or
     /// `smtp://user:password@host:587?tls=required` (STARTTLS). Without it, messages are written
     /// as `.eml` files to `<data-dir>/outbox/`.
@@ -288,6 +293,7 @@ impl ServeConfig {
             invitation_ttl: 604_800,
             session_idle_timeout: 1_800,
             session_lifetime: 43_200,
+            idempotency_ttl: 86_400,
             smtp_url: None,
             mail_from: "Keyplane <keyplane@localhost>".into(),
             signing_key_rotation_interval: 2_592_000,

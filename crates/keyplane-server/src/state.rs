@@ -45,6 +45,7 @@ struct StateInner {
     /// The keyed hash of the first-run setup token, while the store is empty and the link
     /// unused; only in this process's memory.
     setup_token: std::sync::Mutex<Option<CredentialHash>>,
+    idempotency_ttl: i64,
     metrics_allow: Vec<ipnet::IpNet>,
     /// Set when shutdown begins.
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -114,6 +115,7 @@ impl AppState {
                 lifetime: config.session_lifetime,
             },
             setup_token: std::sync::Mutex::new(None),
+            idempotency_ttl: config.idempotency_ttl,
             metrics_allow: config.metrics_allow.clone(),
             write_probe: tokio::sync::Mutex::new(None),
             draining: Arc::default(),
@@ -185,6 +187,11 @@ impl AppState {
     /// Ends the setup token: it was used.
     pub fn disarm_setup_token(&self) {
         *self.0.setup_token.lock().expect("not poisoned") = None;
+    }
+
+    /// How long answers to writes with an `Idempotency-Key` are kept, in seconds.
+    pub fn idempotency_ttl(&self) -> i64 {
+        self.0.idempotency_ttl
     }
 
     /// Where clients reach this server, without a trailing slash.

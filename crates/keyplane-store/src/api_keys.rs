@@ -7,35 +7,58 @@
 //! obtained with older ones, and a disable counts up the key's token version.
 
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{ApiKey, ApiKeyChanges, AuditEvent};
 use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Role};
 use keyplane_core::{ApiKeyId, OrganizationId};
 
 use crate::StoreError;
 use crate::audit::insert_audit_events;
-use crate::engine::{Backend, Placeholders, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Placeholders, SqlConnection, after, begin, commit, query};
 use crate::rows::{Bind, Columns, FromRow, metadata_to_text, parse_column};
 
-/// The page query of [`crate::Store::list_api_keys`]: `$1` the organization, then one placeholder
-/// per kind and per status filter, then limit and offset. Only whitelisted column names and
-/// directions are spliced in; every value is bound. Public so that tests can `EXPLAIN` it.
-///
-/// A deep page costs one walk of an index and nothing else, on both engines: the subquery finds
-/// the page's first sort key by skipping `offset` entries of the index that serves the order
-/// (reading no table rows), and the page is then an index range from that key. A plain
-/// `ORDER BY … OFFSET` made PostgreSQL read and sort every key of the organization once the
-/// offset was a few thousand.
-pub fn list_api_keys_sql(query: &ApiKeyQuery) -> String {
-    // The sort key is unique within an organization: ties break by name (unique per
-    // organization), or by id (time-ordered UUIDv7) for creation time.
-    // When the filter leaves one value of the sorted column, the name alone orders the page
-    // (SQLite would otherwise sort the rest of that value's keys).
-    let key = match query.order_by {
+/// The columns a key list is sorted by, a unique key within an organization: ties break by name
+/// (unique per organization), or by id (time-ordered UUIDv7) for creation time. When the filter
+/// leaves one value of the sorted column, the name alone orders the page (SQLite would otherwise
+/// sort the rest of that value's keys).
+fn sort_key(query: &ApiKeyQuery) -> &'static str {
+    match query.order_by {
         ApiKeyOrder::Kind if query.kinds.len() != 1 => "kind, name",
         ApiKeyOrder::Status if query.statuses.len() != 1 => "status, name",
         ApiKeyOrder::Name | ApiKeyOrder::Kind | ApiKeyOrder::Status => "name",
         ApiKeyOrder::CreatedAt => "created_at, id",
-    };
+    }
+}
+
+/// Where a page that ends with `key` ends, in the list of `query`.
+fn position(query: &ApiKeyQuery, key: &ApiKey) -> Position {
+    Position(
+        sort_key(query)
+            .split(", ")
+            .map(|column| match column {
+                "kind" => SortValue::Text(key.kind.as_str().to_owned()),
+                "status" => SortValue::Text(key.status.as_str().to_owned()),
+                "created_at" => SortValue::Int(key.created_at),
+                "id" => SortValue::Text(key.id.to_string()),
+                _ => SortValue::Text(key.name.as_str().to_owned()),
+            })
+            .collect(),
+    )
+}
+
+/// The page query of [`crate::Store::list_api_keys`]: `$1` the organization, then one placeholder
+/// per kind and per status filter, then either limit and offset, or (after a cursor) the
+/// position's values and limit. Only whitelisted column names and directions are spliced in;
+/// every value is bound. Public so that tests can `EXPLAIN` it.
+///
+/// A page costs one walk of an index and nothing else, on both engines, at any depth. After a
+/// cursor the page is an index range from the position (a row-value comparison on the sort
+/// key). At an offset, the subquery finds the page's first sort key by skipping `offset` entries
+/// of the index that serves the order (reading no table rows), and the page is then an index
+/// range from that key. A plain `ORDER BY … OFFSET` made PostgreSQL read and sort every key of
+/// the organization once the offset was a few thousand.
+pub fn list_api_keys_sql(query: &ApiKeyQuery) -> String {
+    let key = sort_key(query);
     let (direction, from) = if query.descending {
         ("DESC", "<=")
     } else {
@@ -55,6 +78,15 @@ pub fn list_api_keys_sql(query: &ApiKeyQuery) -> String {
     if !query.statuses.is_empty() {
         let statuses = placeholders.take(query.statuses.len());
         filters.push_str(&format!(" AND status IN ({statuses})"));
+    }
+    if query.after.is_some() {
+        let position = placeholders.take(key.split(", ").count());
+        let limit = placeholders.take(1);
+        let after = after(query.descending);
+        return format!(
+            "SELECT * FROM api_keys WHERE {filters} AND ({key}) {after} ({position}) \
+             ORDER BY {order} LIMIT {limit}"
+        );
     }
     let (limit, offset) = (placeholders.take(1), placeholders.take(1));
     format!(
@@ -199,21 +231,28 @@ pub(crate) async fn create_api_key(
     commit(tx).await
 }
 
-/// One page of an organization's keys and the number of keys that match the filters.
+/// One page of an organization's keys, the number of keys that match the filters, and where
+/// the next page starts.
 pub(crate) async fn list_api_keys(
     store: &impl Backend,
     organization_id: OrganizationId,
     listing: &ApiKeyQuery,
-) -> Result<(Vec<ApiKey>, u64), StoreError> {
+) -> Result<Page<ApiKey>, StoreError> {
     let sql = list_api_keys_sql(listing);
-    let keys = query(sql)
+    // One key more than the page tells whether a further page exists.
+    let mut page = query(sql)
         .bind(organization_id.to_string())
         .bind_all(listing.kinds.iter().map(|kind| kind.as_str().into()))
-        .bind_all(listing.statuses.iter().map(|status| status.as_str().into()))
-        .bind(i64::from(listing.limit))
-        .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
-        .fetch_records(&mut *store.read().await?)
-        .await?;
+        .bind_all(listing.statuses.iter().map(|status| status.as_str().into()));
+    page = match &listing.after {
+        Some(after) => page
+            .bind_all(after.0.iter().map(Into::into))
+            .bind(i64::from(listing.limit) + 1),
+        None => page
+            .bind(i64::from(listing.limit) + 1)
+            .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX)),
+    };
+    let keys: Vec<ApiKey> = page.fetch_records(&mut *store.read().await?).await?;
     let counts = query("SELECT kind, status, n FROM api_key_counts WHERE organization_id = $1")
         .bind(organization_id.to_string())
         .fetch_all(&mut *store.read().await?)
@@ -228,7 +267,9 @@ pub(crate) async fn list_api_keys(
             total += u64::try_from(row.get::<i64>("n")?).unwrap_or(0);
         }
     }
-    Ok((keys, total))
+    Ok(Page::from_rows(keys, listing.limit, total, |key| {
+        position(listing, key)
+    }))
 }
 
 /// Records when keys last obtained a token (batched; never moves a time backwards).

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
     Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
@@ -62,6 +64,44 @@ impl<S: Store> Store for Bounded<S> {
         self.within(self.inner.ping()).await
     }
 
+    async fn claim_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        self.within(self.inner.claim_idempotency_key(claim)).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &KeptAnswer,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(
+            self.inner
+                .complete_idempotency_key(claim, answer, expires_at),
+        )
+        .await
+    }
+
+    async fn renew_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.renew_idempotency_key(claim, now))
+            .await
+    }
+
+    async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
+        self.within(self.inner.release_idempotency_key(claim)).await
+    }
+
+    async fn purge_idempotency_keys(&self, now: i64, limit: i64) -> Result<u64, StoreError> {
+        self.within(self.inner.purge_idempotency_keys(now, limit))
+            .await
+    }
+
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
         self.within(self.inner.probe_write(now)).await
     }
@@ -110,7 +150,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+    ) -> Result<Page<AuditEvent>, StoreError> {
         self.within(self.inner.list_audit_events(organization_id, query))
             .await
     }
@@ -157,7 +197,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+    ) -> Result<Page<(User, Membership)>, StoreError> {
         self.within(self.inner.list_users(organization_id, query))
             .await
     }
@@ -210,7 +250,7 @@ impl<S: Store> Store for Bounded<S> {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+    ) -> Result<Page<PendingInvitation>, StoreError> {
         self.within(
             self.inner
                 .pending_invitations(organization_id, now, listing),
@@ -325,7 +365,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError> {
+    ) -> Result<Page<Organization>, StoreError> {
         self.within(self.inner.list_organizations(root, query))
             .await
     }
@@ -356,7 +396,7 @@ impl<S: Store> Store for Bounded<S> {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError> {
+    ) -> Result<Page<ApiKey>, StoreError> {
         self.within(self.inner.list_api_keys(organization_id, query))
             .await
     }

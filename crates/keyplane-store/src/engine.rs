@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::ops::DerefMut;
 
+use keyplane_core::paging::SortValue;
 use sqlx::{Database, Encode, Type};
 
 use crate::StoreError;
@@ -151,6 +152,16 @@ impl<'a> From<&'a Vec<u8>> for Param<'a> {
 impl<'a> From<Option<&'a [u8]>> for Param<'a> {
     fn from(bytes: Option<&'a [u8]>) -> Self {
         Param::Bytes(bytes)
+    }
+}
+
+impl<'a> From<&'a SortValue> for Param<'a> {
+    fn from(value: &'a SortValue) -> Self {
+        match value {
+            SortValue::Null => Param::Text(None),
+            SortValue::Int(int) => Param::Int(Some(*int)),
+            SortValue::Text(text) => Param::Text(Some(Cow::Borrowed(text))),
+        }
     }
 }
 
@@ -352,4 +363,11 @@ impl Placeholders {
         self.0 += count;
         list.join(", ")
     }
+}
+
+/// The comparison that starts a page after a position in a list sorted by `columns`: `>` when
+/// ascending, `<` when descending (a row-value comparison, which both engines answer from an
+/// index on those columns).
+pub(crate) fn after(descending: bool) -> &'static str {
+    if descending { "<" } else { ">" }
 }

@@ -8,6 +8,7 @@
 
 use keyplane_core::InvitationId;
 use keyplane_core::OrganizationId;
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{
     AuditEvent, Invitation, InvitationQuery, Membership, PendingInvitation, User,
 };
@@ -16,7 +17,7 @@ use keyplane_core::values::{Role, UserStatus};
 
 use crate::StoreError;
 use crate::audit::{commit_if, insert_audit_events};
-use crate::engine::{Backend, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Param, SqlConnection, after, begin, commit, query};
 use crate::organizations::{lock_organization, lock_organization_of_invitation};
 use crate::people::{insert_membership, insert_user};
 use crate::rows::{Bind, Columns, FromRow, parse_column};
@@ -64,38 +65,66 @@ pub(crate) async fn invitations_of_organization(
         .await
 }
 
-/// An organization's invitations still pending at `now`, oldest first, with their people's
-/// emails and roles: one query.
+const PENDING: &str = "FROM invitations i \
+     JOIN users u ON u.id = i.user_id \
+     JOIN memberships m \
+       ON m.organization_id = i.organization_id AND m.user_id = i.user_id \
+     WHERE i.organization_id = $1 AND i.accepted_at IS NULL \
+     AND i.revoked_at IS NULL AND i.expires_at > $2";
+
+/// The page query of [`crate::Store::pending_invitations`]: `$1` the organization, `$2` now,
+/// then (after a cursor) the position's sort value and id, then limit and offset. Only
+/// whitelisted columns are spliced in. Public so that tests can `EXPLAIN` it.
+pub fn pending_invitations_sql(listing: &InvitationQuery) -> String {
+    // Ties break by id (time-ordered); by creation time the list is a range of the index
+    // `invitations_by_created`.
+    let direction = if listing.descending { "DESC" } else { "ASC" };
+    let column = if listing.by_email {
+        "lower(u.email)"
+    } else {
+        "i.created_at"
+    };
+    let (after_filter, limit, offset) = match listing.after {
+        Some(_) => (
+            format!(
+                " AND ({column}, i.id) {} ($3, $4)",
+                after(listing.descending)
+            ),
+            "$5",
+            "$6",
+        ),
+        None => (String::new(), "$3", "$4"),
+    };
+    format!(
+        "SELECT i.*, u.email AS person_email, m.role AS person_role, {column} AS sort_value \
+         {PENDING}{after_filter} \
+         ORDER BY {column} {direction}, i.id {direction} LIMIT {limit} OFFSET {offset}"
+    )
+}
+
+/// An organization's invitations still pending at `now`, with their people's emails and roles
+/// (one query), how many are pending, and where the next page starts.
 pub(crate) async fn pending_invitations(
     store: &impl Backend,
     organization_id: OrganizationId,
     now: i64,
     listing: &InvitationQuery,
-) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
-    const PENDING: &str = "FROM invitations i \
-         JOIN users u ON u.id = i.user_id \
-         JOIN memberships m \
-           ON m.organization_id = i.organization_id AND m.user_id = i.user_id \
-         WHERE i.organization_id = $1 AND i.accepted_at IS NULL \
-         AND i.revoked_at IS NULL AND i.expires_at > $2";
-    // Whitelisted columns only; ties break by id (time-ordered).
-    let direction = if listing.descending { "DESC" } else { "ASC" };
-    let order = if listing.by_email {
-        format!("lower(u.email) {direction}, i.id {direction}")
-    } else {
-        format!("i.created_at {direction}, i.id {direction}")
-    };
+) -> Result<Page<PendingInvitation>, StoreError> {
     let mut reader = store.read().await?;
-    let rows = query(format!(
-        "SELECT i.*, u.email AS person_email, m.role AS person_role {PENDING} \
-         ORDER BY {order} LIMIT $3 OFFSET $4"
-    ))
-    .bind(organization_id.to_string())
-    .bind(now)
-    .bind(i64::from(listing.limit))
-    .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
-    .fetch_all(&mut *reader)
-    .await?;
+    // One invitation more than the page tells whether a further page exists.
+    let rows = query(pending_invitations_sql(listing))
+        .bind(organization_id.to_string())
+        .bind(now)
+        .bind_all(
+            listing
+                .after
+                .iter()
+                .flat_map(|after| after.0.iter().map(Param::from)),
+        )
+        .bind(i64::from(listing.limit) + 1)
+        .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
+        .fetch_all(&mut *reader)
+        .await?;
     let count: i64 = query(format!("SELECT COUNT(*) {PENDING}"))
         .bind(organization_id.to_string())
         .bind(now)
@@ -104,14 +133,26 @@ pub(crate) async fn pending_invitations(
     let page = rows
         .iter()
         .map(|row| {
-            Ok(PendingInvitation {
-                invitation: Invitation::from_row(row)?,
-                email: row.get("person_email")?,
-                role: parse_column("role", &row.get::<String>("person_role")?)?,
-            })
+            let invitation = Invitation::from_row(row)?;
+            let sort_value = if listing.by_email {
+                SortValue::Text(row.get("sort_value")?)
+            } else {
+                SortValue::Int(row.get("sort_value")?)
+            };
+            let position = Position(vec![sort_value, SortValue::Text(invitation.id.to_string())]);
+            Ok((
+                PendingInvitation {
+                    invitation,
+                    email: row.get("person_email")?,
+                    role: parse_column("role", &row.get::<String>("person_role")?)?,
+                },
+                position,
+            ))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok((page, u64::try_from(count).unwrap_or(0)))
+    let count = u64::try_from(count).unwrap_or(0);
+    let page = Page::from_rows(page, listing.limit, count, |(_, position)| position.clone());
+    Ok(page.map(|(pending, _)| pending))
 }
 
 pub(crate) async fn invitation(

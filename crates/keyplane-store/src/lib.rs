@@ -1,7 +1,7 @@
 //! Keyplane's storage: the [`Store`] trait and its two implementations, SQLite (the embedded
 //! default) and PostgreSQL (for several nodes). Both run the same SQL, written once in one
 //! module per resource (`organizations`, `api_keys`, `people`, `invitations`, `refresh_tokens`,
-//! `signing_keys`, `audit`, `bootstrap`) against the engine traits of `engine`; only connection
+//! `signing_keys`, `audit`, `bootstrap`, `idempotency`) against the engine traits of `engine`; only connection
 //! setup, migrations and SQLite's in-place point reads differ (`sqlite`, `postgres`).
 
 mod api_keys;
@@ -11,6 +11,7 @@ mod bounded;
 mod connections;
 mod engine;
 mod error;
+mod idempotency;
 mod in_place;
 mod invitations;
 mod organizations;
@@ -25,7 +26,9 @@ mod store;
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
     Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
@@ -37,8 +40,11 @@ use keyplane_core::values::{Env, Role};
 use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 pub use api_keys::list_api_keys_sql;
+pub use audit::list_audit_events_sql;
 pub use bounded::Bounded;
 pub use error::{DatabaseError, StoreError};
+pub use invitations::pending_invitations_sql;
+pub use people::list_users_sql;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -111,7 +117,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError>;
+    ) -> Result<Page<AuditEvent>, StoreError>;
 
     async fn api_key(&self, id: ApiKeyId) -> Result<Option<ApiKey>, StoreError>;
 
@@ -145,7 +151,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError>;
+    ) -> Result<Page<(User, Membership)>, StoreError>;
 
     /// Invites a person: stores the user when `new_user` (else the user exists), the membership
     /// and the invitation, with their audit events. [`StoreError::Conflict`] when the person
@@ -197,7 +203,7 @@ pub trait Store: Send + Sync + 'static {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError>;
+    ) -> Result<Page<PendingInvitation>, StoreError>;
 
     async fn invitation(&self, id: InvitationId) -> Result<Option<Invitation>, StoreError>;
 
@@ -295,7 +301,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError>;
+    ) -> Result<Page<Organization>, StoreError>;
 
     /// Deletes an organization with its keys, refresh tokens, memberships and invitations, and
     /// writes its audit events. Refuses while it manages organizations.
@@ -320,7 +326,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError>;
+    ) -> Result<Page<ApiKey>, StoreError>;
 
     /// Records when keys last obtained a token (batched; never moves a time backwards).
     async fn touch_api_keys(&self, used: &[(ApiKeyId, i64)]) -> Result<(), StoreError>;
@@ -439,6 +445,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records audit events that accompany no other change (e.g. a failed login).
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+
+    /// Claims an idempotency record for a request (one atomic insert, so of concurrent requests
+    /// with one key, on any node, exactly one gets [`ClaimOutcome::Claimed`]); otherwise what the
+    /// record holds. An expired record, or a running claim made before `stale_before`, is taken
+    /// over as if absent.
+    async fn claim_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Keeps the answer of the request holding `claim`, until `expires_at`. False when that
+    /// claim is no longer the record's.
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &KeptAnswer,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Renews the lease of the running record `claim` holds to `now`. False when that claim is
+    /// no longer the record's.
+    async fn renew_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the running record `claim` holds (its answer is not kept: a retry runs again).
+    async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` idempotency records expired at `now`; how many.
+    async fn purge_idempotency_keys(&self, now: i64, limit: i64) -> Result<u64, StoreError>;
 
     /// Closes every connection; used on shutdown.
     async fn close(&self);

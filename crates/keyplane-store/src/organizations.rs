@@ -6,12 +6,13 @@
 //! manages none, together with everything that belongs to it, and never loses its audit events.
 
 use keyplane_core::organizations::{OrganizationOrder, OrganizationQuery};
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{AuditEvent, Organization};
 use keyplane_core::values::Env;
 use keyplane_core::{InvitationId, OrganizationId};
 
 use crate::audit::{commit_if, insert_audit_events};
-use crate::engine::{Backend, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Param, SqlConnection, after, begin, commit, query};
 use crate::rows::{Bind, FromRow, envs_to_text, metadata_to_text, parse_column};
 use crate::{OrganizationDeletion, StoreError};
 
@@ -212,37 +213,87 @@ pub(crate) fn organization_filters(listing: &OrganizationQuery) -> (String, Vec<
     (sql, binds)
 }
 
-/// One page of `root` and every organization it manages, transitively, and how many match.
-pub(crate) async fn list_organizations(
-    store: &impl Backend,
-    root: OrganizationId,
-    listing: &OrganizationQuery,
-) -> Result<(Vec<Organization>, u64), StoreError> {
-    let (filters, binds) = organization_filters(listing);
-    let tree = "WITH RECURSIVE visible(id) AS (\
-         SELECT id FROM organizations WHERE id = $1 \
-         UNION ALL \
-         SELECT o.id FROM organizations o JOIN visible v ON o.managed_by = v.id) ";
-    let column = match listing.order_by {
+/// The column an organization list is sorted by (then by id).
+fn sort_column(order: OrganizationOrder) -> &'static str {
+    match order {
         OrganizationOrder::Name => "name",
         OrganizationOrder::CreatedAt => "created_at",
         OrganizationOrder::Town => "town",
         OrganizationOrder::Zip => "zip",
         OrganizationOrder::DisplayName => "display_name",
+    }
+}
+
+/// Where a page that ends with `organization` ends: its sort value (possibly unset) and id.
+fn position(order: OrganizationOrder, organization: &Organization) -> Position {
+    let value = match order {
+        OrganizationOrder::Name => SortValue::Text(organization.name.clone()),
+        OrganizationOrder::CreatedAt => SortValue::Int(organization.created_at),
+        OrganizationOrder::Town => organization.town.clone().into(),
+        OrganizationOrder::Zip => organization.zip.clone().into(),
+        OrganizationOrder::DisplayName => organization.display_name.clone().into(),
     };
+    Position(vec![value, SortValue::Text(organization.id.to_string())])
+}
+
+/// One page of `root` and every organization it manages, transitively, how many match, and
+/// where the next page starts.
+///
+/// Unset values sort last in either direction, so the next page after a set value holds the
+/// later set values and every unset one, and after an unset value only later unset ones.
+pub(crate) async fn list_organizations(
+    store: &impl Backend,
+    root: OrganizationId,
+    listing: &OrganizationQuery,
+) -> Result<Page<Organization>, StoreError> {
+    let (filters, binds) = organization_filters(listing);
+    let tree = "WITH RECURSIVE visible(id) AS (\
+         SELECT id FROM organizations WHERE id = $1 \
+         UNION ALL \
+         SELECT o.id FROM organizations o JOIN visible v ON o.managed_by = v.id) ";
+    let column = sort_column(listing.order_by);
     let direction = if listing.descending { "DESC" } else { "ASC" };
-    let next = binds.len() + 2;
+    let mut next = binds.len() + 2;
+    let mut placeholder = || {
+        next += 1;
+        format!("${}", next - 1)
+    };
+    let mut page_binds: Vec<Param<'_>> = binds.iter().map(Into::into).collect();
+    let mut after_filter = String::new();
+    if let Some(Position(values)) = &listing.after {
+        let (Some(value), Some(id)) = (values.first(), values.get(1)) else {
+            return Err(StoreError::Corrupt(
+                "a cursor position of another shape".into(),
+            ));
+        };
+        let after = after(listing.descending);
+        if *value == SortValue::Null {
+            after_filter = format!(" AND {column} IS NULL AND id {after} {}", placeholder());
+            page_binds.push(id.into());
+        } else {
+            after_filter = format!(
+                " AND ({column} IS NULL OR {column} {after} {} \
+                 OR ({column} = {} AND id {after} {}))",
+                placeholder(),
+                placeholder(),
+                placeholder()
+            );
+            page_binds.extend([value.into(), value.into(), id.into()]);
+        }
+    }
+    let (limit, offset) = (placeholder(), placeholder());
     // Unset values sort last on both engines.
     let page = format!(
-        "{tree}SELECT * FROM organizations WHERE id IN (SELECT id FROM visible){filters} \
+        "{tree}SELECT * FROM organizations WHERE id IN (SELECT id FROM visible)\
+         {filters}{after_filter} \
          ORDER BY CASE WHEN {column} IS NULL THEN 1 ELSE 0 END, {column} {direction}, \
-         id {direction} LIMIT ${next} OFFSET ${}",
-        next + 1
+         id {direction} LIMIT {limit} OFFSET {offset}"
     );
-    let organizations = query(page)
+    // One organization more than the page tells whether a further page exists.
+    let organizations: Vec<Organization> = query(page)
         .bind(root.to_string())
-        .bind_all(binds.iter().map(Into::into))
-        .bind(i64::from(listing.limit))
+        .bind_all(page_binds)
+        .bind(i64::from(listing.limit) + 1)
         .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
         .fetch_records(&mut *store.read().await?)
         .await?;
@@ -255,7 +306,13 @@ pub(crate) async fn list_organizations(
         .bind_all(binds.iter().map(Into::into))
         .fetch_scalar(&mut *store.read().await?)
         .await?;
-    Ok((organizations, u64::try_from(total).unwrap_or(0)))
+    let total = u64::try_from(total).unwrap_or(0);
+    Ok(Page::from_rows(
+        organizations,
+        listing.limit,
+        total,
+        |organization| position(listing.order_by, organization),
+    ))
 }
 
 /// Deletes an organization with its keys, refresh tokens, memberships and invitations, and

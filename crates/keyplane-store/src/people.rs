@@ -6,13 +6,14 @@
 //! longer has the role and status it was checked against, and an organization never loses its
 //! last active owner (invited owners count: the bootstrap owner starts so).
 
+use keyplane_core::paging::{Page, Position, SortValue};
 use keyplane_core::records::{AuditEvent, Membership, MembershipOutcome, User, UserQuery};
 use keyplane_core::values::{Email, Role, UserStatus};
 use keyplane_core::{OrganizationId, UserId};
 
 use crate::StoreError;
 use crate::audit::{commit_if, insert_audit_events};
-use crate::engine::{Backend, Param, Placeholders, SqlConnection, begin, commit, query};
+use crate::engine::{Backend, Param, Placeholders, SqlConnection, after, begin, commit, query};
 use crate::organizations::lock_organization;
 use crate::rows::{Bind, Columns, FromRow, corrupt, parse_column};
 
@@ -187,48 +188,79 @@ pub(crate) async fn membership(
         .await
 }
 
-/// One page of an organization's people (with their memberships) and how many match.
-pub(crate) async fn list_users(
-    store: &impl Backend,
-    organization_id: OrganizationId,
-    listing: &UserQuery,
-) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+/// The page and count queries of [`crate::Store::list_users`]: `$1` the organization, then one
+/// placeholder per status and per role filter; the page query then takes (after a cursor) the
+/// position's sort value and id, and limit and offset. Only whitelisted columns are spliced in.
+fn users_sql(listing: &UserQuery) -> (String, String) {
     let mut filters = String::new();
-    let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
     let mut placeholders = Placeholders::after_organization();
     if !listing.statuses.is_empty() {
         filters.push_str(&format!(
             " AND m.status IN ({})",
             placeholders.take(listing.statuses.len())
         ));
-        values.extend(listing.statuses.iter().map(|status| status.as_str().into()));
     }
     if !listing.roles.is_empty() {
         filters.push_str(&format!(
             " AND m.role IN ({})",
             placeholders.take(listing.roles.len())
         ));
-        values.extend(listing.roles.iter().map(|role| role.as_str().into()));
+    }
+    // Ties break by the person's id (`m.user_id` is `u.id`; by creation time the list is then a
+    // range of the index `memberships_by_created`).
+    let (column, tie) = if listing.by_created_at {
+        ("m.created_at", "m.user_id")
+    } else {
+        ("lower(u.email)", "u.id")
+    };
+    let mut after_filter = String::new();
+    if listing.after.is_some() {
+        after_filter = format!(
+            " AND ({column}, {tie}) {} ({})",
+            after(listing.descending),
+            placeholders.take(2)
+        );
     }
     let (limit, offset) = (placeholders.take(1), placeholders.take(1));
-    let column = if listing.by_created_at {
-        "m.created_at"
-    } else {
-        "lower(u.email)"
-    };
     let direction = if listing.descending { "DESC" } else { "ASC" };
     let page = format!(
         "SELECT u.id AS u_id, u.email, u.first_name, u.last_name, u.password_hash, \
          u.created_at AS u_created_at, m.organization_id, m.user_id, m.role, m.status, \
-         m.created_at, m.token_version, m.invited_first_name, m.invited_last_name \
+         m.created_at, m.token_version, m.invited_first_name, m.invited_last_name, \
+         {column} AS sort_value \
          FROM memberships m JOIN users u ON u.id = m.user_id \
-         WHERE m.organization_id = $1{filters} \
-         ORDER BY {column} {direction}, u.id {direction} LIMIT {limit} OFFSET {offset}"
+         WHERE m.organization_id = $1{filters}{after_filter} \
+         ORDER BY {column} {direction}, {tie} {direction} LIMIT {limit} OFFSET {offset}"
     );
     let count = format!("SELECT COUNT(*) FROM memberships m WHERE m.organization_id = $1{filters}");
+    (page, count)
+}
+
+/// The page query of [`crate::Store::list_users`] (see `users_sql`). Public so that tests can
+/// `EXPLAIN` it.
+pub fn list_users_sql(listing: &UserQuery) -> String {
+    users_sql(listing).0
+}
+
+/// One page of an organization's people (with their memberships), how many match, and where
+/// the next page starts.
+pub(crate) async fn list_users(
+    store: &impl Backend,
+    organization_id: OrganizationId,
+    listing: &UserQuery,
+) -> Result<Page<(User, Membership)>, StoreError> {
+    let (page, count) = users_sql(listing);
+    let mut values: Vec<Param<'_>> = vec![organization_id.to_string().into()];
+    values.extend(listing.statuses.iter().map(|status| status.as_str().into()));
+    values.extend(listing.roles.iter().map(|role| role.as_str().into()));
+    let mut page_values = values.clone();
+    if let Some(position) = &listing.after {
+        page_values.extend(position.0.iter().map(Param::from));
+    }
+    // One person more than the page tells whether a further page exists.
     let rows = query(page)
-        .bind_all(values.iter().cloned())
-        .bind(i64::from(listing.limit))
+        .bind_all(page_values)
+        .bind(i64::from(listing.limit) + 1)
         .bind(i64::try_from(listing.offset).unwrap_or(i64::MAX))
         .fetch_all(&mut *store.read().await?)
         .await?;
@@ -242,13 +274,23 @@ pub(crate) async fn list_users(
             password_hash: row.get("password_hash")?,
             created_at: row.get("u_created_at")?,
         };
-        people.push((user, Membership::from_row(row)?));
+        let sort_value = if listing.by_created_at {
+            SortValue::Int(row.get("sort_value")?)
+        } else {
+            SortValue::Text(row.get("sort_value")?)
+        };
+        let position = Position(vec![sort_value, SortValue::Text(user.id.to_string())]);
+        people.push(((user, Membership::from_row(row)?), position));
     }
     let total: i64 = query(count)
         .bind_all(values)
         .fetch_scalar(&mut *store.read().await?)
         .await?;
-    Ok((people, u64::try_from(total).unwrap_or(0)))
+    let total = u64::try_from(total).unwrap_or(0);
+    let page = Page::from_rows(people, listing.limit, total, |(_, position)| {
+        position.clone()
+    });
+    Ok(page.map(|(person, _)| person))
 }
 
 /// Changes a membership from `expected` to `changed`'s role and status under the

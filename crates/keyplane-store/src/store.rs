@@ -5,7 +5,9 @@
 
 use async_trait::async_trait;
 use keyplane_core::api_keys::ApiKeyQuery;
+use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
+use keyplane_core::paging::Page;
 use keyplane_core::records::{
     ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
     Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
@@ -18,8 +20,8 @@ use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 
 use crate::engine::{Backend, Engine};
 use crate::{
-    Bootstrap, OrganizationDeletion, Store, StoreError, api_keys, audit, bootstrap, invitations,
-    organizations, people, refresh_tokens, sessions, signing_keys,
+    Bootstrap, OrganizationDeletion, Store, StoreError, api_keys, audit, bootstrap, idempotency,
+    invitations, organizations, people, refresh_tokens, sessions, signing_keys,
 };
 
 #[async_trait]
@@ -78,7 +80,7 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         query: &AuditQuery,
-    ) -> Result<(Vec<AuditEvent>, u64), StoreError> {
+    ) -> Result<Page<AuditEvent>, StoreError> {
         audit::list_audit_events(self, organization_id, query).await
     }
 
@@ -119,7 +121,7 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         query: &UserQuery,
-    ) -> Result<(Vec<(User, Membership)>, u64), StoreError> {
+    ) -> Result<Page<(User, Membership)>, StoreError> {
         people::list_users(self, organization_id, query).await
     }
 
@@ -164,7 +166,7 @@ impl<B: Backend> Store for B {
         organization_id: OrganizationId,
         now: i64,
         listing: &InvitationQuery,
-    ) -> Result<(Vec<PendingInvitation>, u64), StoreError> {
+    ) -> Result<Page<PendingInvitation>, StoreError> {
         invitations::pending_invitations(self, organization_id, now, listing).await
     }
 
@@ -263,7 +265,7 @@ impl<B: Backend> Store for B {
         &self,
         root: OrganizationId,
         query: &OrganizationQuery,
-    ) -> Result<(Vec<Organization>, u64), StoreError> {
+    ) -> Result<Page<Organization>, StoreError> {
         organizations::list_organizations(self, root, query).await
     }
 
@@ -291,7 +293,7 @@ impl<B: Backend> Store for B {
         &self,
         organization_id: OrganizationId,
         query: &ApiKeyQuery,
-    ) -> Result<(Vec<ApiKey>, u64), StoreError> {
+    ) -> Result<Page<ApiKey>, StoreError> {
         api_keys::list_api_keys(self, organization_id, query).await
     }
 
@@ -408,6 +410,38 @@ impl<B: Backend> Store for B {
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         audit::record_audit_events(self, events).await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        idempotency::claim_idempotency_key(self, claim).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: &KeptAnswer,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        idempotency::complete_idempotency_key(self, claim, answer, expires_at).await
+    }
+
+    async fn renew_idempotency_key(
+        &self,
+        claim: &IdempotencyClaim,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        idempotency::renew_idempotency_key(self, claim, now).await
+    }
+
+    async fn release_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
+        idempotency::release_idempotency_key(self, claim).await
+    }
+
+    async fn purge_idempotency_keys(&self, now: i64, limit: i64) -> Result<u64, StoreError> {
+        idempotency::purge_idempotency_keys(self, now, limit).await
     }
 
     async fn close(&self) {

@@ -70,13 +70,19 @@ pub struct ApiKeyResource {
         "created_by_user": "0190c8e1-c3d5-7e8f-a1b2-4d6e8f0a2c13",
         "last_used_at": 1764633600
     }],
-    "count": 1,
+    "count": 2,
+    "next_cursor": "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX",
     "_type": "API_KEY_LIST"
 }))]
 pub struct ApiKeyList {
     pub data: Vec<ApiKeyResource>,
     /// Every key that matches the filters, not just this page.
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX")]
+    pub next_cursor: Option<String>,
     #[schema(example = "API_KEY_LIST")]
     pub _type: &'static str,
 }
@@ -89,6 +95,10 @@ pub struct ListParams {
     pub limit: Option<u32>,
     /// Default 0.
     pub offset: Option<u64>,
+    /// The `next_cursor` of the previous page: the page after it, in the same order and with the
+    /// same filters (repeat them). Not with `offset`.
+    #[param(example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX")]
+    pub cursor: Option<String>,
     /// `name` (default), `kind`, `status` or `created_at`.
     pub order_by: Option<String>,
     /// `asc` (default) or `desc`.

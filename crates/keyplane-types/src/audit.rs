@@ -56,10 +56,15 @@ pub struct AuditEventResource {
         "request_id": "0190c8e5-7d3a-7c1b-8e2f-9a4c6b1d3e58",
         "ip": "203.0.113.7",
         "created_at": 1764547200
-    }], "count": 1, "_type": "AUDIT_EVENT_LIST"}))]
+    }], "count": 2, "next_cursor": "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX", "_type": "AUDIT_EVENT_LIST"}))]
 pub struct AuditEventList {
     pub data: Vec<AuditEventResource>,
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX")]
+    pub next_cursor: Option<String>,
     #[schema(example = "AUDIT_EVENT_LIST")]
     pub _type: &'static str,
 }

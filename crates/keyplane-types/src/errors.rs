@@ -37,8 +37,12 @@ pub struct ErrorBody {
     /// - `E_REQUEST_TIMEOUT` (408): the request body did not arrive in time.
     /// - `E_CONFLICT` (409): clashes with an existing resource (such as a taken name) or
     ///   changed concurrently; retry.
+    /// - `E_IDEMPOTENCY_IN_PROGRESS` (409): a request with this `Idempotency-Key` is still
+    ///   running; retry after `Retry-After`.
     /// - `E_PAYLOAD_TOO_LARGE` (413): the request body exceeds 1 MiB.
     /// - `E_UNSUPPORTED_MEDIA_TYPE` (415): the body is not `application/json`.
+    /// - `E_IDEMPOTENCY_MISMATCH` (422): the `Idempotency-Key` was used with another method,
+    ///   path or body.
     /// - `E_RATE_LIMITED` (429): too many requests or failed attempts; wait `Retry-After`.
     /// - `E_INTERNAL` (500): an unexpected server error, logged with the `request_id`.
     /// - `E_UNAVAILABLE` (503): the database cannot serve now; retry after `Retry-After`.

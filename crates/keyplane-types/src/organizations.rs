@@ -149,11 +149,16 @@ pub struct OrganizationBody {
         "managed_by_organization_id": "0190c8e1-9b2a-7d4c-8e1f-3a6b5c9d2e81",
         "created_at": 1764547200,
         "created_by_user": "0190c8e1-c3d5-7e8f-a1b2-4d6e8f0a2c13"
-    }], "count": 1, "_type": "ORGANIZATION_LIST"}))]
+    }], "count": 2, "next_cursor": "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX", "_type": "ORGANIZATION_LIST"}))]
 pub struct OrganizationList {
     pub data: Vec<OrganizationResource>,
     /// Every organization that matches, not just this page.
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX")]
+    pub next_cursor: Option<String>,
     #[schema(example = "ORGANIZATION_LIST")]
     pub _type: &'static str,
 }

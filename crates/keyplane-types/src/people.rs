@@ -43,10 +43,15 @@ pub struct UserResource {
         "role": "developer",
         "status": "active",
         "created_at": 1764547200
-    }], "count": 1, "_type": "USER_LIST"}))]
+    }], "count": 2, "next_cursor": "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX", "_type": "USER_LIST"}))]
 pub struct UserList {
     pub data: Vec<UserResource>,
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX")]
+    pub next_cursor: Option<String>,
     #[schema(example = "USER_LIST")]
     pub _type: &'static str,
 }
@@ -87,10 +92,15 @@ pub struct InvitationResource {
         "role": "developer",
         "created_at": 1764547200,
         "expires_at": 1765152000
-    }], "count": 1, "_type": "INVITATION_LIST"}))]
+    }], "count": 2, "next_cursor": "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX", "_type": "INVITATION_LIST"}))]
 pub struct InvitationList {
     pub data: Vec<InvitationResource>,
     pub count: u64,
+    /// Where the next page starts: pass it as `cursor` with the same query (same order and
+    /// filters, without `offset`). Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX")]
+    pub next_cursor: Option<String>,
     #[schema(example = "INVITATION_LIST")]
     pub _type: &'static str,
 }

@@ -140,6 +140,7 @@ impl Listing {
             offset: (self.page - 1) * u64::from(PAGE_SIZE),
             kinds: self.kind.into_iter().collect(),
             statuses: self.status.into_iter().collect(),
+            after: None,
         }
     }
 
@@ -172,7 +173,7 @@ pub async fn list(
     };
     let listing = Listing::read(&query);
     let (keys, count) = match api_keys::list(&state, &organization, &listing.query()).await {
-        Ok(found) => found,
+        Ok(page) => (page.items, page.count),
         Err(error) => return refusal(error),
     };
     let may_manage = signed.actor.require(Action::ManageApiKeys).is_ok();

@@ -81,6 +81,7 @@ fn query(form: &AuditForm) -> Result<(AuditQuery, u64), ValidationError> {
             since,
             until,
             oldest_first: false,
+            after: None,
         },
         page,
     ))
@@ -98,7 +99,7 @@ pub async fn page_of_events(
     let (found, errors, page_number) = match query(&form) {
         Ok((query, page)) => {
             match audit::list(&state, &signed.actor, &organization, &query).await {
-                Ok(found) => (Some(found), Errors::default(), page),
+                Ok(found) => (Some((found.items, found.count)), Errors::default(), page),
                 Err(AuditError::Forbidden) => {
                     return layout::refused(
                         StatusCode::FORBIDDEN,

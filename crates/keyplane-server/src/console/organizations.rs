@@ -97,9 +97,10 @@ pub async fn tree(
         managed_by: None,
         managed: None,
         env: None,
+        after: None,
     };
     let (found, count) = match organizations::list(&state, &signed.actor, &listing).await {
-        Ok(found) => found,
+        Ok(page) => (page.items, page.count),
         Err(error) => return refusal(error),
     };
     let may_manage = signed.actor.require(Action::ManageOrganizations).is_ok();
@@ -331,10 +332,11 @@ async fn managers(state: &AppState, signed: &Signed) -> Vec<Organization> {
         managed_by: None,
         managed: None,
         env: None,
+        after: None,
     };
     let mut found = organizations::list(state, &signed.actor, &listing)
         .await
-        .map(|(found, _)| found)
+        .map(|page| page.items)
         .unwrap_or_default();
     // The caller's own first: the default.
     found.sort_by_key(|o| o.id != signed.actor.organization_id);

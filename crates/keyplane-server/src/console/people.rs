@@ -123,9 +123,10 @@ pub async fn list(
         offset: 0,
         statuses: vec![UserStatus::Active, UserStatus::Disabled],
         roles: Vec::new(),
+        after: None,
     };
     let (members, member_count) = match people::list(&state, &organization, &members).await {
-        Ok(found) => found,
+        Ok(page) => (page.items, page.count),
         Err(error) => return refusal(error),
     };
     let invitations = InvitationQuery {
@@ -133,10 +134,11 @@ pub async fn list(
         descending: false,
         limit: SHOWN,
         offset: 0,
+        after: None,
     };
     let (invitations, invitation_count) =
         match people::pending_invitations(&state, &organization, &invitations).await {
-            Ok(found) => found,
+            Ok(page) => (page.items, page.count),
             Err(error) => return refusal(error),
         };
     let may_manage = signed.actor.require(Action::ManageUsers).is_ok();

@@ -102,7 +102,8 @@ fn resource(
     }
 }
 
-fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
+/// The list query and its `cursor`, if any.
+fn parse_list_query(raw: Option<&str>) -> Result<(ApiKeyQuery, Option<String>), ApiError> {
     let (mut kinds, mut statuses) = (Vec::new(), Vec::new());
     let paging = query::parse(raw, &ApiKeyOrder::ALL, |name, value| {
         match name {
@@ -112,14 +113,16 @@ fn parse_list_query(raw: Option<&str>) -> Result<ApiKeyQuery, ApiError> {
         }
         Ok(true)
     })?;
-    Ok(ApiKeyQuery {
+    let query = ApiKeyQuery {
         order_by: paging.order_by,
         descending: paging.descending.unwrap_or(false),
         limit: paging.limit,
         offset: paging.offset,
         kinds,
         statuses,
-    })
+        after: None,
+    };
+    Ok((query, paging.cursor))
 }
 
 async fn list(
@@ -129,14 +132,18 @@ async fn list(
     raw: Option<&str>,
 ) -> Result<JsonResponse<ApiKeyList>, ApiError> {
     let organization = api_keys::organization(state, actor, organization_id).await?;
-    let query = parse_list_query(raw)?;
-    let (keys, count) = api_keys::list(state, &organization, &query).await?;
+    let (mut query, cursor) = parse_list_query(raw)?;
+    let cursors = query::Cursors::new(state, organization.id, &query);
+    query.after = cursors.open(cursor.as_deref())?;
+    let page = api_keys::list(state, &organization, &query).await?;
     Ok(JsonResponse(ApiKeyList {
-        data: keys
+        next_cursor: cursors.seal(page.next.as_ref()),
+        data: page
+            .items
             .into_iter()
             .map(|key| resource(key, &organization, None))
             .collect(),
-        count,
+        count: page.count,
         _type: "API_KEY_LIST",
     }))
 }

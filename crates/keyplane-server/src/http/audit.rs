@@ -60,6 +60,7 @@ fn timestamp(field: &str, value: &str) -> Result<i64, ApiError> {
         ("organization_id" = String, Path, description = "Organization id"),
         ("limit" = Option<u32>, Query, description = "1–100, default 100"),
         ("offset" = Option<u64>, Query, description = "default 0"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
         ("order" = Option<String>, Query, description = "desc (default, newest first) or asc"),
         ("action" = Option<String>, Query, description = "repeated or comma-separated, e.g. auth.failed"),
         ("actor_id" = Option<String>, Query, description = "only events by this actor"),
@@ -118,7 +119,7 @@ pub async fn list(
     {
         return Err(ApiError::validation("since", "must not be after until"));
     }
-    let query = AuditQuery {
+    let mut query = AuditQuery {
         limit: paging.limit,
         offset: paging.offset,
         actions,
@@ -126,8 +127,11 @@ pub async fn list(
         since,
         until,
         oldest_first: paging.descending == Some(false),
+        after: None,
     };
-    let (events, count) = audit::list(&state, &actor, &organization, &query)
+    let cursors = query::Cursors::new(&state, organization.id, &query);
+    query.after = cursors.open(paging.cursor.as_deref())?;
+    let page = audit::list(&state, &actor, &organization, &query)
         .await
         .map_err(|error| match error {
             AuditError::Forbidden => {
@@ -136,11 +140,13 @@ pub async fn list(
             AuditError::Store(error) => error.into(),
         })?;
     Ok(JsonResponse(AuditEventList {
-        data: events
+        next_cursor: cursors.seal(page.next.as_ref()),
+        data: page
+            .items
             .into_iter()
             .map(|event| resource(event, &organization.envs))
             .collect(),
-        count,
+        count: page.count,
         _type: "AUDIT_EVENT_LIST",
     }))
 }

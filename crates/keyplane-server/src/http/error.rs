@@ -86,6 +86,26 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "E_CONFLICT", message)
     }
 
+    /// 422: the `Idempotency-Key` was used with another method, path or body.
+    pub fn idempotency_mismatch() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "E_IDEMPOTENCY_MISMATCH",
+            "Idempotency-Key: this key was used with another method, path or body.",
+        )
+    }
+
+    /// 409 with `Retry-After: 1`: the first request with this `Idempotency-Key` is still running.
+    pub fn idempotency_in_progress() -> Self {
+        let mut error = Self::new(
+            StatusCode::CONFLICT,
+            "E_IDEMPOTENCY_IN_PROGRESS",
+            "Idempotency-Key: a request with this key is still running; retry shortly.",
+        );
+        error.retry_after = Some(1);
+        error
+    }
+
     pub fn rate_limited(retry_after_seconds: u64) -> Self {
         let mut error = Self::new(
             StatusCode::TOO_MANY_REQUESTS,

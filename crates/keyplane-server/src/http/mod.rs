@@ -10,6 +10,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod middleware;
 pub mod oauth;
 pub mod openapi;
@@ -41,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::console::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside `remember_route`, so a replayed answer is still counted under its route.
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
         .route_layer(from_fn(remember_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(from_fn_with_state(state.clone(), read_body_in_time))

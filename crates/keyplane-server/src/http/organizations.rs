@@ -139,6 +139,7 @@ pub async fn retrieve(
     params(
         ("limit" = Option<u32>, Query, description = "1–100, default 100"),
         ("offset" = Option<u64>, Query, description = "default 0"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
         ("order_by" = Option<String>, Query, description = "name (default), created_at, town, zip, display_name"),
         ("order" = Option<String>, Query, description = "asc (default) or desc"),
         ("managed_by_organization_id" = Option<String>, Query, description = "only those managed by this one"),
@@ -188,7 +189,7 @@ pub async fn list(
         }
         Ok(true)
     })?;
-    let query = OrganizationQuery {
+    let mut query = OrganizationQuery {
         order_by: paging.order_by,
         descending: paging.descending.unwrap_or(false),
         limit: paging.limit,
@@ -196,11 +197,16 @@ pub async fn list(
         managed_by,
         managed,
         env,
+        after: None,
     };
-    let (found, count) = organizations::list(&state, &actor, &query).await?;
+    // The list is the caller's organization and those below it.
+    let cursors = query::Cursors::new(&state, actor.organization_id, &query);
+    query.after = cursors.open(paging.cursor.as_deref())?;
+    let page = organizations::list(&state, &actor, &query).await?;
     Ok(JsonResponse(OrganizationList {
-        data: found.into_iter().map(resource).collect(),
-        count,
+        next_cursor: cursors.seal(page.next.as_ref()),
+        data: page.items.into_iter().map(resource).collect(),
+        count: page.count,
         _type: "ORGANIZATION_LIST",
     }))
 }

@@ -1,14 +1,21 @@
-//! List query strings: `limit` 1–100 (default 100), `offset` ≥ 0, `order_by`,
-//! `order` (`asc`|`desc`), and resource-specific filters. Parsed by hand because filters may be
-//! repeated (`kind=a&kind=b`) as well as comma-separated, and anything unknown or repeated is a
-//! 400 naming the parameter.
+//! List query strings: `limit` 1–100 (default 100), `offset` ≥ 0 or `cursor` (not both),
+//! `order_by`, `order` (`asc`|`desc`), and resource-specific filters. Parsed by hand because
+//! filters may be repeated (`kind=a&kind=b`) as well as comma-separated, and anything unknown or
+//! repeated is a 400 naming the parameter. [`Cursors`] opens and seals the cursors of one list.
+
+use keyplane_core::OrganizationId;
+use keyplane_core::paging::{Listing, MAX_CURSOR_LENGTH, Position};
+use keyplane_core::secrets::ServerSecrets;
 
 use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// The paging part of a list query.
 pub struct Paging<O> {
     pub limit: u32,
     pub offset: u64,
+    /// The `cursor` as given (opened by [`Cursors::open`] once the list is known).
+    pub cursor: Option<String>,
     pub order_by: O,
     /// `None` when `order` was not given (each list has its default).
     pub descending: Option<bool>,
@@ -24,6 +31,7 @@ pub fn parse<O: Copy>(
     let mut paging = Paging {
         limit: 100,
         offset: 0,
+        cursor: None,
         order_by: orders[0].1,
         descending: None,
     };
@@ -55,6 +63,18 @@ pub fn parse<O: Copy>(
                             "must be a whole number from 0 to 9223372036854775807",
                         )
                     })?;
+            }
+            "cursor" => {
+                once()?;
+                if value.is_empty() || value.len() > MAX_CURSOR_LENGTH {
+                    return Err(ApiError::validation(
+                        "cursor",
+                        format!(
+                            "must be the next_cursor of a list answer (1 to {MAX_CURSOR_LENGTH} characters)"
+                        ),
+                    ));
+                }
+                paging.cursor = Some(value.into_owned());
             }
             "order_by" => {
                 once()?;
@@ -88,7 +108,54 @@ pub fn parse<O: Copy>(
             }
         }
     }
+    if paging.cursor.is_some() && seen.iter().any(|name| name == "offset") {
+        return Err(ApiError::validation(
+            "cursor",
+            "cannot be combined with offset (a cursor says where the page starts)",
+        ));
+    }
     Ok(paging)
+}
+
+/// The cursors of one list: a cursor opens only for the list it came from, the same kind of
+/// list in the same organization, in the same order and with the same filters (the `limit` may
+/// change from page to page).
+pub struct Cursors<'a> {
+    secrets: &'a ServerSecrets,
+    shape: String,
+}
+
+impl<'a> Cursors<'a> {
+    /// The cursors of the list `listing` of `scope`'s items.
+    pub fn new(state: &'a AppState, scope: OrganizationId, listing: &impl Listing) -> Self {
+        Self {
+            secrets: state.secrets(),
+            shape: format!("{scope} {}", listing.shape()),
+        }
+    }
+
+    /// Where the page a request's `cursor` asks for starts; a 400 naming `cursor` for anything
+    /// but a cursor this list gave (and nothing about why, or about what it holds).
+    pub fn open(&self, cursor: Option<&str>) -> Result<Option<Position>, ApiError> {
+        cursor
+            .map(|cursor| {
+                self.secrets
+                    .open_cursor(&self.shape, cursor)
+                    .ok_or_else(|| {
+                        ApiError::validation(
+                            "cursor",
+                            "is not a next_cursor of this list; repeat the query it came from \
+                         (same order and filters) with it",
+                        )
+                    })
+            })
+            .transpose()
+    }
+
+    /// The `next_cursor` of a page whose next page starts at `next`.
+    pub fn seal(&self, next: Option<&Position>) -> Option<String> {
+        next.map(|position| self.secrets.seal_cursor(&self.shape, position))
+    }
 }
 
 /// Adds the comma-separated values of an array filter; a value given twice is a 400.

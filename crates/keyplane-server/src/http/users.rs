@@ -154,21 +154,26 @@ async fn list(
             Ok(true)
         },
     )?;
-    let query = UserQuery {
+    let mut query = UserQuery {
         by_created_at: paging.order_by,
         descending: paging.descending.unwrap_or(false),
         limit: paging.limit,
         offset: paging.offset,
         statuses,
         roles,
+        after: None,
     };
-    let (people, count) = people::list(state, &organization, &query).await?;
+    let cursors = query::Cursors::new(state, organization.id, &query);
+    query.after = cursors.open(paging.cursor.as_deref())?;
+    let page = people::list(state, &organization, &query).await?;
     Ok(JsonResponse(UserList {
-        data: people
+        next_cursor: cursors.seal(page.next.as_ref()),
+        data: page
+            .items
             .into_iter()
             .map(|(user, membership)| user_resource(user, &membership, &organization.envs))
             .collect(),
-        count,
+        count: page.count,
         _type: "USER_LIST",
     }))
 }
@@ -247,6 +252,7 @@ async fn remove(
     params(
         ("limit" = Option<u32>, Query, description = "1–100, default 100"),
         ("offset" = Option<u64>, Query, description = "default 0"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
         ("order_by" = Option<String>, Query, description = "email (default) or created_at"),
         ("order" = Option<String>, Query, description = "asc (default) or desc"),
         ("status" = Option<String>, Query, description = "invited, active, disabled: repeated or comma-separated"),
@@ -268,7 +274,16 @@ pub async fn list_own(
 
 /// List the people of an organization the caller can see.
 #[utoipa::path(get, path = "/api/v0/organizations/{organization_id}/users", tag = "users",
-    params(("organization_id" = String, Path, description = "Organization id")),
+    params(
+        ("organization_id" = String, Path, description = "Organization id"),
+        ("limit" = Option<u32>, Query, description = "1–100, default 100"),
+        ("offset" = Option<u64>, Query, description = "default 0"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
+        ("order_by" = Option<String>, Query, description = "email (default) or created_at"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc"),
+        ("status" = Option<String>, Query, description = "invited, active, disabled: repeated or comma-separated"),
+        ("role" = Option<String>, Query, description = "owner, admin, developer, viewer: repeated or comma-separated"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of people", body = UserList),
@@ -450,6 +465,7 @@ pub async fn remove_in(
         ("organization_id" = String, Path, description = "Organization id"),
         ("limit" = Option<u32>, Query, description = "1–100, default 100"),
         ("offset" = Option<u64>, Query, description = "default 0"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page: the page after it, in the same order and with the same filters (repeat them); not with offset", example = "WyIwMTkwYzhlMy0xYTdjIl3xQ2Zr9mP4bV7sK1dT8wN3yH6cJ0aR5uE2gL9oI4fX"),
         ("order_by" = Option<String>, Query, description = "created_at (default) or email"),
         ("order" = Option<String>, Query, description = "asc (default) or desc"),
     ),
@@ -472,20 +488,25 @@ pub async fn list_invitations(
         &[("created_at", false), ("email", true)],
         |_, _| Ok(false),
     )?;
-    let listing = InvitationQuery {
+    let mut listing = InvitationQuery {
         by_email: paging.order_by,
         descending: paging.descending.unwrap_or(false),
         limit: paging.limit,
         offset: paging.offset,
+        after: None,
     };
-    let (pending, count) = people::pending_invitations(&state, &organization, &listing).await?;
-    let data: Vec<InvitationResource> = pending
+    let cursors = query::Cursors::new(&state, organization.id, &listing);
+    listing.after = cursors.open(paging.cursor.as_deref())?;
+    let page = people::pending_invitations(&state, &organization, &listing).await?;
+    let data: Vec<InvitationResource> = page
+        .items
         .into_iter()
         .map(|pending| invitation_resource(pending, &organization.envs))
         .collect();
     Ok(JsonResponse(InvitationList {
-        count,
+        count: page.count,
         data,
+        next_cursor: cursors.seal(page.next.as_ref()),
         _type: "INVITATION_LIST",
     }))
 }

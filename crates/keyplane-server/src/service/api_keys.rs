@@ -4,6 +4,7 @@
 
 use keyplane_core::api_keys::{self, ApiKeyQuery, NewApiKey};
 use keyplane_core::audit::AuditAction;
+use keyplane_core::paging::Page;
 use keyplane_core::policy::{self, Action, KeyRoleRefusal};
 use keyplane_core::records::{ApiKey, ApiKeyChanges, AuditEvent, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
@@ -305,7 +306,7 @@ pub async fn list(
     state: &AppState,
     organization: &Organization,
     query: &ApiKeyQuery,
-) -> Result<(Vec<ApiKey>, u64), ApiKeyError> {
+) -> Result<Page<ApiKey>, ApiKeyError> {
     Ok(state.store().list_api_keys(organization.id, query).await?)
 }
 

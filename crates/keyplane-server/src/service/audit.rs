@@ -1,5 +1,6 @@
 //! Reading an organization's audit log: who may, and one page of events.
 
+use keyplane_core::paging::Page;
 use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, AuditQuery, Organization};
 use keyplane_store::StoreError;
@@ -21,13 +22,13 @@ impl From<Forbidden> for AuditError {
     }
 }
 
-/// One page of `organization`'s events (one the caller may see) and how many match.
+/// One page of `organization`'s events (one the caller may see), with how many match.
 pub async fn list(
     state: &AppState,
     actor: &Actor,
     organization: &Organization,
     query: &AuditQuery,
-) -> Result<(Vec<AuditEvent>, u64), AuditError> {
+) -> Result<Page<AuditEvent>, AuditError> {
     actor.require(Action::Read)?;
     Ok(state
         .store()

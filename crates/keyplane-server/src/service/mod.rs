@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod context;
 pub mod credentials;
+pub mod idempotency;
 pub mod organizations;
 pub mod password_reset;
 pub mod people;

@@ -2,6 +2,7 @@
 
 use keyplane_core::audit::AuditAction;
 use keyplane_core::organizations::{self, OrganizationFields, OrganizationQuery};
+use keyplane_core::paging::Page;
 use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, Organization};
 use keyplane_core::time::now_unix;
@@ -78,7 +79,7 @@ pub async fn list(
     state: &AppState,
     actor: &Actor,
     query: &OrganizationQuery,
-) -> Result<(Vec<Organization>, u64), OrganizationError> {
+) -> Result<Page<Organization>, OrganizationError> {
     Ok(state
         .store()
         .list_organizations(actor.organization_id, query)

@@ -2,6 +2,7 @@
 //! audit events, the mail.
 
 use keyplane_core::audit::AuditAction;
+use keyplane_core::paging::Page;
 use keyplane_core::policy::Action;
 use keyplane_core::records::{
     ActorType, Invitation, InvitationQuery, Membership, MembershipOutcome, Organization,
@@ -55,7 +56,7 @@ pub async fn list(
     state: &AppState,
     organization: &Organization,
     query: &UserQuery,
-) -> Result<(Vec<(User, Membership)>, u64), UserError> {
+) -> Result<Page<(User, Membership)>, UserError> {
     Ok(state.store().list_users(organization.id, query).await?)
 }
 
@@ -289,7 +290,7 @@ pub async fn pending_invitations(
     state: &AppState,
     organization: &Organization,
     listing: &InvitationQuery,
-) -> Result<(Vec<PendingInvitation>, u64), UserError> {
+) -> Result<Page<PendingInvitation>, UserError> {
     Ok(state
         .store()
         .pending_invitations(organization.id, now_unix(), listing)

@@ -121,9 +121,13 @@ impl Application {
             draining: self.state.draining_flag(),
         };
         let maintenance = tokio::spawn(self.state.clone().maintain_signing_keys());
+        let purge = tokio::spawn(crate::service::idempotency::purge_periodically(
+            self.state.clone(),
+        ));
         let usage = tokio::spawn(self.state.usage_log().run(self.state.shared_store()));
         listener.serve(shutdown).await;
         maintenance.abort();
+        purge.abort();
         usage.abort();
         self.state.flush_background_writes().await;
         self.state.store().close().await;

@@ -1277,6 +1277,7 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
                     offset,
                     kinds: vec![],
                     statuses: vec![],
+                    after: None,
                 });
             }
         }
@@ -1287,6 +1288,7 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
             offset,
             kinds: vec![ApiKeyKind::Live],
             statuses: vec![],
+            after: None,
         });
         queries.push(ApiKeyQuery {
             order_by: ApiKeyOrder::Status,
@@ -1295,8 +1297,23 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
             offset,
             kinds: vec![],
             statuses: vec![ApiKeyStatus::Disabled],
+            after: None,
         });
     }
+    // After a cursor, from the start, the middle and near the end: the same queries with the
+    // position of a key instead of an offset.
+    let cursor_queries: Vec<ApiKeyQuery> = queries
+        .iter()
+        .filter(|query| query.offset == 0)
+        .flat_map(|query| {
+            [1, 10_000, 19_900].map(|n| ApiKeyQuery {
+                offset: 0,
+                after: Some(position_of_loaded_key(query, n)),
+                ..query.clone()
+            })
+        })
+        .collect();
+    queries.extend(cursor_queries);
     for query in &queries {
         let sql = keyplane_store::list_api_keys_sql(query);
         let plan = explain(&app, &backend, &organization, &sql, query).await;
@@ -1313,9 +1330,18 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
                     );
                 }
                 assert!(
-                    plan.iter().any(|(_, _, d)| d.contains("COVERING INDEX")),
+                    query.after.is_some()
+                        || plan.iter().any(|(_, _, d)| d.contains("COVERING INDEX")),
                     "{query:?} reads the table to skip the offset:\n{plan:#?}"
                 );
+                if query.after.is_some() {
+                    // The position bounds the index range: a search, not a scan from the start.
+                    assert!(
+                        plan.iter().any(|(_, _, d)| d.starts_with("SEARCH api_keys")
+                            && (d.contains(">") || d.contains("<"))),
+                        "{query:?} does not start the range at the position:\n{plan:#?}"
+                    );
+                }
             }
             Backend::Postgres(_) => {
                 let lines: Vec<&str> = plan.iter().map(|(_, _, line)| line.as_str()).collect();
@@ -1325,13 +1351,51 @@ async fn every_list_order_is_an_index_scan(backend: Backend) {
                     "{query:?} scans the table:\n{text}"
                 );
                 assert!(
-                    text.contains("Index Only Scan"),
+                    query.after.is_some() || text.contains("Index Only Scan"),
                     "{query:?} reads the table to skip the offset:\n{text}"
                 );
+                if query.after.is_some() {
+                    // The position bounds the index range (an index condition, not a filter).
+                    assert!(
+                        lines.iter().any(|line| line.contains("Index Cond")
+                            && (line.contains(" > ") || line.contains(" < "))),
+                        "{query:?} does not start the range at the position:\n{text}"
+                    );
+                }
                 assert!(!text.contains("Sort"), "{query:?} sorts:\n{text}");
             }
         }
     }
+}
+
+/// The position of the `n`th key of [`load_keys`] in the list of `query` (its sort key, as the
+/// store's `sort_key` picks the columns).
+fn position_of_loaded_key(
+    query: &keyplane_core::api_keys::ApiKeyQuery,
+    n: u32,
+) -> keyplane_core::paging::Position {
+    use keyplane_core::api_keys::ApiKeyOrder;
+    use keyplane_core::paging::{Position, SortValue};
+    let columns: &[&str] = match query.order_by {
+        ApiKeyOrder::Kind if query.kinds.len() != 1 => &["kind", "name"],
+        ApiKeyOrder::Status if query.statuses.len() != 1 => &["status", "name"],
+        ApiKeyOrder::CreatedAt => &["created_at", "id"],
+        _ => &["name"],
+    };
+    let kind = if n % 3 == 0 { "LIVE" } else { "TEST" };
+    let status = if n % 4 == 0 { "disabled" } else { "enabled" };
+    Position(
+        columns
+            .iter()
+            .map(|column| match *column {
+                "kind" => SortValue::Text(kind.into()),
+                "status" => SortValue::Text(status.into()),
+                "created_at" => SortValue::Int(1_700_000_000_000 + i64::from(n)),
+                "id" => SortValue::Text(format!("load-{n}")),
+                _ => SortValue::Text(format!("key-{n}")),
+            })
+            .collect(),
+    )
 }
 
 /// `count` keys of every kind and status straight into the table, then the statistics a
@@ -1419,8 +1483,18 @@ async fn explain(
                 .map(|kind| format!("'{}'", kind.as_str())),
         );
         values.extend(query.statuses.iter().map(|s| format!("'{}'", s.as_str())));
-        values.push(query.limit.to_string());
-        values.push(query.offset.to_string());
+        if let Some(after) = &query.after {
+            use keyplane_core::paging::SortValue;
+            values.extend(after.0.iter().map(|value| match value {
+                SortValue::Null => "NULL".to_owned(),
+                SortValue::Int(int) => int.to_string(),
+                SortValue::Text(text) => format!("'{text}'"),
+            }));
+            values.push(query.limit.to_string());
+        } else {
+            values.push(query.limit.to_string());
+            values.push(query.offset.to_string());
+        }
         // Highest first, so that `$1` does not match the start of `$10`.
         let mut text = sql.to_owned();
         for (n, value) in values.iter().enumerate().rev() {

@@ -502,7 +502,7 @@ async fn posts_need_this_sites_origin_and_the_sessions_csrf_token(backend: Backe
     // Nothing was created; the right token works (and through the htmx header too).
     let created = console.post("/console/api-keys", &form).await;
     assert_eq!(created.status(), 200);
-    let (keys, _) = fixture
+    let keys = fixture
         .app
         .state
         .store()
@@ -515,10 +515,12 @@ async fn posts_need_this_sites_origin_and_the_sessions_csrf_token(backend: Backe
                 offset: 0,
                 kinds: vec![],
                 statuses: vec![],
+                after: None,
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let names: Vec<_> = keys.iter().map(|k| k.name.as_str().to_owned()).collect();
     assert_eq!(names, ["bootstrap", "from-elsewhere"]);
 }
@@ -827,7 +829,7 @@ async fn the_new_key_form_refuses_bad_input_with_the_api_messages(backend: Backe
         .unwrap();
     let words = api_message.trim_start_matches("name: ");
     assert!(html.contains(&format!("Name {words}")), "{api_message}");
-    let (keys, _) = fixture
+    let keys = fixture
         .app
         .state
         .store()
@@ -840,11 +842,12 @@ async fn the_new_key_form_refuses_bad_input_with_the_api_messages(backend: Backe
                 offset: 0,
                 kinds: vec![],
                 statuses: vec![],
+                after: None,
             },
         )
         .await
         .unwrap();
-    assert_eq!(keys.len(), 1, "nothing stored");
+    assert_eq!(keys.items.len(), 1, "nothing stored");
 }
 
 async fn keys_are_disabled_enabled_rotated_and_deleted(backend: Backend) {

@@ -38,12 +38,9 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
         .await
         .unwrap();
     let invitation = invitations["data"][0]["_id"].as_str().unwrap().to_owned();
-    let stranger = app
-        .another_organization("Unrelated")
-        .create()
-        .await
-        .token()
-        .await;
+    let stranger = app.another_organization("Unrelated").create().await;
+    let stranger_org = stranger.organization.id.to_string();
+    let stranger = stranger.token().await;
 
     let patch_key = json!({"status": "disabled"});
     let new_key = json!({"name": "intruder", "status": "enabled"});
@@ -186,6 +183,113 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
             );
         }
     }
+    // Cursors of our lists: useless to them on our lists (still 404) and on their own (a 400
+    // naming `cursor`), and showing nothing of ours either way.
+    ok_send(
+        &app,
+        Method::PUT,
+        &token,
+        "/api/v0/api-keys/second",
+        json!({"kind": "test", "status": "enabled"}),
+    )
+    .await;
+    ok_send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/users",
+        json!({"email": "second@example.com"}),
+    )
+    .await;
+    ok_send(
+        &app,
+        Method::POST,
+        &token,
+        "/api/v0/organizations",
+        helpers::venue("Second"),
+    )
+    .await;
+    let ours = [
+        ("/api/v0/organizations".to_owned(), "/api/v0/organizations"),
+        (
+            format!("/api/v0/organizations/{org}/api-keys"),
+            "/api/v0/api-keys",
+        ),
+        (
+            format!("/api/v0/organizations/{org}/users"),
+            "/api/v0/users",
+        ),
+        (format!("/api/v0/organizations/{org}/invitations"), ""),
+        (format!("/api/v0/organizations/{org}/audit-events"), ""),
+    ];
+    for (list, own) in &ours {
+        let (status, text) =
+            send(&app, Method::GET, &token, &format!("{list}?limit=1"), None).await;
+        assert_eq!(status, 200, "{list}: {text}");
+        let page: Value = serde_json::from_str(&text).unwrap();
+        let cursor = page["next_cursor"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{list} has a second page: {text}"));
+        let mut attempts = Vec::new();
+        if !own.is_empty() {
+            attempts.push((format!("{own}?cursor={cursor}"), 400));
+        }
+        if list.contains(&org) {
+            attempts.push((format!("{list}?cursor={cursor}"), 404));
+            // The same list of their own organization.
+            let theirs = list.replace(&org, &stranger_org);
+            attempts.push((format!("{theirs}?cursor={cursor}"), 400));
+        }
+        for (path, expected) in attempts {
+            let (status, text) = send(&app, Method::GET, &stranger, &path, None).await;
+            assert_eq!(status, expected, "{path}: {text}");
+            if expected == 400 {
+                let error: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(error["code"], "E_VALIDATION", "{path}: {text}");
+                assert!(
+                    error["message"].as_str().unwrap().starts_with("cursor"),
+                    "{text}"
+                );
+            }
+            for secret in [
+                org.as_str(),
+                key_id.as_str(),
+                user.as_str(),
+                boot.api_key.as_str(),
+                "owner@example.com",
+                "second",
+            ] {
+                assert!(!text.contains(secret), "{path} leaks {secret}: {text}");
+            }
+        }
+    }
+    // An `Idempotency-Key` of ours: the byte-identical request with it, from them, is their own
+    // request (404 here; the same key on their own list is then a mismatch with that record of
+    // theirs), never our kept answer.
+    let idempotent = |token: &str, path: &str| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(token)
+            .header("Idempotency-Key", "shared-retry-key")
+            .header("Content-Type", "application/json")
+            .body(r#"{"name":"kept","status":"enabled"}"#)
+            .send()
+    };
+    let ours_path = format!("/api/v0/organizations/{org}/api-keys");
+    let kept = idempotent(&token, &ours_path).await.unwrap();
+    assert_eq!(kept.status(), 200);
+    let kept: Value = kept.json().await.unwrap();
+    let kept_secret = kept["secret"].as_str().unwrap().to_owned();
+    let theirs_path = format!("/api/v0/organizations/{stranger_org}/api-keys");
+    for (path, expected) in [(&ours_path, 404), (&theirs_path, 422)] {
+        let response = idempotent(&stranger, path).await.unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        assert!(response.headers().get("idempotent-replayed").is_none());
+        let text = response.text().await.unwrap();
+        for secret in [kept_secret.as_str(), kept["key"].as_str().unwrap(), &org] {
+            assert!(!text.contains(secret), "{path} leaks {secret}: {text}");
+        }
+    }
     // Lists of the caller's own show only its own.
     for path in ["/api/v0/organizations", "/api/v0/api-keys", "/api/v0/users"] {
         let (status, text) = send(&app, Method::GET, &stranger, path, None).await;
@@ -245,6 +349,12 @@ async fn an_unrelated_organization_sees_nothing_anywhere(backend: Backend) {
         keys.contains("\"enabled\"") && !keys.contains("intruder"),
         "{keys}"
     );
+}
+
+/// A request that must succeed.
+async fn ok_send(app: &TestApp, method: Method, token: &str, path: &str, body: Value) {
+    let (status, text) = send(app, method, token, path, Some(&body)).await;
+    assert_eq!(status, 200, "{path}: {text}");
 }
 
 /// A fresh target for one mutating call: (method, path, body).
