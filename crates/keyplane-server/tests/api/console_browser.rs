@@ -261,6 +261,37 @@ async fn first_run_setup_then_a_key_created_disabled_rotated_and_deleted_in_the_
     browser.expect_heading("API keys").await;
     assert!(browser.session_cookie().await.is_some(), "signed in");
     assert_only_this_host(&browser, &app).await;
+    // htmx runs, and adds no inline style the policy would refuse.
+    let htmx = browser
+        .client
+        .execute(
+            "return [typeof htmx === 'object' ? htmx.version : null, document.querySelectorAll('style, [style]').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        htmx[0].as_str().is_some_and(|v| v.starts_with("2.")),
+        "{htmx}"
+    );
+    assert_eq!(htmx[1], 0, "no inline style");
+    // The filters swap the table in place (htmx), and the address follows.
+    let kind = browser.field("Status").await;
+    kind.send_keys("disabled").await.unwrap();
+    browser
+        .expect_text("No API keys match these filters.")
+        .await;
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("status=disabled")
+    );
+    browser.open(&app, "/console/api-keys").await;
+    browser.expect_heading("API keys").await;
 
     browser.press("New API key").await;
     browser.expect_heading("New API key").await;
@@ -396,8 +427,13 @@ async fn a_failed_sign_in_shows_the_error_and_signing_out_ends_the_session() {
             .as_deref(),
         Some("owner@example.com")
     );
-    browser.fill("Password", OWNER_PASSWORD).await;
-    browser.press("Sign in").await;
+    // By keyboard alone: Enter in the password field sends the form.
+    let password = browser.field("Password").await;
+    password.clear().await.unwrap();
+    password
+        .send_keys(&format!("{OWNER_PASSWORD}\u{E007}"))
+        .await
+        .unwrap();
     browser.expect_heading("API keys").await;
     for link in [
         "Organizations",
