@@ -106,7 +106,7 @@ impl Browser {
         let xpath = format!("//*[@id=//label[normalize-space()=\"{label}\"]/@for]");
         self.client
             .wait()
-            .at_most(Duration::from_secs(10))
+            .at_most(Duration::from_secs(30))
             .for_element(Locator::XPath(&xpath))
             .await
             .unwrap_or_else(|e| panic!("a field labelled {label}: {e}"))
@@ -138,7 +138,7 @@ impl Browser {
         if let Err(error) = self
             .client
             .wait()
-            .at_most(Duration::from_secs(10))
+            .at_most(Duration::from_secs(30))
             .for_element(Locator::XPath(&xpath))
             .await
         {
@@ -172,7 +172,7 @@ impl Browser {
         if let Err(error) = self
             .client
             .wait()
-            .at_most(Duration::from_secs(10))
+            .at_most(Duration::from_secs(30))
             .for_element(Locator::XPath(&xpath))
             .await
         {
