@@ -26,10 +26,12 @@ pub enum AuditAction {
     TokenRefreshed,
     TokenRevoked,
     TokenReuseDetected,
+    PasswordReset,
+    PasswordChanged,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 22] = [
+    pub const ALL: [AuditAction; 24] = [
         AuditAction::OrganizationCreated,
         AuditAction::OrganizationUpdated,
         AuditAction::OrganizationEnvEnabled,
@@ -52,6 +54,8 @@ impl AuditAction {
         AuditAction::TokenRefreshed,
         AuditAction::TokenRevoked,
         AuditAction::TokenReuseDetected,
+        AuditAction::PasswordReset,
+        AuditAction::PasswordChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,8 @@ impl AuditAction {
             AuditAction::TokenRefreshed => "token.refreshed",
             AuditAction::TokenRevoked => "token.revoked",
             AuditAction::TokenReuseDetected => "token.reuse_detected",
+            AuditAction::PasswordReset => "user.password_reset",
+            AuditAction::PasswordChanged => "user.password_changed",
         }
     }
 

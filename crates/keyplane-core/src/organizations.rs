@@ -60,7 +60,8 @@ pub fn validate_country_code(code: &str) -> Result<(), ValidationError> {
     }
 }
 
-fn required(field: &str, value: &Option<String>) -> Result<(), ValidationError> {
+/// A field that must be present (on create).
+pub fn required(field: &str, value: &Option<String>) -> Result<(), ValidationError> {
     if value.is_none() {
         return Err(ValidationError::new(field, "is required"));
     }

@@ -156,6 +156,71 @@ pub struct Membership {
     pub invited_last_name: Option<String>,
 }
 
+/// A person signed in to the web console, acting for one organization. Stored under the keyed
+/// hash of its id (the cookie's value), never the id itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsoleSession {
+    pub id_hash: CredentialHash,
+    pub user_id: UserId,
+    /// The organization picked (at sign-in or with the switcher).
+    pub organization_id: OrganizationId,
+    /// The membership's token version when the session began there: a disable ends the session
+    /// as it ends the person's tokens, and an enable does not bring it back.
+    pub token_version: i64,
+    /// Compared, in constant time, with the token every form and htmx request carries.
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// A password reset link's token, stored as its keyed hash: one per person (a new request
+/// replaces the last), usable once, until `expires_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PasswordReset {
+    pub token_hash: CredentialHash,
+    pub user_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl PasswordReset {
+    /// How long a reset link works.
+    pub const LIFETIME: i64 = 3600;
+    /// A person gets at most one reset mail per this many seconds, however often it is asked
+    /// for (from however many addresses).
+    pub const MIN_INTERVAL: i64 = 60;
+}
+
+/// How long a console session lasts: `idle` seconds without a request, `lifetime` in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub idle: i64,
+    pub lifetime: i64,
+}
+
+impl ConsoleSession {
+    /// How stale `last_seen_at` may be before a request writes it again: the idle timeout is
+    /// honoured to within this, and a busy session costs one write a minute, not one a request.
+    pub const TOUCH_INTERVAL: i64 = 60;
+
+    /// Whether the session still counts at `now`.
+    pub fn is_live(&self, now: i64, limits: SessionLimits) -> bool {
+        now < self.created_at.saturating_add(limits.lifetime)
+            && now < self.last_seen_at.saturating_add(limits.idle)
+    }
+
+    /// Whether a request at `now` should record that the session was seen.
+    pub fn needs_touch(&self, now: i64) -> bool {
+        now - self.last_seen_at >= Self::TOUCH_INTERVAL
+    }
+
+    /// Sessions ended at `now` by either limit are those seen before the first bound or begun
+    /// before the second.
+    pub fn expiry_bounds(now: i64, limits: SessionLimits) -> (i64, i64) {
+        (now - limits.idle, now - limits.lifetime)
+    }
+}
+
 /// An invitation to join an organization; the token itself is only ever mailed, never stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Invitation {
@@ -424,6 +489,49 @@ impl AuditEvent {
             ip: None,
             created_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    fn session(created_at: i64, last_seen_at: i64) -> ConsoleSession {
+        ConsoleSession {
+            id_hash: CredentialHash([0; 32]),
+            user_id: UserId::new(),
+            organization_id: OrganizationId::new(),
+            token_version: 0,
+            csrf_token: String::new(),
+            created_at,
+            last_seen_at,
+        }
+    }
+
+    const LIMITS: SessionLimits = SessionLimits {
+        idle: 1800,
+        lifetime: 43200,
+    };
+
+    #[test]
+    fn a_session_ends_after_the_idle_timeout_without_a_request() {
+        let s = session(0, 1000);
+        assert!(s.is_live(2799, LIMITS));
+        assert!(!s.is_live(2800, LIMITS));
+    }
+
+    #[test]
+    fn a_session_ends_at_its_lifetime_however_busy() {
+        let s = session(0, 43199);
+        assert!(s.is_live(43199, LIMITS));
+        assert!(!s.is_live(43200, LIMITS));
+    }
+
+    #[test]
+    fn a_session_is_touched_at_most_once_a_minute() {
+        let s = session(0, 100);
+        assert!(!s.needs_touch(159));
+        assert!(s.needs_touch(160));
     }
 }
 

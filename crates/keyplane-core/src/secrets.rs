@@ -102,6 +102,12 @@ pub enum CredentialKind {
     ApiSecret,
     RefreshToken,
     InvitationToken,
+    /// The id of a web console session, held in its cookie.
+    ConsoleSession,
+    /// The one-time token of the console's first-run setup link.
+    SetupToken,
+    /// The token of a mailed password reset link.
+    PasswordReset,
 }
 
 impl CredentialKind {
@@ -110,6 +116,9 @@ impl CredentialKind {
             CredentialKind::ApiSecret => b"api-secret\0",
             CredentialKind::RefreshToken => b"refresh-token\0",
             CredentialKind::InvitationToken => b"invitation-token\0",
+            CredentialKind::ConsoleSession => b"console-session\0",
+            CredentialKind::SetupToken => b"setup-token\0",
+            CredentialKind::PasswordReset => b"password-reset\0",
         }
     }
 }

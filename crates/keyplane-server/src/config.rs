@@ -192,6 +192,15 @@ pub struct ServeConfig {
     #[arg(long, env = "KEYPLANE_INVITATION_TTL", default_value_t = 604_800, value_parser = clap::value_parser!(i64).range(300..=2_592_000))]
     pub invitation_ttl: i64,
 
+    /// Seconds a web console session lasts without a request (default 30 minutes). A session's
+    /// last request is recorded at most once a minute, so it may end up to a minute sooner.
+    #[arg(long, env = "KEYPLANE_SESSION_IDLE_TIMEOUT", default_value_t = 1_800, value_parser = clap::value_parser!(i64).range(120..=86_400))]
+    pub session_idle_timeout: i64,
+
+    /// Seconds a web console session lasts at most, however busy (default 12 hours).
+    #[arg(long, env = "KEYPLANE_SESSION_LIFETIME", default_value_t = 43_200, value_parser = clap::value_parser!(i64).range(300..=2_592_000))]
+    pub session_lifetime: i64,
+
     /// How long the answer to a write with an `Idempotency-Key` is kept for retries, in seconds
     /// (default 24 hours).
     #[arg(long, env = "KEYPLANE_IDEMPOTENCY_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(60..=604_800))]
@@ -282,6 +291,8 @@ impl ServeConfig {
             refresh_token_ttl: 86_400,
             refresh_token_reuse_grace: 0,
             invitation_ttl: 604_800,
+            session_idle_timeout: 1_800,
+            session_lifetime: 43_200,
             idempotency_ttl: 86_400,
             smtp_url: None,
             mail_from: "Keyplane <keyplane@localhost>".into(),

@@ -2,6 +2,7 @@
 //!
 //! The layers, each importing only those below it:
 //! - [`http`]: routes, extractors, middleware and error rendering; thin handlers that call
+//!   (beside it, [`console`]: the web console's pages, sessions and CSRF, calling the same)
 //! - [`service`]: the use cases (one module per resource, plus credentials and refresh), which
 //!   never import `http`; they use
 //! - [`state`]: what every request shares, built on
@@ -12,6 +13,7 @@
 //! [`startup_error`]); [`config`] is the command line and file settings.
 
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod infra;
 pub mod service;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyplane_core::secrets::ServerSecrets;
+use keyplane_core::records::SessionLimits;
+use keyplane_core::secrets::{CredentialHash, CredentialKind, PlainCredential, ServerSecrets};
 use keyplane_store::Store;
 
 use crate::config::ServeConfig;
@@ -40,6 +41,10 @@ struct StateInner {
     mailer: Mailer,
     public_url: String,
     invitation_ttl: i64,
+    session_limits: SessionLimits,
+    /// The keyed hash of the first-run setup token, while the store is empty and the link
+    /// unused; only in this process's memory.
+    setup_token: std::sync::Mutex<Option<CredentialHash>>,
     idempotency_ttl: i64,
     metrics_allow: Vec<ipnet::IpNet>,
     /// Set when shutdown begins.
@@ -105,6 +110,11 @@ impl AppState {
             mailer,
             public_url: config.public_url.trim_end_matches('/').to_owned(),
             invitation_ttl: config.invitation_ttl,
+            session_limits: SessionLimits {
+                idle: config.session_idle_timeout,
+                lifetime: config.session_lifetime,
+            },
+            setup_token: std::sync::Mutex::new(None),
             idempotency_ttl: config.idempotency_ttl,
             metrics_allow: config.metrics_allow.clone(),
             write_probe: tokio::sync::Mutex::new(None),
@@ -147,6 +157,36 @@ impl AppState {
     /// How long invitation links work, in seconds.
     pub fn invitation_ttl(&self) -> i64 {
         self.0.invitation_ttl
+    }
+
+    /// How long web console sessions last.
+    pub fn session_limits(&self) -> SessionLimits {
+        self.0.session_limits
+    }
+
+    /// Makes a new first-run setup token the only one that works, and returns it (to be shown
+    /// once, on the server's terminal).
+    pub fn arm_setup_token(&self) -> PlainCredential {
+        let token = PlainCredential::generate();
+        let hash = self
+            .secrets()
+            .hash_credential(CredentialKind::SetupToken, token.expose());
+        *self.0.setup_token.lock().expect("not poisoned") = Some(hash);
+        token
+    }
+
+    /// Whether `token` is the armed setup token (compared in constant time).
+    pub fn is_setup_token(&self, token: &str) -> bool {
+        let armed = self.0.setup_token.lock().expect("not poisoned").clone();
+        armed.is_some_and(|hash| {
+            self.secrets()
+                .verify_credential(CredentialKind::SetupToken, token, &hash)
+        })
+    }
+
+    /// Ends the setup token: it was used.
+    pub fn disarm_setup_token(&self) {
+        *self.0.setup_token.lock().expect("not poisoned") = None;
     }
 
     /// How long answers to writes with an `Idempotency-Key` are kept, in seconds.

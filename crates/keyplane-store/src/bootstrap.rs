@@ -35,6 +35,17 @@ pub(crate) async fn probe_write(store: &impl Backend, now: i64) -> Result<(), St
     result
 }
 
+/// Whether the store holds any organization (after bootstrap, it always does).
+pub(crate) async fn has_organizations(store: &impl Backend) -> Result<bool, StoreError> {
+    let mut reader = store.read().await?;
+    // COUNT is BIGINT on both engines; the inner LIMIT stops at the first row.
+    let found: i64 =
+        query("SELECT COUNT(*) FROM (SELECT 1 FROM organizations LIMIT 1) AS any_organization")
+            .fetch_scalar(&mut *reader)
+            .await?;
+    Ok(found > 0)
+}
+
 /// Creates the first organization with everything that comes with it, once.
 pub(crate) async fn bootstrap(store: &impl Backend, b: &Bootstrap) -> Result<(), StoreError> {
     let mut writer = store.write().await?;

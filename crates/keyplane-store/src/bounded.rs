@@ -12,9 +12,9 @@ use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::paging::Page;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
-    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
-    UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
+    Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
+    RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -104,6 +104,10 @@ impl<S: Store> Store for Bounded<S> {
 
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
         self.within(self.inner.probe_write(now)).await
+    }
+
+    async fn has_organizations(&self) -> Result<bool, StoreError> {
+        self.within(self.inner.has_organizations()).await
     }
 
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError> {
@@ -427,6 +431,107 @@ impl<S: Store> Store for Bounded<S> {
     ) -> Result<(), StoreError> {
         self.within(self.inner.revoke_refresh_family(family_id, now, events))
             .await
+    }
+
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        expired: (i64, i64),
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        self.within(self.inner.create_console_session(session, expired, events))
+            .await
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &CredentialHash,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        self.within(self.inner.console_session(id_hash)).await
+    }
+
+    async fn touch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.within(self.inner.touch_console_session(id_hash, now))
+            .await
+    }
+
+    async fn switch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        organization_id: OrganizationId,
+        token_version: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(
+            self.inner
+                .switch_console_session(id_hash, organization_id, token_version),
+        )
+        .await
+    }
+
+    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError> {
+        self.within(self.inner.delete_console_session(id_hash))
+            .await
+    }
+
+    async fn delete_console_sessions_of_user(
+        &self,
+        user_id: UserId,
+        events: &[AuditEvent],
+    ) -> Result<u64, StoreError> {
+        self.within(self.inner.delete_console_sessions_of_user(user_id, events))
+            .await
+    }
+
+    async fn offer_password_reset(
+        &self,
+        reset: &PasswordReset,
+        not_since: i64,
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.offer_password_reset(reset, not_since))
+            .await
+    }
+
+    async fn password_reset(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<PasswordReset>, StoreError> {
+        self.within(self.inner.password_reset(token_hash)).await
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        token_hash: &CredentialHash,
+        user_id: UserId,
+        now: i64,
+        password_hash: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.redeem_password_reset(
+            token_hash,
+            user_id,
+            now,
+            password_hash,
+            events,
+        ))
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        keep: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        self.within(
+            self.inner
+                .change_password(user_id, password_hash, keep, events),
+        )
+        .await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ mod people;
 mod postgres;
 mod refresh_tokens;
 mod rows;
+mod sessions;
 mod signing_keys;
 mod sqlite;
 mod store;
@@ -29,9 +30,9 @@ use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::paging::Page;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
-    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
-    UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
+    Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
+    RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -87,6 +88,9 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with [`StoreError::AlreadyBootstrapped`], changing nothing, when any organization
     /// exists or a bootstrap has already run.
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError>;
+
+    /// Whether any organization exists (the console's first-run setup is offered until one does).
+    async fn has_organizations(&self) -> Result<bool, StoreError>;
 
     async fn organization(&self, id: OrganizationId) -> Result<Option<Organization>, StoreError>;
 
@@ -359,6 +363,83 @@ pub trait Store: Send + Sync + 'static {
         &self,
         family_id: &str,
         now: i64,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new console session with the audit events of its sign-in; in the same
+    /// transaction, deletes every session that ended (seen before the first bound, or begun
+    /// before the second).
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        expired: (i64, i64),
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+
+    /// A console session by the keyed hash of its id.
+    async fn console_session(
+        &self,
+        id_hash: &CredentialHash,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+
+    /// Records that a console session was seen at `now`.
+    async fn touch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Points a console session at another organization, with the person's token version
+    /// there; false when the session is gone.
+    async fn switch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        organization_id: OrganizationId,
+        token_version: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends one console session; false when it had ended already.
+    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError>;
+
+    /// Ends every console session of a person, with its audit events; how many there were.
+    async fn delete_console_sessions_of_user(
+        &self,
+        user_id: UserId,
+        events: &[AuditEvent],
+    ) -> Result<u64, StoreError>;
+
+    /// Stores a person's password reset link, replacing their earlier one unless that was made
+    /// after `not_since`; false when refused.
+    async fn offer_password_reset(
+        &self,
+        reset: &PasswordReset,
+        not_since: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// An unused password reset link by the keyed hash of its token.
+    async fn password_reset(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<PasswordReset>, StoreError>;
+
+    /// Spends a reset link and, in the same transaction, sets the person's password hash, ends
+    /// their console sessions and writes `events`; false when it was spent, replaced or expired.
+    async fn redeem_password_reset(
+        &self,
+        token_hash: &CredentialHash,
+        user_id: UserId,
+        now: i64,
+        password_hash: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
+
+    /// Sets a person's password hash and ends every console session of theirs but `keep`, with
+    /// `events`, in one transaction.
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        keep: &CredentialHash,
         events: &[AuditEvent],
     ) -> Result<(), StoreError>;
 

@@ -5,8 +5,8 @@
 //! [`StoreError::Corrupt`], never a panic; hashes must be exactly 32 bytes.
 
 use keyplane_core::records::{
-    ActorType, ApiKey, AuditEvent, Invitation, Membership, Metadata, Organization, RefreshToken,
-    User,
+    ActorType, ApiKey, AuditEvent, ConsoleSession, Invitation, Membership, Metadata, Organization,
+    PasswordReset, RefreshToken, User,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::{StoredSigningKey, SubjectType};
@@ -283,6 +283,34 @@ impl FromRow for StoredSigningKey {
             public_key: row.get("public_key")?,
             created_at: row.get("created_at")?,
             retired_at: row.get("retired_at")?,
+        })
+    }
+}
+
+impl FromRow for ConsoleSession {
+    fn from_row(row: &impl Columns) -> Result<Self, StoreError> {
+        Ok(ConsoleSession {
+            id_hash: hash_from_bytes("id_hash", row.get("id_hash")?)?,
+            user_id: parse_column("user_id", &row.get::<String>("user_id")?)?,
+            organization_id: parse_column(
+                "organization_id",
+                &row.get::<String>("organization_id")?,
+            )?,
+            token_version: row.get("token_version")?,
+            csrf_token: row.get("csrf_token")?,
+            created_at: row.get("created_at")?,
+            last_seen_at: row.get("last_seen_at")?,
+        })
+    }
+}
+
+impl FromRow for PasswordReset {
+    fn from_row(row: &impl Columns) -> Result<Self, StoreError> {
+        Ok(PasswordReset {
+            token_hash: hash_from_bytes("token_hash", row.get("token_hash")?)?,
+            user_id: parse_column("user_id", &row.get::<String>("user_id")?)?,
+            created_at: row.get("created_at")?,
+            expires_at: row.get("expires_at")?,
         })
     }
 }

@@ -9,9 +9,9 @@ use keyplane_core::idempotency::{ClaimOutcome, IdempotencyClaim, KeptAnswer};
 use keyplane_core::organizations::OrganizationQuery;
 use keyplane_core::paging::Page;
 use keyplane_core::records::{
-    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, Invitation, InvitationQuery, Membership,
-    MembershipOutcome, Organization, PendingInvitation, RefreshIssue, RefreshToken, User,
-    UserQuery,
+    ApiKey, ApiKeyChanges, AuditEvent, AuditQuery, ConsoleSession, Invitation, InvitationQuery,
+    Membership, MembershipOutcome, Organization, PasswordReset, PendingInvitation, RefreshIssue,
+    RefreshToken, User, UserQuery,
 };
 use keyplane_core::secrets::CredentialHash;
 use keyplane_core::tokens::StoredSigningKey;
@@ -21,7 +21,7 @@ use keyplane_core::{ApiKeyId, InvitationId, OrganizationId, UserId};
 use crate::engine::{Backend, Engine};
 use crate::{
     Bootstrap, OrganizationDeletion, Store, StoreError, api_keys, audit, bootstrap, idempotency,
-    invitations, organizations, people, refresh_tokens, signing_keys,
+    invitations, organizations, people, refresh_tokens, sessions, signing_keys,
 };
 
 #[async_trait]
@@ -36,6 +36,10 @@ impl<B: Backend> Store for B {
 
     async fn probe_write(&self, now: i64) -> Result<(), StoreError> {
         bootstrap::probe_write(self, now).await
+    }
+
+    async fn has_organizations(&self) -> Result<bool, StoreError> {
+        bootstrap::has_organizations(self).await
     }
 
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> Result<(), StoreError> {
@@ -321,6 +325,87 @@ impl<B: Backend> Store for B {
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
         refresh_tokens::revoke_refresh_family(self, family_id, now, events).await
+    }
+
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        expired: (i64, i64),
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        sessions::create_console_session(self, session, expired, events).await
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &CredentialHash,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        sessions::console_session(self, id_hash).await
+    }
+
+    async fn touch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sessions::touch_console_session(self, id_hash, now).await
+    }
+
+    async fn switch_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        organization_id: OrganizationId,
+        token_version: i64,
+    ) -> Result<bool, StoreError> {
+        sessions::switch_console_session(self, id_hash, organization_id, token_version).await
+    }
+
+    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError> {
+        sessions::delete_console_session(self, id_hash).await
+    }
+
+    async fn delete_console_sessions_of_user(
+        &self,
+        user_id: UserId,
+        events: &[AuditEvent],
+    ) -> Result<u64, StoreError> {
+        sessions::delete_console_sessions_of_user(self, user_id, events).await
+    }
+
+    async fn offer_password_reset(
+        &self,
+        reset: &PasswordReset,
+        not_since: i64,
+    ) -> Result<bool, StoreError> {
+        sessions::offer_password_reset(self, reset, not_since).await
+    }
+
+    async fn password_reset(
+        &self,
+        token_hash: &CredentialHash,
+    ) -> Result<Option<PasswordReset>, StoreError> {
+        sessions::password_reset(self, token_hash).await
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        token_hash: &CredentialHash,
+        user_id: UserId,
+        now: i64,
+        password_hash: &str,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        sessions::redeem_password_reset(self, token_hash, user_id, now, password_hash, events).await
+    }
+
+    async fn change_password(
+        &self,
+        user_id: UserId,
+        password_hash: &str,
+        keep: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        sessions::change_password(self, user_id, password_hash, keep, events).await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

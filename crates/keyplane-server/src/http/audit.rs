@@ -2,7 +2,6 @@
 //! can see. Events are written by the operations they record, never through this API.
 
 use axum::extract::{Path, RawQuery, State};
-use keyplane_core::policy::Action;
 use keyplane_core::records::{AuditEvent, AuditQuery};
 use keyplane_core::values::Env;
 use keyplane_types::audit::{AuditEventList, AuditEventResource, Reference};
@@ -15,6 +14,7 @@ use crate::http::bearer::Bearer;
 use crate::http::error::ApiError;
 use crate::http::query;
 use crate::http::response::JsonResponse;
+use crate::service::audit::{self, AuditError};
 use crate::service::organizations;
 use crate::state::AppState;
 
@@ -81,11 +81,6 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<JsonResponse<AuditEventList>, ApiError> {
     let organization = organizations::visible(&state, &actor, &organization_id).await?;
-    if actor.require(Action::Read).is_err() {
-        return Err(ApiError::forbidden(
-            "Your role does not allow reading the audit log.",
-        ));
-    }
     let (mut actions, mut actor_id, mut since, mut until) =
         (Vec::<String>::new(), None, None, None);
     let paging = query::parse(raw.as_deref(), &[("created_at", ())], |name, value| {
@@ -136,10 +131,14 @@ pub async fn list(
     };
     let cursors = query::Cursors::new(&state, organization.id, &query);
     query.after = cursors.open(paging.cursor.as_deref())?;
-    let page = state
-        .store()
-        .list_audit_events(organization.id, &query)
-        .await?;
+    let page = audit::list(&state, &actor, &organization, &query)
+        .await
+        .map_err(|error| match error {
+            AuditError::Forbidden => {
+                ApiError::forbidden("Your role does not allow reading the audit log.")
+            }
+            AuditError::Store(error) => error.into(),
+        })?;
     Ok(JsonResponse(AuditEventList {
         next_cursor: cursors.seal(page.next.as_ref()),
         data: page

@@ -55,19 +55,22 @@ pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
         .or_insert(HeaderValue::from_static("no-store"));
 }
 
-/// Replaces an error response that is not JSON (axum's defaults, tower layers, panics) with the
-/// API's error body for its status, keeping headers that carry meaning.
+/// Replaces an error response that is neither JSON nor a console page (axum's defaults, tower
+/// layers, panics) with the API's error body for its status, keeping headers that carry
+/// meaning.
 fn ensure_json_error(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .and_then(|v| v.to_str().ok());
+    // The console's own error pages (HTML) are answers in their own right.
+    let is_rendered = content_type
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_rendered {
         return response;
     }
     let mut replacement = ApiError::from_status(status).into_response();

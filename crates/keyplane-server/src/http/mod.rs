@@ -38,6 +38,8 @@ pub fn router(state: AppState) -> Router {
     routes
         // The reference page for people is not an operation of the API it documents.
         .merge(docs::router())
+        // The web console: pages for people, calling the same use cases.
+        .merge(crate::console::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Inside `remember_route`, so a replayed answer is still counted under its route.

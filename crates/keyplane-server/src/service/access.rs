@@ -147,6 +147,13 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Actor,
             claims
         }
     };
+    resolve(state, claims).await
+}
+
+/// The caller behind claims whose signature and lifetime were checked (an access token's, or
+/// those a console session stands for): the one place that decides, through the subjects cache,
+/// whether the subject may still act and with which role.
+pub async fn resolve(state: &AppState, claims: AccessClaims) -> Result<Actor, AccessError> {
     let organization_id: OrganizationId = claims
         .organization
         .parse()

@@ -3,7 +3,7 @@
 use keyplane_core::ValidationError;
 use keyplane_core::audit::AuditAction;
 use keyplane_core::onboarding::{DEFAULT_INVITATION_TTL_SECONDS, plan_bootstrap};
-use keyplane_core::secrets::ServerSecrets;
+use keyplane_core::secrets::{PlainCredential, ServerSecrets};
 use keyplane_core::time::now_unix;
 use keyplane_core::values::{Email, OrganizationName};
 use keyplane_store::{Bootstrap, Store, StoreError};
@@ -49,6 +49,27 @@ pub async fn bootstrap(
     address: Address,
     public_url: &str,
 ) -> Result<BootstrapOutput, BootstrapError> {
+    create_first(
+        store,
+        secrets,
+        organization_name,
+        email,
+        address,
+        public_url,
+    )
+    .await
+    .map(|(output, _)| output)
+}
+
+/// What [`bootstrap`] does, also returning the owner's invitation token.
+pub(crate) async fn create_first(
+    store: &dyn Store,
+    secrets: &ServerSecrets,
+    organization_name: &str,
+    email: &str,
+    address: Address,
+    public_url: &str,
+) -> Result<(BootstrapOutput, PlainCredential), BootstrapError> {
     let name = OrganizationName::parse(organization_name)?;
     let email = Email::parse(email)?;
     let mut plan = plan_bootstrap(
@@ -84,13 +105,14 @@ pub async fn bootstrap(
             StoreError::AlreadyBootstrapped => BootstrapError::AlreadyBootstrapped,
             other => BootstrapError::Store(other),
         })?;
-    Ok(BootstrapOutput {
+    let output = BootstrapOutput {
         organization_id: records.organization.id.to_string(),
         user_id: records.user.id.to_string(),
         api_key: records.api_key.public_key,
         api_secret: plan.api_secret.into_string(),
         invitation_url: invitation_url(public_url, &plan.invitation_token),
-    })
+    };
+    Ok((output, plan.invitation_token))
 }
 
 /// The link an invitation mails. The token travels in the fragment, which browsers never send to

@@ -202,6 +202,38 @@ pub async fn authenticate_password(
     organization_id: Option<OrganizationId>,
     context: &RequestContext,
 ) -> Result<IssuedTokens, AuthError> {
+    let (membership, succeeded) =
+        verify_password(state, email, password, organization_id, context).await?;
+    let user_id = membership.user_id.to_string();
+    issue(
+        state,
+        Subject {
+            subject_type: SubjectType::User,
+            id: user_id,
+            organization_id: membership.organization_id,
+            env: Env::Test,
+            role: membership.role,
+            token_version: membership.token_version,
+            key_generation: None,
+            access_ttl: state.token_settings().access_ttl,
+        },
+        Some(RefreshSpec::new_family(None)),
+        vec![succeeded],
+    )
+    .await
+}
+
+/// Verifies a person's email and password (Argon2id, throttled, failures audited): the
+/// membership they act in (in `organization_id` when given, otherwise their oldest active
+/// one) and the `auth.succeeded` event to store with whatever the sign-in creates. Shared by
+/// `POST /api/v0/auth` and the web console's sign-in.
+pub async fn verify_password(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    organization_id: Option<OrganizationId>,
+    context: &RequestContext,
+) -> Result<(Membership, keyplane_core::records::AuditEvent), AuthError> {
     let throttles = state.throttles();
     obey(throttles.check_address(context.ip, Instant::now())).await?;
     let account = throttles.credential(&email.to_lowercase());
@@ -280,20 +312,5 @@ pub async fn authenticate_password(
         (ActorType::User, &user_id),
         ("user", &user_id),
     );
-    issue(
-        state,
-        Subject {
-            subject_type: SubjectType::User,
-            id: user_id.clone(),
-            organization_id: membership.organization_id,
-            env: Env::Test,
-            role: membership.role,
-            token_version: membership.token_version,
-            key_generation: None,
-            access_ttl: state.token_settings().access_ttl,
-        },
-        Some(RefreshSpec::new_family(None)),
-        vec![succeeded],
-    )
-    .await
+    Ok((membership, succeeded))
 }

@@ -5,11 +5,15 @@
 
 pub mod access;
 pub mod api_keys;
+pub mod audit;
 pub mod bootstrap;
 pub mod context;
 pub mod credentials;
 pub mod idempotency;
 pub mod organizations;
+pub mod password_reset;
 pub mod people;
 pub mod refresh;
+pub mod sessions;
+pub mod setup;
 pub mod tokens;

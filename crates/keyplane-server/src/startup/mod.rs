@@ -26,6 +26,8 @@ pub struct Application {
     state: AppState,
     tls: TlsSetup,
     config: ServeConfig,
+    /// The first-run setup link, when the store was empty at start.
+    setup_link: Option<String>,
 }
 
 impl Application {
@@ -56,12 +58,31 @@ impl Application {
         })?;
         let state = AppState::new(store, secrets, &config).await?;
         tracing::info!(address = %local_addr, store = state.store().engine(), "listening for HTTPS");
+        // On an empty store, the console's first-run page: its one-time link goes to this
+        // terminal only (standard error, not the log, which may be shipped elsewhere).
+        let setup_link = if state.store().has_organizations().await? {
+            None
+        } else {
+            let token = state.arm_setup_token();
+            Some(format!(
+                "{}/console/setup#token={}",
+                state.public_url(),
+                token.expose()
+            ))
+        };
+        if let Some(link) = &setup_link {
+            tracing::info!("no organization yet: the setup link is printed on standard error");
+            eprintln!(
+                "\nKeyplane has no organization yet. Set it up in the browser (this link works once, until the server stops):\n\n    {link}\n"
+            );
+        }
         Ok(Self {
             listener,
             local_addr,
             state,
             tls,
             config,
+            setup_link,
         })
     }
 
@@ -75,6 +96,11 @@ impl Application {
 
     pub fn certificate(&self) -> &CertificateInfo {
         &self.tls.certificate
+    }
+
+    /// The console's one-time setup link, when the store had no organization at start.
+    pub fn setup_link(&self) -> Option<&str> {
+        self.setup_link.as_deref()
     }
 
     pub fn state(&self) -> &AppState {

@@ -182,6 +182,7 @@ impl TestAppBuilder {
             .await
             .expect("the server starts");
         let port = application.port();
+        let setup_link = application.setup_link().map(str::to_owned);
         let certificate = application.certificate().clone();
         let state = application.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -195,6 +196,7 @@ impl TestAppBuilder {
             certificate,
             state,
             config,
+            setup_link,
             stop: Some(stop),
             task: Some(task),
             _temporary_dir: self.temporary_dir,
@@ -210,6 +212,8 @@ pub struct TestApp {
     pub certificate: CertificateInfo,
     pub state: AppState,
     pub config: ServeConfig,
+    /// The console's first-run link, when the store was empty at start.
+    pub setup_link: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _temporary_dir: Option<TempDir>,

@@ -8,6 +8,8 @@ mod api_keys;
 mod attacks;
 mod audit;
 mod connections;
+mod console;
+mod console_browser;
 mod cursors;
 mod durability;
 mod faults;

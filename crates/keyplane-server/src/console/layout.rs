@@ -1,0 +1,388 @@
+//! The page skeleton every console page shares (head, navigation, organization switcher), and
+//! the pieces forms are built from: labelled fields with their errors beside them, the CSRF
+//! field, times. Markup is written in Rust with maud, checked when the binary is compiled, and
+//! escaped by default.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use keyplane_core::ValidationError;
+use keyplane_core::records::Organization;
+use keyplane_core::values::Role;
+use maud::{DOCTYPE, Markup, html};
+
+use crate::console::assets::{HTMX, SCRIPT, STYLE};
+use crate::service::sessions::Signed;
+
+/// The form field that carries the session's CSRF token (htmx sends the header
+/// `X-CSRF-Token` instead).
+pub const CSRF_FIELD: &str = "csrf_token";
+
+/// The largest console form read; a form holds a few short fields.
+pub const FORM_LIMIT: usize = 64 * 1024;
+
+/// Which navigation link is the current page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Organizations,
+    ApiKeys,
+    People,
+    AuditLog,
+    Account,
+}
+
+const SECTIONS: [(Section, &str, &str); 5] = [
+    (
+        Section::Organizations,
+        "Organizations",
+        "/console/organizations",
+    ),
+    (Section::ApiKeys, "API keys", "/console/api-keys"),
+    (Section::People, "People", "/console/people"),
+    (Section::AuditLog, "Audit log", "/console/audit-log"),
+    (Section::Account, "Account", "/console/account"),
+];
+
+/// What the header of a signed-in page shows: the navigation, the organization switcher and
+/// `Sign out`.
+pub struct Chrome<'a> {
+    pub signed: &'a Signed,
+    pub organizations: &'a [(Organization, Role)],
+    pub section: Section,
+}
+
+/// A whole page. `chrome` is `None` on the pages before sign-in.
+pub fn page(title: &str, chrome: Option<&Chrome<'_>>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                // htmx would otherwise add an inline style element, which the CSP refuses.
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+                @if let Some(chrome) = chrome {
+                    meta name="csrf-token" content=(chrome.signed.session.csrf_token);
+                }
+                title { (title) " · Keyplane" }
+                link rel="stylesheet" href=(STYLE.path());
+                script src=(HTMX.path()) defer {}
+                script src=(SCRIPT.path()) defer {}
+            }
+            body {
+                a.skip href="#content" { "Skip to content" }
+                @if let Some(chrome) = chrome {
+                    (header(chrome))
+                    main #content { (body) }
+                } @else {
+                    header.top { div.bar { span.brand { "Keyplane" } } }
+                    main.narrow #content { (body) }
+                }
+            }
+        }
+    }
+}
+
+fn header(chrome: &Chrome<'_>) -> Markup {
+    let current = chrome.signed.actor.organization_id;
+    let current_name = chrome
+        .organizations
+        .iter()
+        .find(|(o, _)| o.id == current)
+        .map(|(o, _)| o.name.as_str())
+        .unwrap_or("");
+    html! {
+        header.top {
+            div.bar {
+                a.brand href="/console" { "Keyplane" }
+                nav.main aria-label="Main" {
+                    ul {
+                        @for (section, label, href) in SECTIONS {
+                            li {
+                                @if section == chrome.section {
+                                    a href=(href) aria-current="page" { (label) }
+                                } @else {
+                                    a href=(href) { (label) }
+                                }
+                            }
+                        }
+                    }
+                }
+                div.who {
+                    @if chrome.organizations.len() > 1 {
+                        form method="post" action="/console/organization" {
+                            (csrf(chrome.signed))
+                            label for="organization-switch" { "Organization" }
+                            select #organization-switch name="organization_id" {
+                                @for (organization, _) in chrome.organizations {
+                                    option value=(organization.id) selected[organization.id == current] { (organization.name) }
+                                }
+                            }
+                            button.quiet type="submit" { "Switch" }
+                        }
+                    } @else {
+                        span { (current_name) " · " (role_name(chrome.signed.actor.role)) }
+                    }
+                    form method="post" action="/console/sign-out" {
+                        (csrf(chrome.signed))
+                        button.quiet type="submit" { "Sign out" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => "owner",
+        Role::Admin => "admin",
+        Role::Developer => "developer",
+        Role::Viewer => "viewer",
+    }
+}
+
+/// The hidden field that carries the session's CSRF token.
+pub fn csrf(signed: &Signed) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(signed.session.csrf_token); }
+}
+
+/// A form's errors, each beside the field it concerns (by the API's field name); errors about
+/// no field of the form go above it.
+#[derive(Default)]
+pub struct Errors {
+    pub field: Option<(String, String)>,
+    pub form: Option<String>,
+}
+
+impl Errors {
+    /// The API's message for a field (`must be 12 to 256 characters`).
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: Some((field.to_owned(), message.into())),
+            form: None,
+        }
+    }
+
+    pub fn form(message: impl Into<String>) -> Self {
+        Self {
+            field: None,
+            form: Some(message.into()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.field.is_none() && self.form.is_none()
+    }
+
+    fn for_field(&self, name: &str) -> Option<&str> {
+        self.field
+            .as_ref()
+            .filter(|(field, _)| field == name)
+            .map(|(_, message)| message.as_str())
+    }
+
+    /// The error for the form as a whole: its own, or a field's that the form has no input for.
+    pub fn notice(&self, fields: &[&str]) -> Markup {
+        let message = self.form.clone().or_else(|| {
+            self.field
+                .as_ref()
+                .filter(|(field, _)| !fields.contains(&field.as_str()))
+                .map(|(field, message)| format!("{field}: {message}"))
+        });
+        html! {
+            @if let Some(message) = message {
+                p.notice.error role="alert" { (message) }
+            }
+        }
+    }
+}
+
+impl From<ValidationError> for Errors {
+    /// Beside the form field it concerns: an error about a part of a field (`metadata.store`)
+    /// goes beside that field, naming the part (`store: must be a string`).
+    fn from(error: ValidationError) -> Self {
+        match error.field.split_once('.') {
+            Some((field, part)) => Errors::field(field, format!("{part}: {}", error.message)),
+            None => Errors::field(&error.field, error.message),
+        }
+    }
+}
+
+/// One labelled input with its hint and its error beside it.
+pub struct Field<'a> {
+    pub label: &'a str,
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub hint: Option<&'a str>,
+    pub required: bool,
+    pub autocomplete: Option<&'a str>,
+}
+
+impl<'a> Field<'a> {
+    pub fn new(label: &'a str, name: &'a str, kind: &'a str, value: &'a str) -> Self {
+        Self {
+            label,
+            name,
+            kind,
+            value,
+            hint: None,
+            required: true,
+            autocomplete: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: &'a str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    pub fn optional(mut self) -> Self {
+        self.required = false;
+        self
+    }
+
+    pub fn autocomplete(mut self, autocomplete: &'a str) -> Self {
+        self.autocomplete = Some(autocomplete);
+        self
+    }
+
+    pub fn render(&self, errors: &Errors) -> Markup {
+        let id = format!("field-{}", self.name);
+        let error = errors.for_field(self.name);
+        let described = match (self.hint.is_some(), error.is_some()) {
+            (true, true) => Some(format!("{id}-hint {id}-error")),
+            (true, false) => Some(format!("{id}-hint")),
+            (false, true) => Some(format!("{id}-error")),
+            (false, false) => None,
+        };
+        html! {
+            div.field {
+                label for=(id) { (self.label) }
+                @if self.kind == "textarea" {
+                    textarea id=(id) name=(self.name) aria-describedby=[described.as_deref()]
+                        aria-invalid=[error.map(|_| "true")] required[self.required] { (self.value) }
+                } @else {
+                    input id=(id) name=(self.name) type=(self.kind) value=(self.value)
+                        aria-describedby=[described.as_deref()] aria-invalid=[error.map(|_| "true")]
+                        required[self.required] autocomplete=[self.autocomplete];
+                }
+                @if let Some(hint) = self.hint {
+                    p.hint id=(format!("{id}-hint")) { (hint) }
+                }
+                @if let Some(error) = error {
+                    p.error id=(format!("{id}-error")) { (self.label) " " (error) }
+                }
+            }
+        }
+    }
+}
+
+/// The answer to a form that changed something: see the result with a GET (Post/Redirect/Get),
+/// so a reload never repeats the change.
+pub fn see_other(path: &str) -> Response {
+    Redirect::to(path).into_response()
+}
+
+/// A plain page for a refusal or an outage: what happened and what to do, never a stack trace.
+pub fn refused(status: StatusCode, message: &str) -> Response {
+    let body = page(
+        "Not possible",
+        None,
+        html! {
+            h1 { "That did not work" }
+            p.notice.error role="alert" { (message) }
+            p { a href="/console" { "Back to the console" } }
+        },
+    );
+    (status, body).into_response()
+}
+
+/// A unix time as `2026-12-02 14:05 UTC`.
+pub fn time(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(at) => format!(
+            "{}-{:02}-{:02} {:02}:{:02} UTC",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        Err(_) => unix.to_string(),
+    }
+}
+
+/// A unix time as a `datetime-local` input's value, in UTC: `2026-12-02T14:05`.
+pub fn datetime_input(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(at) => format!(
+            "{}-{:02}-{:02}T{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// `2026-12-31T23:59` (what a `datetime-local` input sends, seconds optional), read as UTC.
+pub fn parse_datetime(text: &str) -> Option<i64> {
+    let (date, clock) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(str::parse::<i64>);
+    let (year, month, day) = (
+        date_parts.next()?.ok()?,
+        date_parts.next()?.ok()?,
+        date_parts.next()?.ok()?,
+    );
+    let mut clock_parts = clock.splitn(3, ':').map(str::parse::<u8>);
+    let (hour, minute) = (clock_parts.next()?.ok()?, clock_parts.next()?.ok()?);
+    let second = clock_parts.next().transpose().ok()?.unwrap_or(0);
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+            .ok()?;
+    let clock = time::Time::from_hms(hour, minute, second).ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, clock)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetime_inputs_read_as_utc() {
+        assert_eq!(parse_datetime("1970-01-02T00:00"), Some(86_400));
+        assert_eq!(parse_datetime("2026-12-02T04:20:10"), Some(1_796_185_210));
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-13-01T00:00",
+            "2026-02-30T00:00",
+            "x-1-1T00:00",
+            "2026-01-01T24:00",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn datetime_inputs_round_trip() {
+        assert_eq!(datetime_input(1_796_185_200), "2026-12-02T04:20");
+        assert_eq!(
+            parse_datetime(&datetime_input(1_796_185_200)),
+            Some(1_796_185_200)
+        );
+    }
+
+    #[test]
+    fn times_show_in_utc() {
+        assert_eq!(time(86_400 + 3_660), "1970-01-02 01:01 UTC");
+    }
+}
