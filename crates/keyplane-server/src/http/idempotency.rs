@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use keyplane_core::idempotency::{HEADER, IdempotencyKey, RENEW_SECONDS};
 
 use crate::http::bearer::{self, Verified};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, NotKept};
 use crate::http::extract::BODY_LIMIT_BYTES;
 use crate::http::request_id::{self, REQUEST_ID};
 use crate::service::idempotency::{self as service, Begun, Claimed, Replay};
@@ -160,7 +160,12 @@ async fn run(state: AppState, claimed: Box<Claimed>, request: Request, next: Nex
                     .headers
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok());
-                service::finish(&state, claimed, parts.status.as_u16(), content_type, &bytes).await;
+                let status = parts.status.as_u16();
+                if parts.extensions.get::<NotKept>().is_some() {
+                    service::release(&state, claimed).await;
+                } else {
+                    service::finish(&state, claimed, status, content_type, &bytes).await;
+                }
                 Response::from_parts(parts, Body::from(bytes))
             }
             Err(error) => {

@@ -23,6 +23,7 @@ on_both_stores!(
     callers_never_receive_each_others_answers,
     a_person_keeps_records_apart_per_organization,
     answers_of_work_not_begun_are_not_kept,
+    a_conflict_that_asks_for_a_retry_is_not_kept,
     bad_idempotency_keys_are_a_400_and_nothing_is_done,
     expired_answers_are_not_replayed_and_are_purged,
     the_database_holds_neither_secrets_nor_idempotency_keys,
@@ -564,6 +565,60 @@ async fn answers_of_work_not_begun_are_not_kept(backend: Backend) {
         ok(app.get_as(token, path).await).await["_id"].is_string(),
         "not deleted by the replay"
     );
+}
+/// A 409 that says "try again" (a change raced the request and nothing was written) is not
+/// kept: the retry with the same key does the work instead of getting that 409 back for a day.
+/// Every update of the key is made to miss, as when a concurrent change wins each round.
+async fn a_conflict_that_asks_for_a_retry_is_not_kept(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let Fixture { app, token, .. } = &fixture;
+    let path = "/api/v0/api-keys/pos-raced";
+    assert_eq!(
+        write(app, Method::PUT, token, path, None, NEW_KEY)
+            .await
+            .status,
+        200
+    );
+    let (hold, release): (&[&str], &[&str]) = match backend {
+        Backend::Sqlite => (
+            &["CREATE TRIGGER hold_api_keys BEFORE UPDATE ON api_keys \
+               BEGIN SELECT RAISE(IGNORE); END"],
+            &["DROP TRIGGER hold_api_keys"],
+        ),
+        Backend::Postgres(_) => (
+            &[
+                "CREATE FUNCTION hold_api_keys() RETURNS trigger LANGUAGE plpgsql \
+                 AS 'BEGIN RETURN NULL; END'",
+                "CREATE TRIGGER hold_api_keys BEFORE UPDATE ON api_keys \
+                 FOR EACH ROW EXECUTE FUNCTION hold_api_keys()",
+            ],
+            &["DROP TRIGGER hold_api_keys ON api_keys"],
+        ),
+    };
+    for statement in hold {
+        execute(app, &backend, statement).await;
+    }
+    let patch = r#"{"metadata": {"store": "Berlin"}}"#;
+    let raced = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
+    assert_eq!((raced.status, raced.replayed), (409, false));
+    assert!(
+        raced.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again"),
+        "{:?}",
+        raced.body
+    );
+    for statement in release {
+        execute(app, &backend, statement).await;
+    }
+
+    let retry = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
+    assert_eq!((retry.status, retry.replayed), (200, false), "{retry:?}");
+    assert_eq!(retry.body["metadata"], json!({"store": "Berlin"}));
+    let again = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
+    assert_eq!((again.status, again.replayed), (200, true));
+    assert_eq!(events(&fixture, "api_key.updated").await, 1);
 }
 
 async fn bad_idempotency_keys_are_a_400_and_nothing_is_done(backend: Backend) {
