@@ -24,6 +24,7 @@ on_both_stores!(
     a_person_keeps_records_apart_per_organization,
     answers_of_work_not_begun_are_not_kept,
     a_conflict_that_asks_for_a_retry_is_not_kept,
+    a_method_the_route_does_not_have_is_not_kept,
     bad_idempotency_keys_are_a_400_and_nothing_is_done,
     expired_answers_are_not_replayed_and_are_purged,
     the_database_holds_neither_secrets_nor_idempotency_keys,
@@ -619,6 +620,28 @@ async fn a_conflict_that_asks_for_a_retry_is_not_kept(backend: Backend) {
     let again = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
     assert_eq!((again.status, again.replayed), (200, true));
     assert_eq!(events(&fixture, "api_key.updated").await, 1);
+}
+/// A 405 (a method the route does not have) begins no work: it is not kept, so no record is
+/// stored for it and every answer is the server's own, with its `Allow` header.
+async fn a_method_the_route_does_not_have_is_not_kept(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let Fixture { app, token, .. } = &fixture;
+    for _ in 0..2 {
+        let response = app
+            .client
+            .put(app.url("/api/v0/organizations"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "k-405")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key("allow"));
+        let answered = answer(response).await;
+        assert_eq!((answered.status, answered.replayed), (405, false));
+    }
+    assert!(records(app, &backend).await.is_empty());
 }
 
 async fn bad_idempotency_keys_are_a_400_and_nothing_is_done(backend: Backend) {
