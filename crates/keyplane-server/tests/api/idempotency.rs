@@ -25,6 +25,7 @@ on_both_stores!(
     answers_of_work_not_begun_are_not_kept,
     a_conflict_that_asks_for_a_retry_is_not_kept,
     a_method_the_route_does_not_have_is_not_kept,
+    a_client_hanging_up_while_its_claim_is_written_leaves_no_orphan_claim,
     bad_idempotency_keys_are_a_400_and_nothing_is_done,
     expired_answers_are_not_replayed_and_are_purged,
     the_database_holds_neither_secrets_nor_idempotency_keys,
@@ -642,6 +643,89 @@ async fn a_method_the_route_does_not_have_is_not_kept(backend: Backend) {
         assert_eq!((answered.status, answered.replayed), (405, false));
     }
     assert!(records(app, &backend).await.is_empty());
+}
+/// A transaction of the test's own holding the records' table, so that a claim waits in the
+/// database.
+enum HeldTable {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl HeldTable {
+    async fn hold(app: &TestApp, backend: &Backend) -> Self {
+        use sqlx::Connection;
+        match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&app.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Sqlite(conn)
+            }
+            Backend::Postgres(_) => {
+                let url = app.config.store.database_url.clone().unwrap();
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("LOCK TABLE idempotency_keys IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A client that hangs up while its claim is still being written (the database is slow) does
+/// not leave the claim written and held by nobody, which answered every retry 409 until the
+/// lease ran out: the claim and the work run to their end, and the retry gets the answer.
+async fn a_client_hanging_up_while_its_claim_is_written_leaves_no_orphan_claim(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let Fixture { app, token, .. } = &fixture;
+    let path = "/api/v0/api-keys/pos-hangup";
+    let held = HeldTable::hold(app, &backend).await;
+    let hung_up = app
+        .client
+        .put(app.url(path))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "hang-1")
+        .body(NEW_KEY)
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(hung_up.unwrap_err().is_timeout());
+    held.release().await;
+
+    // The request the client left finishes on its own; until then a retry is told to wait.
+    let mut retries = 0;
+    let retry = loop {
+        let retry = write(app, Method::PUT, token, path, Some("hang-1"), NEW_KEY).await;
+        if retry.status != 409 || retries == 100 {
+            break retry;
+        }
+        retries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // Replayed when the claim was written before the hang-up; done now when the hang-up (or
+    // the database's timeout, on a loaded machine) came first. Never a 409 held by nobody.
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(retry.body["secret"].is_string());
+    assert_eq!(events(&fixture, "api_key.created").await, 1);
 }
 
 async fn bad_idempotency_keys_are_a_400_and_nothing_is_done(backend: Backend) {
