@@ -75,11 +75,11 @@ impl fmt::Debug for IdempotencyKey {
 }
 
 /// Whether an answer of `status` is kept for retries. As with Stripe, only once the work began:
-/// a 400 (the request was not understood; likewise 408, 413 and 415, a body not read or not
-/// JSON), 401, 403 (not allowed to start), 429 (not started) and any 5xx (the outcome is
-/// unknown) are not kept, so a retry runs again.
+/// a 400 (the request was not understood; likewise 405, a method the route does not have, and
+/// 408, 413 and 415, a body not read or not JSON), 401, 403 (not allowed to start), 429 (not
+/// started) and any 5xx (the outcome is unknown) are not kept, so a retry runs again.
 pub fn is_kept(status: u16) -> bool {
-    !(matches!(status, 400 | 401 | 403 | 408 | 413 | 415 | 429) || status >= 500)
+    !(matches!(status, 400 | 401 | 403 | 405 | 408 | 413 | 415 | 429) || status >= 500)
 }
 
 /// The caller of an unauthenticated invitation accept: a keyed hash of the invitation token,
@@ -292,7 +292,7 @@ mod tests {
         for kept in [200, 201, 404, 409, 410, 422] {
             assert!(is_kept(kept), "{kept}");
         }
-        for not_kept in [400, 401, 403, 408, 413, 415, 429, 500, 502, 503, 504] {
+        for not_kept in [400, 401, 403, 405, 408, 413, 415, 429, 500, 502, 503, 504] {
             assert!(!is_kept(not_kept), "{not_kept}");
         }
     }

@@ -60,9 +60,7 @@ impl From<ApiKeyError> for ApiError {
             ApiKeyError::NameTaken => {
                 ApiError::conflict("name: an API key with this name exists in the organization")
             }
-            ApiKeyError::Concurrent => {
-                ApiError::conflict("The API key changed while this request ran; try again.")
-            }
+            ApiKeyError::Concurrent => ApiError::changed_meanwhile("API key"),
             ApiKeyError::Store(error) => error.into(),
         }
     }

@@ -12,6 +12,12 @@ use keyplane_types::errors::ErrorBody;
 
 use crate::http::request_id;
 
+/// Marks an answer the `Idempotency-Key` layer does not keep whatever its status: the work was
+/// not done and the answer invites a retry ([`ApiError::changed_meanwhile`]), so the retry with
+/// the same key must run again rather than get this answer back.
+#[derive(Clone, Copy, Debug)]
+pub struct NotKept;
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -22,6 +28,9 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// RFC 6750 challenge for bearer-token failures.
     challenge: Option<&'static str>,
+    /// The work was not done and a retry may succeed: the answer is not kept for an
+    /// `Idempotency-Key` ([`NotKept`]).
+    retry_invited: bool,
 }
 
 impl ApiError {
@@ -37,6 +46,7 @@ impl ApiError {
             internal: None,
             retry_after: None,
             challenge: None,
+            retry_invited: false,
         }
     }
 
@@ -84,6 +94,17 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::CONFLICT, "E_CONFLICT", message)
+    }
+
+    /// 409: `what` changed while the request ran, so nothing was written; the client should
+    /// try again. Not kept for an `Idempotency-Key`, so that the retry runs again instead of
+    /// getting this answer back.
+    pub fn changed_meanwhile(what: &str) -> Self {
+        let mut error = Self::conflict(format!(
+            "The {what} changed while this request ran; try again."
+        ));
+        error.retry_invited = true;
+        error
     }
 
     /// 422: the `Idempotency-Key` was used with another method, path or body.
@@ -253,6 +274,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if self.retry_invited {
+            response.extensions_mut().insert(NotKept);
         }
         response
     }

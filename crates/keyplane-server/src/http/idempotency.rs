@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use keyplane_core::idempotency::{HEADER, IdempotencyKey, RENEW_SECONDS};
 
 use crate::http::bearer::{self, Verified};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, NotKept};
 use crate::http::extract::BODY_LIMIT_BYTES;
 use crate::http::request_id::{self, REQUEST_ID};
 use crate::service::idempotency::{self as service, Begun, Claimed, Replay};
@@ -82,21 +82,32 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |target| target.as_str())
         .to_owned();
-    let begun = service::begin(&state, caller, &key, parts.method.as_str(), &target, &body).await;
-    match begun {
-        Ok(Begun::Run(claimed)) => {
-            run(
-                state,
-                claimed,
-                Request::from_parts(parts, Body::from(body)),
-                next,
-            )
-            .await
+    // From the claim on, on a task of its own: a client hanging up while the claim is being
+    // written would otherwise leave it written and held by nobody (retries then get 409 until
+    // its lease ends), or cancel the work half-way.
+    let task = REQUEST_ID.scope(request_id::current(), async move {
+        let begun =
+            service::begin(&state, caller, &key, parts.method.as_str(), &target, &body).await;
+        match begun {
+            Ok(Begun::Run(claimed)) => {
+                run(
+                    state,
+                    claimed,
+                    Request::from_parts(parts, Body::from(body)),
+                    next,
+                )
+                .await
+            }
+            Ok(Begun::Replay(replay)) => replayed(replay),
+            Ok(Begun::InProgress) => ApiError::idempotency_in_progress().into_response(),
+            Ok(Begun::Mismatch) => ApiError::idempotency_mismatch().into_response(),
+            Err(error) => ApiError::from(error).into_response(),
         }
-        Ok(Begun::Replay(replay)) => replayed(replay),
-        Ok(Begun::InProgress) => ApiError::idempotency_in_progress().into_response(),
-        Ok(Begun::Mismatch) => ApiError::idempotency_mismatch().into_response(),
-        Err(error) => ApiError::from(error).into_response(),
+    });
+    match tokio::spawn(task).await {
+        Ok(response) => response,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => ApiError::internal(error).into_response(),
     }
 }
 
@@ -130,49 +141,48 @@ fn invitation_token(body: &[u8]) -> Option<String> {
         .filter(|token| !token.is_empty())
 }
 
-/// Runs the claimed request on a task of its own, so that a client hanging up cannot cancel the
-/// work half-way: the work finishes and its answer is kept for the retry. The claim is renewed
-/// while the work runs; a panic releases it and goes on to the panic layer.
+/// Runs the claimed request (on the task [`idempotency`] spawned, so that a client hanging up
+/// cannot cancel the work half-way: the work finishes and its answer is kept for the retry).
+/// The claim is renewed while the work runs; a panic releases it and goes on to the panic
+/// layer.
 async fn run(state: AppState, claimed: Box<Claimed>, request: Request, next: Next) -> Response {
-    let work = REQUEST_ID.scope(request_id::current(), async move {
-        let mut guard = ReleaseOnDrop {
-            state: state.clone(),
-            claimed: Some(claimed),
-        };
-        let work = next.run(request);
-        tokio::pin!(work);
-        let every = Duration::from_secs(RENEW_SECONDS);
-        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let response = loop {
-            tokio::select! {
-                response = &mut work => break response,
-                _ = renewals.tick() => {
-                    let claimed = guard.claimed.as_deref().expect("the claim is held");
-                    service::renew(&state, claimed).await;
-                }
-            }
-        };
-        let (parts, body) = response.into_parts();
-        let claimed = guard.claimed.take().expect("the claim is held until now");
-        match axum::body::to_bytes(body, MAX_KEPT_BODY).await {
-            Ok(bytes) => {
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                service::finish(&state, claimed, parts.status.as_u16(), content_type, &bytes).await;
-                Response::from_parts(parts, Body::from(bytes))
-            }
-            Err(error) => {
-                service::release(&state, claimed).await;
-                ApiError::internal(format!("an answer could not be kept: {error}")).into_response()
+    let mut guard = ReleaseOnDrop {
+        state: state.clone(),
+        claimed: Some(claimed),
+    };
+    let work = next.run(request);
+    tokio::pin!(work);
+    let every = Duration::from_secs(RENEW_SECONDS);
+    let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let response = loop {
+        tokio::select! {
+            response = &mut work => break response,
+            _ = renewals.tick() => {
+                let claimed = guard.claimed.as_deref().expect("the claim is held");
+                service::renew(&state, claimed).await;
             }
         }
-    });
-    match tokio::spawn(work).await {
-        Ok(response) => response,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => ApiError::internal(error).into_response(),
+    };
+    let (parts, body) = response.into_parts();
+    let claimed = guard.claimed.take().expect("the claim is held until now");
+    match axum::body::to_bytes(body, MAX_KEPT_BODY).await {
+        Ok(bytes) => {
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let status = parts.status.as_u16();
+            if parts.extensions.get::<NotKept>().is_some() {
+                service::release(&state, claimed).await;
+            } else {
+                service::finish(&state, claimed, status, content_type, &bytes).await;
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(error) => {
+            service::release(&state, claimed).await;
+            ApiError::internal(format!("an answer could not be kept: {error}")).into_response()
+        }
     }
 }
 

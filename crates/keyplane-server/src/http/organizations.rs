@@ -48,9 +48,7 @@ impl From<OrganizationError> for ApiError {
             OrganizationError::LiveNeedsManager => ApiError::forbidden(
                 "env: a managed organization's LIVE env is enabled by the organization that manages it, when that one has LIVE itself.",
             ),
-            OrganizationError::Concurrent => {
-                ApiError::conflict("The organization changed while this request ran; try again.")
-            }
+            OrganizationError::Concurrent => ApiError::changed_meanwhile("organization"),
             OrganizationError::Store(error) => error.into(),
         }
     }

@@ -60,9 +60,7 @@ impl From<UserError> for ApiError {
                 "the invitation is invalid, already used, revoked or expired",
             ),
             UserError::Busy => ApiError::rate_limited(1),
-            UserError::Concurrent => {
-                ApiError::conflict("The person changed while this request ran; try again.")
-            }
+            UserError::Concurrent => ApiError::changed_meanwhile("person"),
             UserError::Store(error) => error.into(),
         }
     }

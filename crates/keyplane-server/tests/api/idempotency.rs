@@ -23,6 +23,9 @@ on_both_stores!(
     callers_never_receive_each_others_answers,
     a_person_keeps_records_apart_per_organization,
     answers_of_work_not_begun_are_not_kept,
+    a_conflict_that_asks_for_a_retry_is_not_kept,
+    a_method_the_route_does_not_have_is_not_kept,
+    a_client_hanging_up_while_its_claim_is_written_leaves_no_orphan_claim,
     bad_idempotency_keys_are_a_400_and_nothing_is_done,
     expired_answers_are_not_replayed_and_are_purged,
     the_database_holds_neither_secrets_nor_idempotency_keys,
@@ -564,6 +567,165 @@ async fn answers_of_work_not_begun_are_not_kept(backend: Backend) {
         ok(app.get_as(token, path).await).await["_id"].is_string(),
         "not deleted by the replay"
     );
+}
+/// A 409 that says "try again" (a change raced the request and nothing was written) is not
+/// kept: the retry with the same key does the work instead of getting that 409 back for a day.
+/// Every update of the key is made to miss, as when a concurrent change wins each round.
+async fn a_conflict_that_asks_for_a_retry_is_not_kept(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let Fixture { app, token, .. } = &fixture;
+    let path = "/api/v0/api-keys/pos-raced";
+    assert_eq!(
+        write(app, Method::PUT, token, path, None, NEW_KEY)
+            .await
+            .status,
+        200
+    );
+    let (hold, release): (&[&str], &[&str]) = match backend {
+        Backend::Sqlite => (
+            &["CREATE TRIGGER hold_api_keys BEFORE UPDATE ON api_keys \
+               BEGIN SELECT RAISE(IGNORE); END"],
+            &["DROP TRIGGER hold_api_keys"],
+        ),
+        Backend::Postgres(_) => (
+            &[
+                "CREATE FUNCTION hold_api_keys() RETURNS trigger LANGUAGE plpgsql \
+                 AS 'BEGIN RETURN NULL; END'",
+                "CREATE TRIGGER hold_api_keys BEFORE UPDATE ON api_keys \
+                 FOR EACH ROW EXECUTE FUNCTION hold_api_keys()",
+            ],
+            &["DROP TRIGGER hold_api_keys ON api_keys"],
+        ),
+    };
+    for statement in hold {
+        execute(app, &backend, statement).await;
+    }
+    let patch = r#"{"metadata": {"store": "Berlin"}}"#;
+    let raced = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
+    assert_eq!((raced.status, raced.replayed), (409, false));
+    assert!(
+        raced.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("try again"),
+        "{:?}",
+        raced.body
+    );
+    for statement in release {
+        execute(app, &backend, statement).await;
+    }
+
+    let retry = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
+    assert_eq!((retry.status, retry.replayed), (200, false), "{retry:?}");
+    assert_eq!(retry.body["metadata"], json!({"store": "Berlin"}));
+    let again = write(app, Method::PATCH, token, path, Some("raced-1"), patch).await;
+    assert_eq!((again.status, again.replayed), (200, true));
+    assert_eq!(events(&fixture, "api_key.updated").await, 1);
+}
+/// A 405 (a method the route does not have) begins no work: it is not kept, so no record is
+/// stored for it and every answer is the server's own, with its `Allow` header.
+async fn a_method_the_route_does_not_have_is_not_kept(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let Fixture { app, token, .. } = &fixture;
+    for _ in 0..2 {
+        let response = app
+            .client
+            .put(app.url("/api/v0/organizations"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "k-405")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key("allow"));
+        let answered = answer(response).await;
+        assert_eq!((answered.status, answered.replayed), (405, false));
+    }
+    assert!(records(app, &backend).await.is_empty());
+}
+/// A transaction of the test's own holding the records' table, so that a claim waits in the
+/// database.
+enum HeldTable {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl HeldTable {
+    async fn hold(app: &TestApp, backend: &Backend) -> Self {
+        use sqlx::Connection;
+        match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&app.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Sqlite(conn)
+            }
+            Backend::Postgres(_) => {
+                let url = app.config.store.database_url.clone().unwrap();
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("LOCK TABLE idempotency_keys IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                Self::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A client that hangs up while its claim is still being written (the database is slow) does
+/// not leave the claim written and held by nobody, which answered every retry 409 until the
+/// lease ran out: the claim and the work run to their end, and the retry gets the answer.
+async fn a_client_hanging_up_while_its_claim_is_written_leaves_no_orphan_claim(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let Fixture { app, token, .. } = &fixture;
+    let path = "/api/v0/api-keys/pos-hangup";
+    let held = HeldTable::hold(app, &backend).await;
+    let hung_up = app
+        .client
+        .put(app.url(path))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "hang-1")
+        .body(NEW_KEY)
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(hung_up.unwrap_err().is_timeout());
+    held.release().await;
+
+    // The request the client left finishes on its own; until then a retry is told to wait.
+    let mut retries = 0;
+    let retry = loop {
+        let retry = write(app, Method::PUT, token, path, Some("hang-1"), NEW_KEY).await;
+        if retry.status != 409 || retries == 100 {
+            break retry;
+        }
+        retries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // Replayed when the claim was written before the hang-up; done now when the hang-up (or
+    // the database's timeout, on a loaded machine) came first. Never a 409 held by nobody.
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert!(retry.body["secret"].is_string());
+    assert_eq!(events(&fixture, "api_key.created").await, 1);
 }
 
 async fn bad_idempotency_keys_are_a_400_and_nothing_is_done(backend: Backend) {
