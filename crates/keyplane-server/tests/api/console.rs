@@ -193,7 +193,7 @@ pub async fn invited_console<'a>(fixture: &'a Fixture, email: &str, role: &str) 
 }
 
 /// Runs `sql` (with `$1` = `value`) on the app's database, as an operator would.
-async fn run_sql(app: &TestApp, sql: &str, value: i64) {
+pub async fn run_sql(app: &TestApp, sql: &str, value: i64) {
     match &app.config.store.database_url {
         Some(url) => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::console::{
-    Console, OWNER_PASSWORD, between, invited_console, mailed_reset, owner_console,
+    Console, OWNER_PASSWORD, between, invited_console, mailed_reset, owner_console, run_sql,
 };
 use crate::helpers::{
     Backend, Fixture, TestApp, invitation_token_in, mailed_invitation_token, ok, send,
@@ -103,7 +103,16 @@ async fn people_and_invitations_page_and_members_sort(backend: Backend) {
         !members.contains("owner@example.com"),
         "the owner sorts first"
     );
-    // Newest first: the last to join heads the list; the owner (the first) ends it.
+    // Newest first: the owner, who joined first, is not on the first page; oldest first, it
+    // heads it. (Times are whole seconds: the others joined seconds later, as an operator's
+    // clock would show.)
+    run_sql(
+        &fixture.app,
+        "UPDATE memberships SET created_at = created_at + $1 \
+         WHERE user_id IN (SELECT id FROM users WHERE email LIKE 'p%')",
+        10,
+    )
+    .await;
     let newest = console
         .get("/console/people?sort=created_at&order=desc")
         .await
