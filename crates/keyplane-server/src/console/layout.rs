@@ -496,6 +496,55 @@ mod tests {
     }
 
     #[test]
+    fn pages_are_read_leniently_and_bounded() {
+        for (text, page) in [
+            (None, 1),
+            (Some(""), 1),
+            (Some("abc"), 1),
+            (Some("0"), 1),
+            (Some("-3"), 1),
+            (Some("7"), 7),
+            (Some("99999999999999999999"), 1),
+            (Some("1000000"), MAX_PAGE),
+        ] {
+            assert_eq!(Paging::read(text, 25).page, page, "{text:?}");
+        }
+        assert_eq!(Paging::read(Some("3"), 25).offset(), 50);
+        let nav = Paging::read(Some("2"), 25)
+            .nav(60, "keys", "keys", |p| format!("/x?page={p}"))
+            .into_string();
+        assert!(nav.contains(r#"href="/x?page=1" rel="prev""#), "{nav}");
+        assert!(nav.contains(r#"href="/x?page=3" rel="next""#));
+        assert!(nav.contains("Page 2 of 3 · 60 keys"));
+        let last = Paging::read(Some("3"), 25)
+            .nav(60, "keys", "keys", |p| format!("/x?page={p}"))
+            .into_string();
+        assert!(!last.contains("rel=\"next\""));
+    }
+
+    #[test]
+    fn sorting_reads_offered_columns_and_headers_turn_the_direction_round() {
+        const OFFERED: [(&str, u8); 2] = [("name", 0), ("created_at", 1)];
+        let read = |sort, order| Sorting::read(sort, order, &OFFERED, OFFERED[0]);
+        let default = read(None, None);
+        assert_eq!((default.name, default.descending), ("name", false));
+        let newest = read(Some("created_at"), None);
+        assert_eq!(
+            (newest.by, newest.descending),
+            (1, true),
+            "times newest first"
+        );
+        assert_eq!(read(Some("bogus"), Some("sideways")).name, "name");
+        assert!(read(Some("name"), Some("desc")).descending);
+        let href = |name: &str, descending: bool| format!("/x?sort={name}&d={descending}");
+        let header = default.header("name", "Name", href).into_string();
+        assert!(header.contains(r#"aria-sort="ascending""#), "{header}");
+        assert!(header.contains("d=true"), "the sorted column turns round");
+        let other = default.header("created_at", "Created", href).into_string();
+        assert!(other.contains(r#"aria-sort="none""#) && other.contains("d=true"));
+    }
+
+    #[test]
     fn times_show_in_utc() {
         assert_eq!(time(86_400 + 3_660), "1970-01-02 01:01 UTC");
     }
