@@ -214,6 +214,18 @@ async fn signing_out_and_everywhere_are_audited(backend: Backend) {
     assert_eq!(dead.status(), 303);
     assert_eq!(audit_count(&fixture, "user.signed_out").await, 1);
 
+    // Two sign-outs of one session at once (a double click): one deletes it, one event.
+    let mut twice = Console::new(&fixture.app);
+    twice.sign_in("owner@example.com", OWNER_PASSWORD).await;
+    let csrf = twice.csrf().await;
+    let form = [("csrf_token", csrf.as_str())];
+    let (a, b) = tokio::join!(
+        twice.post("/console/sign-out", &form),
+        twice.post("/console/sign-out", &form)
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (303, 303));
+    assert_eq!(audit_count(&fixture, "user.signed_out").await, 2);
+
     let mut again = Console::new(&fixture.app);
     again.sign_in("owner@example.com", OWNER_PASSWORD).await;
     let everywhere = again.act("/console/account/sign-out-everywhere", &[]).await;
