@@ -28,10 +28,12 @@ pub enum AuditAction {
     TokenReuseDetected,
     PasswordReset,
     PasswordChanged,
+    SignedOut,
+    SignedOutEverywhere,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 24] = [
+    pub const ALL: [AuditAction; 26] = [
         AuditAction::OrganizationCreated,
         AuditAction::OrganizationUpdated,
         AuditAction::OrganizationEnvEnabled,
@@ -56,6 +58,8 @@ impl AuditAction {
         AuditAction::TokenReuseDetected,
         AuditAction::PasswordReset,
         AuditAction::PasswordChanged,
+        AuditAction::SignedOut,
+        AuditAction::SignedOutEverywhere,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +88,8 @@ impl AuditAction {
             AuditAction::TokenReuseDetected => "token.reuse_detected",
             AuditAction::PasswordReset => "user.password_reset",
             AuditAction::PasswordChanged => "user.password_changed",
+            AuditAction::SignedOut => "user.signed_out",
+            AuditAction::SignedOutEverywhere => "user.signed_out_everywhere",
         }
     }
 

@@ -472,8 +472,12 @@ impl<S: Store> Store for Bounded<S> {
         .await
     }
 
-    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError> {
-        self.within(self.inner.delete_console_session(id_hash))
+    async fn delete_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        self.within(self.inner.delete_console_session(id_hash, events))
             .await
     }
 
@@ -525,11 +529,12 @@ impl<S: Store> Store for Bounded<S> {
         user_id: UserId,
         password_hash: &str,
         keep: &CredentialHash,
+        now: i64,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
         self.within(
             self.inner
-                .change_password(user_id, password_hash, keep, events),
+                .change_password(user_id, password_hash, keep, now, events),
         )
         .await
     }

@@ -398,8 +398,13 @@ pub trait Store: Send + Sync + 'static {
         token_version: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Ends one console session; false when it had ended already.
-    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError>;
+    /// Ends one console session, writing `events` in the same transaction when it ended here;
+    /// false (nothing written) when it had ended already.
+    async fn delete_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError>;
 
     /// Ends every console session of a person, with its audit events; how many there were.
     async fn delete_console_sessions_of_user(
@@ -423,7 +428,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<PasswordReset>, StoreError>;
 
     /// Spends a reset link and, in the same transaction, sets the person's password hash, ends
-    /// their console sessions and writes `events`; false when it was spent, replaced or expired.
+    /// their console sessions, revokes their refresh tokens and writes `events`; false when it
+    /// was spent, replaced or expired.
     async fn redeem_password_reset(
         &self,
         token_hash: &CredentialHash,
@@ -433,13 +439,14 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 
-    /// Sets a person's password hash and ends every console session of theirs but `keep`, with
-    /// `events`, in one transaction.
+    /// Sets a person's password hash, ends every console session of theirs but `keep` and
+    /// revokes their refresh tokens, with `events`, in one transaction.
     async fn change_password(
         &self,
         user_id: UserId,
         password_hash: &str,
         keep: &CredentialHash,
+        now: i64,
         events: &[AuditEvent],
     ) -> Result<(), StoreError>;
 

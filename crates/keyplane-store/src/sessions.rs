@@ -7,10 +7,11 @@ use keyplane_core::OrganizationId;
 use keyplane_core::UserId;
 use keyplane_core::records::{AuditEvent, ConsoleSession, PasswordReset};
 use keyplane_core::secrets::CredentialHash;
+use keyplane_core::tokens::SubjectType;
 
 use crate::StoreError;
 use crate::audit::insert_audit_events;
-use crate::engine::{Backend, begin, commit, query};
+use crate::engine::{Backend, SqlConnection, begin, commit, query};
 use crate::rows::Bind;
 
 /// Stores a new session with the audit events of the sign-in, and in the same transaction
@@ -95,16 +96,23 @@ pub(crate) async fn switch_console_session(
     Ok(changed == 1)
 }
 
-/// Ends one session (sign out). False when it had ended already.
+/// Ends one session (sign out), writing `events` in the same transaction when it ended here.
+/// False (nothing written) when it had ended already.
 pub(crate) async fn delete_console_session(
     store: &impl Backend,
     id_hash: &CredentialHash,
+    events: &[AuditEvent],
 ) -> Result<bool, StoreError> {
     let mut writer = store.write().await?;
+    let mut tx = begin(&mut *writer).await?;
     let deleted = query("DELETE FROM console_sessions WHERE id_hash = $1")
         .bind(id_hash.as_bytes())
-        .execute(&mut *writer)
+        .execute(&mut *tx)
         .await?;
+    if deleted == 1 {
+        insert_audit_events(&mut *tx, events).await?;
+    }
+    commit(tx).await?;
     Ok(deleted == 1)
 }
 
@@ -190,41 +198,69 @@ pub(crate) async fn redeem_password_reset(
     if spent != 1 {
         return Ok(false);
     }
-    query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(password_hash)
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    query("DELETE FROM console_sessions WHERE user_id = $1")
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+    set_password(&mut *tx, user_id, password_hash, None, now).await?;
     insert_audit_events(&mut *tx, events).await?;
     commit(tx).await?;
     Ok(true)
 }
 
-/// Sets a person's password hash and ends their console sessions but `keep` (the one that
-/// changed it), with `events`, in one transaction.
+/// What setting a password does, whichever way it is set (a reset link, `Change password`):
+/// stores the new hash, ends every console session of the person but `keep`, and revokes every
+/// refresh token of theirs (as a disable ends them), so whoever held the old password keeps
+/// nothing it gave them.
+async fn set_password<C: SqlConnection>(
+    conn: &mut C,
+    user_id: UserId,
+    password_hash: &str,
+    keep: Option<&CredentialHash>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let user = user_id.to_string();
+    query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(password_hash)
+        .bind(&user)
+        .execute(&mut *conn)
+        .await?;
+    match keep {
+        Some(keep) => {
+            query("DELETE FROM console_sessions WHERE user_id = $1 AND id_hash <> $2")
+                .bind(&user)
+                .bind(keep.as_bytes())
+                .execute(&mut *conn)
+                .await?
+        }
+        None => {
+            query("DELETE FROM console_sessions WHERE user_id = $1")
+                .bind(&user)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    query(
+        "UPDATE refresh_tokens SET revoked_at = $1 \
+         WHERE subject_id = $2 AND subject_type = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(&user)
+    .bind(SubjectType::User.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets a person's password hash, ends their console sessions but `keep` (the one that
+/// changed it) and revokes their refresh tokens, with `events`, in one transaction.
 pub(crate) async fn change_password(
     store: &impl Backend,
     user_id: UserId,
     password_hash: &str,
     keep: &CredentialHash,
+    now: i64,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let mut writer = store.write().await?;
     let mut tx = begin(&mut *writer).await?;
-    query("UPDATE users SET password_hash = $1 WHERE id = $2")
-        .bind(password_hash)
-        .bind(user_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    query("DELETE FROM console_sessions WHERE user_id = $1 AND id_hash <> $2")
-        .bind(user_id.to_string())
-        .bind(keep.as_bytes())
-        .execute(&mut *tx)
-        .await?;
+    set_password(&mut *tx, user_id, password_hash, Some(keep), now).await?;
     insert_audit_events(&mut *tx, events).await?;
     commit(tx).await
 }

@@ -360,8 +360,12 @@ impl<B: Backend> Store for B {
         sessions::switch_console_session(self, id_hash, organization_id, token_version).await
     }
 
-    async fn delete_console_session(&self, id_hash: &CredentialHash) -> Result<bool, StoreError> {
-        sessions::delete_console_session(self, id_hash).await
+    async fn delete_console_session(
+        &self,
+        id_hash: &CredentialHash,
+        events: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        sessions::delete_console_session(self, id_hash, events).await
     }
 
     async fn delete_console_sessions_of_user(
@@ -403,9 +407,10 @@ impl<B: Backend> Store for B {
         user_id: UserId,
         password_hash: &str,
         keep: &CredentialHash,
+        now: i64,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        sessions::change_password(self, user_id, password_hash, keep, events).await
+        sessions::change_password(self, user_id, password_hash, keep, now, events).await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -149,8 +149,9 @@ pub async fn change_password(
 pub async fn sign_out_everywhere(
     State(state): State<AppState>,
     Person(signed): Person,
+    context: RequestContext,
 ) -> Response {
-    if let Err(error) = sessions::sign_out_everywhere(&state, &signed).await {
+    if let Err(error) = sessions::sign_out_everywhere(&state, &signed, &context).await {
         tracing::warn!(%error, "console sign-out everywhere failed");
         return layout::refused(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

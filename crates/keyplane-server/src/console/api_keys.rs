@@ -13,11 +13,11 @@ use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::policy::{self, Action};
 use keyplane_core::records::{ApiKey, Metadata, Organization};
 use keyplane_core::secrets::PlainCredential;
-use keyplane_core::values::{ApiKeyKind, ApiKeyStatus};
+use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Role};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Section, csrf, page};
+use crate::console::layout::{self, Chrome, Errors, Field, Paging, Section, Sorting, csrf, page};
 use crate::console::session::{Person, Signed, safe_next};
 use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
 use crate::service::context::RequestContext;
@@ -26,9 +26,6 @@ use crate::state::AppState;
 
 /// Keys per page.
 const PAGE_SIZE: u32 = 25;
-
-/// The most pages a person can page to (25,000 keys); the offset stays bounded.
-const MAX_PAGE: u64 = 1000;
 
 /// Renders a signed-in page with the header (navigation, switcher, sign out).
 async fn signed_page(state: &AppState, signed: &Signed, title: &str, body: Markup) -> Markup {
@@ -87,6 +84,9 @@ fn form_errors(error: ApiKeyError) -> Result<Errors, ApiKeyError> {
             "kind",
             "live keys need the organization's LIVE env (enable-env).",
         )),
+        ApiKeyError::AboveCallerRole => {
+            Ok(Errors::field("role", "must not be above your own role"))
+        }
         other => Err(other),
     }
 }
@@ -105,39 +105,31 @@ pub struct ListQuery {
 struct Listing {
     kind: Option<ApiKeyKind>,
     status: Option<ApiKeyStatus>,
-    sort: ApiKeyOrder,
-    sort_name: &'static str,
-    descending: bool,
-    page: u64,
+    sorting: Sorting<ApiKeyOrder>,
+    paging: Paging,
 }
 
 impl Listing {
     fn read(query: &ListQuery) -> Self {
-        let (sort_name, sort) = ApiKeyOrder::ALL
-            .into_iter()
-            .find(|(name, _)| Some(*name) == query.sort.as_deref())
-            .unwrap_or(("created_at", ApiKeyOrder::CreatedAt));
         Self {
             kind: query.kind.as_deref().and_then(|k| k.parse().ok()),
             status: query.status.as_deref().and_then(|s| s.parse().ok()),
-            sort,
-            sort_name,
-            descending: query.order.as_deref() != Some("asc"),
-            page: query
-                .page
-                .as_deref()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(1)
-                .clamp(1, MAX_PAGE),
+            sorting: Sorting::read(
+                query.sort.as_deref(),
+                query.order.as_deref(),
+                &ApiKeyOrder::ALL,
+                ("created_at", ApiKeyOrder::CreatedAt),
+            ),
+            paging: Paging::read(query.page.as_deref(), PAGE_SIZE),
         }
     }
 
     fn query(&self) -> ApiKeyQuery {
         ApiKeyQuery {
-            order_by: self.sort,
-            descending: self.descending,
-            limit: PAGE_SIZE,
-            offset: (self.page - 1) * u64::from(PAGE_SIZE),
+            order_by: self.sorting.by,
+            descending: self.sorting.descending,
+            limit: self.paging.size,
+            offset: self.paging.offset(),
             kinds: self.kind.into_iter().collect(),
             statuses: self.status.into_iter().collect(),
             after: None,
@@ -177,7 +169,8 @@ pub async fn list(
         Err(error) => return refusal(error),
     };
     let may_manage = signed.actor.require(Action::ManageApiKeys).is_ok();
-    let here = listing.href(listing.sort_name, listing.descending, listing.page);
+    let sorting = listing.sorting;
+    let here = listing.href(sorting.name, sorting.descending, listing.paging.page);
     let notice = match query.notice.as_deref() {
         Some("enabled") => Some("The API key was enabled."),
         Some("disabled") => Some("The API key was disabled."),
@@ -185,25 +178,11 @@ pub async fn list(
         Some("updated") => Some("The API key was saved."),
         _ => None,
     };
-    let pages = count.div_ceil(u64::from(PAGE_SIZE)).max(1);
     let filtered = listing.kind.is_some() || listing.status.is_some();
     let sort_link = |name: &str, label: &str| {
-        let active = listing.sort_name == name;
-        let descending = if active {
-            !listing.descending
-        } else {
-            name == "created_at"
-        };
-        let sorted = match (active, listing.descending) {
-            (false, _) => "none",
-            (true, true) => "descending",
-            (true, false) => "ascending",
-        };
-        html! {
-            th scope="col" aria-sort=(sorted) {
-                a href=(listing.href(name, descending, 1)) { (label) }
-            }
-        }
+        sorting.header(name, label, |name, descending| {
+            listing.href(name, descending, 1)
+        })
     };
     let body = html! {
         div.toolbar {
@@ -235,8 +214,8 @@ pub async fn list(
                     }
                 }
             }
-            input type="hidden" name="sort" value=(listing.sort_name);
-            input type="hidden" name="order" value=(if listing.descending { "desc" } else { "asc" });
+            input type="hidden" name="sort" value=(sorting.name);
+            input type="hidden" name="order" value=(sorting.order());
             button.quiet type="submit" { "Apply" }
         }
         // Sorting and paging swap the table in place (htmx); every other link and form is a
@@ -261,6 +240,7 @@ pub async fn list(
                             tr {
                                 (sort_link("name", "Name"))
                                 (sort_link("kind", "Kind"))
+                                th scope="col" { "Role" }
                                 (sort_link("status", "Status"))
                                 (sort_link("created_at", "Created"))
                                 th scope="col" { "Last used" }
@@ -275,15 +255,9 @@ pub async fn list(
                         }
                     }
                 }
-                nav.pager aria-label="Pages" hx-boost="true" hx-target="#keys" hx-select="#keys" hx-swap="outerHTML" {
-                    @if listing.page > 1 {
-                        a href=(listing.href(listing.sort_name, listing.descending, listing.page - 1)) rel="prev" { "Previous" }
-                    }
-                    span { "Page " (listing.page) " of " (pages) " · " (count) " keys" }
-                    @if listing.page < pages.min(MAX_PAGE) {
-                        a href=(listing.href(listing.sort_name, listing.descending, listing.page + 1)) rel="next" { "Next" }
-                    }
-                }
+                (listing.paging.nav(count, "keys", "keys", |page| {
+                    listing.href(sorting.name, sorting.descending, page)
+                }))
             }
         }
     };
@@ -303,6 +277,7 @@ fn row(signed: &Signed, key: &ApiKey, may_manage: bool, back: &str) -> Markup {
         tr {
             td { (key.name.as_str()) br; span.muted { code { (key.public_key) } } }
             td { (key.kind.as_str()) }
+            td { (layout::role_name(key.role)) }
             td class=(format!("status-{}", key.status.as_str())) { (key.status.as_str()) }
             td { (layout::time(key.created_at)) }
             td { (key.last_used_at.map(layout::time).unwrap_or_else(|| "never".into())) }
@@ -334,6 +309,7 @@ fn row(signed: &Signed, key: &ApiKey, may_manage: bool, back: &str) -> Markup {
 pub struct NewKeyForm {
     name: Option<String>,
     kind: Option<String>,
+    role: Option<String>,
     metadata: Option<String>,
     expires_at: Option<String>,
 }
@@ -353,7 +329,7 @@ fn new_key_form(
         .map(|(_, m)| m.clone());
     html! {
         h1 { "New API key" }
-        (errors.notice(&["name", "kind", "metadata", "expires_at"]))
+        (errors.notice(&["name", "kind", "role", "metadata", "expires_at"]))
         form.card method="post" action="/console/api-keys" novalidate {
             (csrf(signed))
             (Field::new("Name", "name", "text", &value(&form.name)).hint("3 to 30 characters: letters, digits, - and _").render(errors))
@@ -373,6 +349,7 @@ fn new_key_form(
                     p.error #field-kind-error { "Kind " (error) }
                 }
             }
+            (role_field(signed, form.role.as_deref(), errors))
             (Field::new("Metadata", "metadata", "textarea", &value(&form.metadata)).optional().hint(r#"Optional. A JSON object of strings, e.g. {"store": "berlin-01"}"#).render(errors))
             (Field::new("Expires", "expires_at", "datetime-local", &value(&form.expires_at)).optional().hint("Optional, in UTC. Without it the key does not expire.").render(errors))
             div.actions {
@@ -400,6 +377,44 @@ pub async fn new_page(State(state): State<AppState>, Person(signed): Person) -> 
     signed_page(&state, &signed, "New API key", body)
         .await
         .into_response()
+}
+
+/// The `Role` select: the roles [`policy::key_role`] lets this person give (the rule the use
+/// case applies again), the key's or the default one chosen.
+fn role_field(signed: &Signed, chosen: Option<&str>, errors: &Errors) -> Markup {
+    let caller = signed.actor.role;
+    let default = policy::key_role(caller, None).unwrap_or(Role::Viewer);
+    let chosen = chosen.filter(|c| !c.is_empty()).unwrap_or(default.as_str());
+    let error = errors
+        .field
+        .as_ref()
+        .filter(|(f, _)| f == "role")
+        .map(|(_, m)| m.clone());
+    html! {
+        div.field {
+            label for="field-role" { "Role" }
+            select #field-role name="role" aria-invalid=[error.as_ref().map(|_| "true")]
+                aria-describedby=[error.as_ref().map(|_| "field-role-error")] {
+                @for option in Role::ALL {
+                    @if policy::key_role(caller, Some(*option)).is_ok() {
+                        option value=(option.as_str()) selected[chosen == option.as_str()] { (option.as_str()) }
+                    }
+                }
+            }
+            p.hint { "What the key may do; no higher than your own role." }
+            @if let Some(error) = &error {
+                p.error #field-role-error { "Role " (error) }
+            }
+        }
+    }
+}
+
+/// The role a form asks for: none (the API's default) when empty.
+fn requested_role(role: Option<&str>) -> Result<Option<Role>, Errors> {
+    match role.filter(|r| !r.is_empty()) {
+        None => Ok(None),
+        Some(text) => Ok(Some(text.parse::<Role>()?)),
+    }
 }
 
 /// Reads the form's fields into the use case's request, with the API's messages.
@@ -431,7 +446,7 @@ fn create_request(form: &NewKeyForm) -> Result<CreateRequest, Errors> {
         name: form.name.clone().unwrap_or_default(),
         kind,
         status: ApiKeyStatus::Enabled,
-        role: None,
+        role: requested_role(form.role.as_deref())?,
         metadata,
         expires_at,
     })
@@ -449,6 +464,7 @@ fn secret_page(key: &ApiKey, secret: &PlainCredential, heading: &str) -> Markup 
             dl.facts {
                 dt { "Name" } dd { (key.name.as_str()) }
                 dt { "Kind" } dd { (key.kind.as_str()) }
+                dt { "Role" } dd { (layout::role_name(key.role)) }
                 dt { "API key" } dd { code #api-key { (key.public_key) } }
             }
             div.field {
@@ -548,6 +564,7 @@ pub async fn set_status(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EditForm {
+    role: Option<String>,
     metadata: Option<String>,
     expires_at: Option<String>,
 }
@@ -556,9 +573,10 @@ fn edit_form(signed: &Signed, key: &ApiKey, form: &EditForm, errors: &Errors) ->
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
     html! {
         h1 { "Edit " (key.name.as_str()) }
-        (errors.notice(&["metadata", "expires_at"]))
+        (errors.notice(&["role", "metadata", "expires_at"]))
         form.card method="post" action=(format!("/console/api-keys/{}/edit", key.id)) novalidate {
             (csrf(signed))
+            (role_field(signed, form.role.as_deref(), errors))
             (Field::new("Metadata", "metadata", "textarea", &value(&form.metadata)).optional().hint(r#"A JSON object of strings, e.g. {"store": "berlin-01"}; empty for none."#).render(errors))
             (Field::new("Expires", "expires_at", "datetime-local", &value(&form.expires_at)).optional().hint("In UTC. Empty: the key does not expire.").render(errors))
             div.actions {
@@ -582,6 +600,7 @@ pub async fn edit_page(
         Err(error) => return refusal(error),
     };
     let form = EditForm {
+        role: Some(key.role.as_str().to_owned()),
         metadata: (!key.metadata.is_empty())
             .then(|| serde_json::to_string_pretty(&key.metadata).unwrap_or_default()),
         expires_at: key.expires_at.map(layout::datetime_input),
@@ -612,7 +631,7 @@ fn edit_request(form: &EditForm) -> Result<UpdateRequest, Errors> {
     };
     Ok(UpdateRequest {
         status: None,
-        role: None,
+        role: requested_role(form.role.as_deref())?,
         metadata: Some(metadata),
         expires_at: Some(expires_at),
     })

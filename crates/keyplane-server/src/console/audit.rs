@@ -10,7 +10,7 @@ use keyplane_core::records::AuditQuery;
 use maud::html;
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Section, page};
+use crate::console::layout::{self, Chrome, Errors, Paging, Section, page};
 use crate::console::session::Person;
 use crate::service::audit::{self, AuditError};
 use crate::service::{api_keys, sessions};
@@ -18,9 +18,6 @@ use crate::state::AppState;
 
 /// Events per page.
 const PAGE_SIZE: u32 = 50;
-
-/// The most pages a person can page to; the offset stays bounded.
-const MAX_PAGE: u64 = 1000;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AuditForm {
@@ -32,7 +29,7 @@ pub struct AuditForm {
 }
 
 /// The filters, with the API's rules and messages (by its parameter names).
-fn query(form: &AuditForm) -> Result<(AuditQuery, u64), ValidationError> {
+fn query(form: &AuditForm) -> Result<(AuditQuery, Paging), ValidationError> {
     let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
     // As the API: any name of 1 to 64 characters (an unknown one matches nothing).
     let actions = match given(&form.action) {
@@ -66,16 +63,11 @@ fn query(form: &AuditForm) -> Result<(AuditQuery, u64), ValidationError> {
     {
         return Err(ValidationError::new("since", "must not be after until"));
     }
-    let page = form
-        .page
-        .as_deref()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1u64)
-        .clamp(1, MAX_PAGE);
+    let paging = Paging::read(form.page.as_deref(), PAGE_SIZE);
     Ok((
         AuditQuery {
-            limit: PAGE_SIZE,
-            offset: (page - 1) * u64::from(PAGE_SIZE),
+            limit: paging.size,
+            offset: paging.offset(),
             actions,
             actor_id,
             since,
@@ -83,7 +75,7 @@ fn query(form: &AuditForm) -> Result<(AuditQuery, u64), ValidationError> {
             oldest_first: false,
             after: None,
         },
-        page,
+        paging,
     ))
 }
 
@@ -96,10 +88,10 @@ pub async fn page_of_events(
         Ok(organization) => organization,
         Err(_) => return layout::refused(StatusCode::NOT_FOUND, "Organization not found."),
     };
-    let (found, errors, page_number) = match query(&form) {
-        Ok((query, page)) => {
+    let (found, errors, paging) = match query(&form) {
+        Ok((query, paging)) => {
             match audit::list(&state, &signed.actor, &organization, &query).await {
-                Ok(found) => (Some((found.items, found.count)), Errors::default(), page),
+                Ok(found) => (Some((found.items, found.count)), Errors::default(), paging),
                 Err(AuditError::Forbidden) => {
                     return layout::refused(
                         StatusCode::FORBIDDEN,
@@ -115,7 +107,7 @@ pub async fn page_of_events(
                 }
             }
         }
-        Err(error) => (None, Errors::from(error), 1),
+        Err(error) => (None, Errors::from(error), Paging::read(None, PAGE_SIZE)),
     };
     let value = |v: &Option<String>| v.clone().unwrap_or_default();
     let href = |page: u64| {
@@ -186,12 +178,7 @@ pub async fn page_of_events(
                             }
                         }
                     }
-                    @let pages = count.div_ceil(u64::from(PAGE_SIZE)).max(1);
-                    nav.pager aria-label="Pages" hx-boost="true" hx-target="#events" hx-select="#events" hx-swap="outerHTML" {
-                        @if page_number > 1 { a href=(href(page_number - 1)) rel="prev" { "Previous" } }
-                        span { "Page " (page_number) " of " (pages) " · " (count) " events" }
-                        @if page_number < pages.min(MAX_PAGE) { a href=(href(page_number + 1)) rel="next" { "Next" } }
-                    }
+                    (paging.nav(*count, "events", "events", href))
                 }
             }
         }

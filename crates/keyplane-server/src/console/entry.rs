@@ -490,8 +490,12 @@ pub async fn accept(
     }
 }
 
-pub async fn sign_out(State(state): State<AppState>, Person(signed): Person) -> Response {
-    if let Err(error) = sessions::sign_out(&state, &signed).await {
+pub async fn sign_out(
+    State(state): State<AppState>,
+    Person(signed): Person,
+    context: RequestContext,
+) -> Response {
+    if let Err(error) = sessions::sign_out(&state, &signed, &context).await {
         tracing::warn!(%error, "console sign-out failed");
         return unavailable();
     }

@@ -278,6 +278,120 @@ impl<'a> Field<'a> {
     }
 }
 
+/// The most pages a person can page to in any listing; the offset stays bounded.
+pub const MAX_PAGE: u64 = 1000;
+
+/// Which page of a listing a request asks for, and how many rows a page holds. Every paged
+/// screen (API keys, organizations, people, invitations, the audit log) reads and shows it
+/// with this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paging {
+    pub page: u64,
+    pub size: u32,
+}
+
+impl Paging {
+    /// From a `page` parameter, read leniently: 1 when missing or unreadable, at most
+    /// [`MAX_PAGE`].
+    pub fn read(page: Option<&str>, size: u32) -> Self {
+        let page = page
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, MAX_PAGE);
+        Self { page, size }
+    }
+
+    /// Rows before this page.
+    pub fn offset(self) -> u64 {
+        (self.page - 1) * u64::from(self.size)
+    }
+
+    /// `Previous`, where this page stands (`Page 2 of 7 · 160 keys`) and `Next`. The links are
+    /// plain addresses (they work without script); with htmx they swap `target` in place.
+    pub fn nav(self, count: u64, noun: &str, target: &str, href: impl Fn(u64) -> String) -> Markup {
+        let pages = count.div_ceil(u64::from(self.size)).max(1);
+        let target_selector = format!("#{target}");
+        html! {
+            nav.pager aria-label="Pages" hx-boost="true" hx-target=(target_selector) hx-select=(target_selector) hx-swap="outerHTML" {
+                @if self.page > 1 {
+                    a href=(href(self.page - 1)) rel="prev" { "Previous" }
+                }
+                span { "Page " (self.page) " of " (pages) " · " (count) " " (noun) }
+                @if self.page < pages.min(MAX_PAGE) {
+                    a href=(href(self.page + 1)) rel="next" { "Next" }
+                }
+            }
+        }
+    }
+}
+
+/// A listing's order: the column (by the API's `order_by` name), what the store sorts by, and
+/// the direction; read leniently from the `sort` and `order` parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Sorting<T> {
+    pub name: &'static str,
+    pub by: T,
+    pub descending: bool,
+}
+
+impl<T: Copy> Sorting<T> {
+    /// `sort` names one of `offered` (else `default`); `order` is `asc` or `desc` (else the
+    /// column's first direction, see [`Sorting::header`]).
+    pub fn read(
+        sort: Option<&str>,
+        order: Option<&str>,
+        offered: &[(&'static str, T)],
+        default: (&'static str, T),
+    ) -> Self {
+        let (name, by) = offered
+            .iter()
+            .copied()
+            .find(|(name, _)| Some(*name) == sort)
+            .unwrap_or(default);
+        let descending = match order {
+            Some("asc") => false,
+            Some("desc") => true,
+            _ => first_descending(name),
+        };
+        Self {
+            name,
+            by,
+            descending,
+        }
+    }
+
+    pub fn order(&self) -> &'static str {
+        if self.descending { "desc" } else { "asc" }
+    }
+
+    /// A column header that sorts by `name`: its link turns the direction round on the sorted
+    /// column and starts another column in its first direction; `aria-sort` says which is
+    /// sorted and how. `href` gives the listing's address for a column and a direction.
+    pub fn header(&self, name: &str, label: &str, href: impl Fn(&str, bool) -> String) -> Markup {
+        let active = self.name == name;
+        let descending = if active {
+            !self.descending
+        } else {
+            first_descending(name)
+        };
+        let sorted = match (active, self.descending) {
+            (false, _) => "none",
+            (true, true) => "descending",
+            (true, false) => "ascending",
+        };
+        html! {
+            th scope="col" aria-sort=(sorted) {
+                a href=(href(name, descending)) { (label) }
+            }
+        }
+    }
+}
+
+/// A column of times starts newest first; any other A to Z.
+fn first_descending(name: &str) -> bool {
+    name == "created_at"
+}
+
 /// The answer to a form that changed something: see the result with a GET (Post/Redirect/Get),
 /// so a reload never repeats the change.
 pub fn see_other(path: &str) -> Response {
@@ -379,6 +493,55 @@ mod tests {
             parse_datetime(&datetime_input(1_796_185_200)),
             Some(1_796_185_200)
         );
+    }
+
+    #[test]
+    fn pages_are_read_leniently_and_bounded() {
+        for (text, page) in [
+            (None, 1),
+            (Some(""), 1),
+            (Some("abc"), 1),
+            (Some("0"), 1),
+            (Some("-3"), 1),
+            (Some("7"), 7),
+            (Some("99999999999999999999"), 1),
+            (Some("1000000"), MAX_PAGE),
+        ] {
+            assert_eq!(Paging::read(text, 25).page, page, "{text:?}");
+        }
+        assert_eq!(Paging::read(Some("3"), 25).offset(), 50);
+        let nav = Paging::read(Some("2"), 25)
+            .nav(60, "keys", "keys", |p| format!("/x?page={p}"))
+            .into_string();
+        assert!(nav.contains(r#"href="/x?page=1" rel="prev""#), "{nav}");
+        assert!(nav.contains(r#"href="/x?page=3" rel="next""#));
+        assert!(nav.contains("Page 2 of 3 · 60 keys"));
+        let last = Paging::read(Some("3"), 25)
+            .nav(60, "keys", "keys", |p| format!("/x?page={p}"))
+            .into_string();
+        assert!(!last.contains("rel=\"next\""));
+    }
+
+    #[test]
+    fn sorting_reads_offered_columns_and_headers_turn_the_direction_round() {
+        const OFFERED: [(&str, u8); 2] = [("name", 0), ("created_at", 1)];
+        let read = |sort, order| Sorting::read(sort, order, &OFFERED, OFFERED[0]);
+        let default = read(None, None);
+        assert_eq!((default.name, default.descending), ("name", false));
+        let newest = read(Some("created_at"), None);
+        assert_eq!(
+            (newest.by, newest.descending),
+            (1, true),
+            "times newest first"
+        );
+        assert_eq!(read(Some("bogus"), Some("sideways")).name, "name");
+        assert!(read(Some("name"), Some("desc")).descending);
+        let href = |name: &str, descending: bool| format!("/x?sort={name}&d={descending}");
+        let header = default.header("name", "Name", href).into_string();
+        assert!(header.contains(r#"aria-sort="ascending""#), "{header}");
+        assert!(header.contains("d=true"), "the sorted column turns round");
+        let other = default.header("created_at", "Created", href).into_string();
+        assert!(other.contains(r#"aria-sort="none""#) && other.contains("d=true"));
     }
 
     #[test]

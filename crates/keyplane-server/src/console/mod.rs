@@ -23,7 +23,7 @@ pub mod session;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
@@ -109,11 +109,37 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(from_fn(console_headers))
 }
 
-/// Headers on every console response. The policy allows this server's own scripts and styles
-/// only: no inline script or style, no other host, no framing.
+/// Whether an address is the console's: its pages under `/console`, and the links mailed to
+/// people. An unknown one of these gets the console's HTML 404, not the API's JSON body.
+pub fn owns(path: &str) -> bool {
+    path == "/console"
+        || path.starts_with("/console/")
+        || path == "/reset-password"
+        || path == "/accept-invitation"
+}
+
+/// The page for an unknown console address (or a method its route does not take), with the
+/// console's headers.
+pub fn unknown(status: StatusCode) -> Response {
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        "This page does not take that kind of request."
+    } else {
+        "There is no such page."
+    };
+    let mut response = layout::refused(status, message);
+    protect(response.headers_mut());
+    response
+}
+
 async fn console_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    protect(response.headers_mut());
+    response
+}
+
+/// Headers on every console response. The policy allows this server's own scripts and styles
+/// only: no inline script or style, no other host, no framing.
+fn protect(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -129,5 +155,4 @@ async fn console_headers(request: Request, next: Next) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    response
 }

@@ -18,14 +18,17 @@ use keyplane_core::values::Env;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Section, csrf, page};
+use crate::console::layout::{self, Chrome, Errors, Field, Paging, Section, Sorting, csrf, page};
 use crate::console::session::{Person, Signed};
 use crate::service::context::RequestContext;
 use crate::service::organizations::{self, OrganizationError};
 use crate::service::sessions;
 use crate::state::AppState;
 
-/// Organizations shown in the tree (the first, by name).
+/// Organizations per page of the tree.
+const PAGE_SIZE: u32 = 50;
+
+/// Organizations offered as the manager of a new one (the first, by name).
 const SHOWN: u32 = 100;
 
 async fn signed_page(state: &AppState, signed: &Signed, title: &str, body: Markup) -> Markup {
@@ -81,7 +84,21 @@ fn refusal(error: OrganizationError) -> Response {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct TreeQuery {
+    sort: Option<String>,
+    order: Option<String>,
+    page: Option<String>,
     notice: Option<String>,
+}
+
+/// The tree's address for an order and a page.
+fn tree_href(sorting: &Sorting<OrganizationOrder>, page: u64) -> String {
+    let mut url = form_urlencoded::Serializer::new(String::new());
+    url.append_pair("sort", sorting.name);
+    url.append_pair("order", sorting.order());
+    if page > 1 {
+        url.append_pair("page", &page.to_string());
+    }
+    format!("/console/organizations?{}", url.finish())
 }
 
 pub async fn tree(
@@ -89,11 +106,18 @@ pub async fn tree(
     Person(signed): Person,
     Query(query): Query<TreeQuery>,
 ) -> Response {
+    let sorting = Sorting::read(
+        query.sort.as_deref(),
+        query.order.as_deref(),
+        &OrganizationOrder::ALL,
+        OrganizationOrder::ALL[0],
+    );
+    let paging = Paging::read(query.page.as_deref(), PAGE_SIZE);
     let listing = OrganizationQuery {
-        order_by: OrganizationOrder::Name,
-        descending: false,
-        limit: SHOWN,
-        offset: 0,
+        order_by: sorting.by,
+        descending: sorting.descending,
+        limit: paging.size,
+        offset: paging.offset(),
         managed_by: None,
         managed: None,
         env: None,
@@ -111,7 +135,13 @@ pub async fn tree(
             children.entry(manager).or_default().push(organization);
         }
     }
-    let root = found.iter().find(|o| o.id == own);
+    // On this page, the tree's tops: the caller's own organization, and those whose manager is
+    // on another page.
+    let on_page: std::collections::HashSet<OrganizationId> = found.iter().map(|o| o.id).collect();
+    let roots: Vec<&Organization> = found
+        .iter()
+        .filter(|o| o.id == own || !o.managed_by.is_some_and(|m| on_page.contains(&m)))
+        .collect();
     let notice = match query.notice.as_deref() {
         Some("created") => Some("The organization was created."),
         Some("updated") => Some("The organization was saved."),
@@ -125,11 +155,30 @@ pub async fn tree(
             @if may_manage { a.button href="/console/organizations/new" { "New organization" } }
         }
         @if let Some(notice) = notice { p.notice.ok role="status" { (notice) } }
-        @if let Some(root) = root {
-            ul.tree { (node(&signed, root, &children, may_manage, 0)) }
+        form.filters method="get" action="/console/organizations"
+            hx-get="/console/organizations" hx-trigger="change" hx-target="#organizations" hx-select="#organizations" hx-swap="outerHTML" hx-push-url="true" {
+            div.field {
+                label for="sort-by" { "Sort by" }
+                select #sort-by name="sort" {
+                    @for (name, _) in OrganizationOrder::ALL {
+                        option value=(name) selected[sorting.name == name] { (name.replace('_', " ")) }
+                    }
+                }
+            }
+            div.field {
+                label for="sort-order" { "Order" }
+                select #sort-order name="order" {
+                    option value="asc" selected[!sorting.descending] { "ascending" }
+                    option value="desc" selected[sorting.descending] { "descending" }
+                }
+            }
+            button.quiet type="submit" { "Apply" }
         }
-        @if count > u64::from(SHOWN) {
-            p.muted { "Showing the first " (SHOWN) " of " (count) " organizations, by name." }
+        div #organizations {
+            ul.tree {
+                @for root in &roots { (node(&signed, root, &children, may_manage, 0)) }
+            }
+            (paging.nav(count, "organizations", "organizations", |page| tree_href(&sorting, page)))
         }
         @if children.is_empty() && may_manage {
             p.muted { "Your organization manages no other yet — " a href="/console/organizations/new" { "New organization" } }

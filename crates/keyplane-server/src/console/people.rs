@@ -14,15 +14,19 @@ use keyplane_core::values::{Role, UserStatus};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Section, csrf, page};
+use crate::console::layout::{self, Chrome, Errors, Field, Paging, Section, Sorting, csrf, page};
 use crate::console::session::{Person, Signed};
 use crate::service::context::RequestContext;
 use crate::service::people::{self, Invite, UserError};
 use crate::service::{api_keys, sessions};
 use crate::state::AppState;
 
-/// Members and invitations shown (the first of each, by email).
-const SHOWN: u32 = 100;
+/// Members, and pending invitations, per page.
+const PAGE_SIZE: u32 = 25;
+
+/// The orders the members table offers (the API's `order_by` names): by email or by when they
+/// joined.
+const MEMBER_ORDERS: [(&str, bool); 2] = [("email", false), ("created_at", true)];
 
 async fn signed_page(state: &AppState, signed: &Signed, title: &str, body: Markup) -> Markup {
     let organizations = sessions::organizations(state, signed)
@@ -88,7 +92,47 @@ async fn own_organization(state: &AppState, signed: &Signed) -> Result<Organizat
 
 #[derive(Debug, Default, Deserialize)]
 pub struct PeopleQuery {
+    sort: Option<String>,
+    order: Option<String>,
+    page: Option<String>,
+    invitations_page: Option<String>,
     notice: Option<String>,
+}
+
+/// Where the People screen stands: the members' order and page, and the invitations' page.
+struct Listing {
+    sorting: Sorting<bool>,
+    members: Paging,
+    invitations: Paging,
+}
+
+impl Listing {
+    fn read(query: &PeopleQuery) -> Self {
+        Self {
+            sorting: Sorting::read(
+                query.sort.as_deref(),
+                query.order.as_deref(),
+                &MEMBER_ORDERS,
+                MEMBER_ORDERS[0],
+            ),
+            members: Paging::read(query.page.as_deref(), PAGE_SIZE),
+            invitations: Paging::read(query.invitations_page.as_deref(), PAGE_SIZE),
+        }
+    }
+
+    /// This screen's address with some parameters changed.
+    fn href(&self, sort: &str, descending: bool, page: u64, invitations_page: u64) -> String {
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        url.append_pair("sort", sort);
+        url.append_pair("order", if descending { "desc" } else { "asc" });
+        if page > 1 {
+            url.append_pair("page", &page.to_string());
+        }
+        if invitations_page > 1 {
+            url.append_pair("invitations_page", &invitations_page.to_string());
+        }
+        format!("/console/people?{}", url.finish())
+    }
 }
 
 fn display_name(user: &User, membership: &Membership) -> String {
@@ -116,11 +160,14 @@ pub async fn list(
         Ok(organization) => organization,
         Err(refused) => return refused,
     };
+    let listing = Listing::read(&query);
+    let (sorting, members_at, invitations_at) =
+        (listing.sorting, listing.members, listing.invitations);
     let members = UserQuery {
-        by_created_at: false,
-        descending: false,
-        limit: SHOWN,
-        offset: 0,
+        by_created_at: sorting.by,
+        descending: sorting.descending,
+        limit: members_at.size,
+        offset: members_at.offset(),
         statuses: vec![UserStatus::Active, UserStatus::Disabled],
         roles: Vec::new(),
         after: None,
@@ -132,8 +179,8 @@ pub async fn list(
     let invitations = InvitationQuery {
         by_email: true,
         descending: false,
-        limit: SHOWN,
-        offset: 0,
+        limit: invitations_at.size,
+        offset: invitations_at.offset(),
         after: None,
     };
     let (invitations, invitation_count) =
@@ -166,15 +213,17 @@ pub async fn list(
         }
         @if let Some(notice) = notice { p.notice.ok role="status" { (notice) } }
         h2 { "Members" }
+        // Sorting and paging swap a table in place (htmx); each link is also a plain address.
+        div #members {
         div.table-wrap {
             table {
-                thead {
+                thead hx-boost="true" hx-target="#members" hx-select="#members" hx-swap="outerHTML" {
                     tr {
                         th scope="col" { "Name" }
-                        th scope="col" { "Email" }
+                        (sorting.header("email", "Email", |name, descending| listing.href(name, descending, 1, invitations_at.page)))
                         th scope="col" { "Role" }
                         th scope="col" { "Status" }
-                        th scope="col" { "Joined" }
+                        (sorting.header("created_at", "Joined", |name, descending| listing.href(name, descending, 1, invitations_at.page)))
                         @if may_manage { th scope="col" { "Actions" } }
                     }
                 }
@@ -226,10 +275,12 @@ pub async fn list(
                 }
             }
         }
-        @if member_count > u64::from(SHOWN) {
-            p.muted { "Showing the first " (SHOWN) " of " (member_count) " members, by email." }
+        (members_at.nav(member_count, "members", "members", |page| {
+            listing.href(sorting.name, sorting.descending, page, invitations_at.page)
+        }))
         }
         h2 { "Pending invitations" }
+        div #invitations {
         @if invitations.is_empty() {
             div.empty.card {
                 p {
@@ -280,9 +331,12 @@ pub async fn list(
                     }
                 }
             }
-            @if invitation_count > u64::from(SHOWN) {
-                p.muted { "Showing the first " (SHOWN) " of " (invitation_count) " invitations, by email." }
-            }
+        }
+        @if invitation_count > 0 {
+            (invitations_at.nav(invitation_count, "invitations", "invitations", |page| {
+                listing.href(sorting.name, sorting.descending, members_at.page, page)
+            }))
+        }
         }
     };
     signed_page(&state, &signed, "People", body)

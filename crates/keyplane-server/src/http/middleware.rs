@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -82,12 +82,21 @@ fn ensure_json_error(response: Response) -> Response {
     replacement
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::from_status(StatusCode::NOT_FOUND)
+/// An unknown address: the console's HTML page under its paths, the API's JSON body elsewhere.
+pub async fn not_found(uri: Uri) -> Response {
+    refuse(&uri, StatusCode::NOT_FOUND)
 }
 
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::from_status(StatusCode::METHOD_NOT_ALLOWED)
+pub async fn method_not_allowed(uri: Uri) -> Response {
+    refuse(&uri, StatusCode::METHOD_NOT_ALLOWED)
+}
+
+fn refuse(uri: &Uri, status: StatusCode) -> Response {
+    if crate::console::owns(uri.path()) {
+        crate::console::unknown(status)
+    } else {
+        ApiError::from_status(status).into_response()
+    }
 }
 
 /// The matched route template, carried out to `observe` on the response.

@@ -6,6 +6,7 @@
 //! on every node, as it ends their tokens.
 
 use keyplane_core::OrganizationId;
+use keyplane_core::audit::AuditAction;
 use keyplane_core::records::{AuditEvent, ConsoleSession, Membership, Organization};
 use keyplane_core::secrets::{CredentialKind, PlainCredential};
 use keyplane_core::time::now_unix;
@@ -106,7 +107,7 @@ pub async fn current(state: &AppState, id: &str) -> Result<Signed, SessionError>
     let now = now_unix();
     let limits = state.session_limits();
     if !session.is_live(now, limits) {
-        state.store().delete_console_session(&hash).await?;
+        state.store().delete_console_session(&hash, &[]).await?;
         return Err(SessionError::Absent);
     }
     let claims = AccessClaims {
@@ -179,20 +180,41 @@ pub async fn switch(
         .await
 }
 
-/// Ends this session.
-pub async fn sign_out(state: &AppState, signed: &Signed) -> Result<(), StoreError> {
+/// The audit event of a person ending their own sessions, in the organization they act for.
+fn signed_out(signed: &Signed, context: &RequestContext, action: AuditAction) -> AuditEvent {
+    context.event_by(
+        &signed.actor,
+        signed.actor.organization_id,
+        action,
+        ("user", &signed.actor.subject_id),
+    )
+}
+
+/// Ends this session, recording `user.signed_out` with it (nothing when it had ended already).
+pub async fn sign_out(
+    state: &AppState,
+    signed: &Signed,
+    context: &RequestContext,
+) -> Result<(), StoreError> {
+    let event = signed_out(signed, context, AuditAction::SignedOut);
     state
         .store()
-        .delete_console_session(&signed.session.id_hash)
+        .delete_console_session(&signed.session.id_hash, &[event])
         .await
         .map(|_| ())
 }
 
-/// Ends every session of the signed-in person, on every node.
-pub async fn sign_out_everywhere(state: &AppState, signed: &Signed) -> Result<u64, StoreError> {
+/// Ends every session of the signed-in person, on every node, recording
+/// `user.signed_out_everywhere` with it.
+pub async fn sign_out_everywhere(
+    state: &AppState,
+    signed: &Signed,
+    context: &RequestContext,
+) -> Result<u64, StoreError> {
+    let event = signed_out(signed, context, AuditAction::SignedOutEverywhere);
     state
         .store()
-        .delete_console_sessions_of_user(signed.session.user_id, &[])
+        .delete_console_sessions_of_user(signed.session.user_id, &[event])
         .await
 }
 
@@ -209,7 +231,9 @@ pub enum PasswordChangeError {
 }
 
 /// Changes the signed-in person's password: the current one is checked as a sign-in checks it
-/// (Argon2id, throttles, `auth.failed` on a wrong one); every other session of theirs ends.
+/// (Argon2id, throttles, `auth.failed` on a wrong one); every other session of theirs ends and
+/// their refresh tokens are revoked (as a reset link does: one rule, in the store's
+/// `set_password`).
 pub async fn change_password(
     state: &AppState,
     signed: &Signed,
@@ -239,12 +263,18 @@ pub async fn change_password(
     let changed = context.event_by(
         &signed.actor,
         signed.actor.organization_id,
-        keyplane_core::audit::AuditAction::PasswordChanged,
+        AuditAction::PasswordChanged,
         ("user", &signed.actor.subject_id),
     );
     state
         .store()
-        .change_password(user.id, &hash, &signed.session.id_hash, &[changed])
+        .change_password(
+            user.id,
+            &hash,
+            &signed.session.id_hash,
+            now_unix(),
+            &[changed],
+        )
         .await?;
     Ok(())
 }

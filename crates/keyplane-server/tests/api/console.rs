@@ -148,7 +148,7 @@ fn location(response: &reqwest::Response) -> &str {
 }
 
 /// A bootstrapped server whose owner has a password, and a console signed in as the owner.
-async fn owner_console(fixture: &Fixture) -> Console<'_> {
+pub async fn owner_console(fixture: &Fixture) -> Console<'_> {
     fixture
         .app
         .activate_owner(&fixture.boot, OWNER_PASSWORD)
@@ -161,7 +161,7 @@ async fn owner_console(fixture: &Fixture) -> Console<'_> {
 
 /// Invites `email` with `role` through the API and accepts in the console: a console signed in
 /// as that person.
-async fn invited_console<'a>(fixture: &'a Fixture, email: &str, role: &str) -> Console<'a> {
+pub async fn invited_console<'a>(fixture: &'a Fixture, email: &str, role: &str) -> Console<'a> {
     let app = &fixture.app;
     ok(send(
         app,
@@ -193,7 +193,7 @@ async fn invited_console<'a>(fixture: &'a Fixture, email: &str, role: &str) -> C
 }
 
 /// Runs `sql` (with `$1` = `value`) on the app's database, as an operator would.
-async fn run_sql(app: &TestApp, sql: &str, value: i64) {
+pub async fn run_sql(app: &TestApp, sql: &str, value: i64) {
     match &app.config.store.database_url {
         Some(url) => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
@@ -1223,7 +1223,7 @@ async fn the_switcher_moves_the_session_to_another_organization_of_the_person(ba
 }
 
 /// The newest password reset mailed to `email`, waiting for it (it is sent after the answer).
-async fn mailed_reset(app: &TestApp, email: &str, count: usize) -> String {
+pub async fn mailed_reset(app: &TestApp, email: &str, count: usize) -> String {
     for _ in 0..200 {
         let mails: Vec<_> = mails_to(app, email)
             .into_iter()

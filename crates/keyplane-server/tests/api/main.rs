@@ -10,6 +10,7 @@ mod audit;
 mod connections;
 mod console;
 mod console_browser;
+mod console_more;
 mod cursors;
 mod durability;
 mod faults;
