@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyplane_core::api_keys::{ApiKeyOrder, ApiKeyQuery};
 use keyplane_core::policy::{self, Action};
-use keyplane_core::records::{ApiKey, Metadata, Organization};
+use keyplane_core::records::{ApiKey, Organization};
 use keyplane_core::secrets::PlainCredential;
 use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Role};
 use maud::{Markup, html};
@@ -424,18 +424,7 @@ fn create_request(form: &NewKeyForm) -> Result<CreateRequest, Errors> {
         .as_deref()
         .unwrap_or_default()
         .parse::<ApiKeyKind>()?;
-    let metadata = match form
-        .metadata
-        .as_deref()
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-    {
-        None => None,
-        Some(text) => Some(
-            serde_json::from_str::<Metadata>(text)
-                .map_err(|_| Errors::field("metadata", "must be a JSON object"))?,
-        ),
-    };
+    let metadata = layout::parse_metadata(form.metadata.as_deref())?;
     let expires_at = match form.expires_at.as_deref().filter(|e| !e.is_empty()) {
         None => None,
         Some(text) => Some(layout::parse_datetime(text).ok_or_else(|| {
@@ -613,16 +602,7 @@ pub async fn edit_page(
 
 /// The metadata and expiry a form asks for: empty clears them.
 fn edit_request(form: &EditForm) -> Result<UpdateRequest, Errors> {
-    let metadata = match form
-        .metadata
-        .as_deref()
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-    {
-        None => Metadata::new(),
-        Some(text) => serde_json::from_str::<Metadata>(text)
-            .map_err(|_| Errors::field("metadata", "must be a JSON object"))?,
-    };
+    let metadata = layout::parse_metadata(form.metadata.as_deref())?.unwrap_or_default();
     let expires_at = match form.expires_at.as_deref().filter(|e| !e.is_empty()) {
         None => None,
         Some(text) => Some(layout::parse_datetime(text).ok_or_else(|| {

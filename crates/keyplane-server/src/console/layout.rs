@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyplane_core::ValidationError;
-use keyplane_core::records::Organization;
+use keyplane_core::records::{Metadata, Organization};
 use keyplane_core::values::Role;
 use maud::{DOCTYPE, Markup, html};
 
@@ -439,6 +439,17 @@ pub fn datetime_input(unix: i64) -> String {
             at.minute()
         ),
         Err(_) => String::new(),
+    }
+}
+
+/// A form's `Metadata` text: empty (or only spaces) is none; otherwise a JSON object, whose
+/// entries the use case then checks by the API's rules (strings only, limits).
+pub fn parse_metadata(text: Option<&str>) -> Result<Option<Metadata>, ValidationError> {
+    match text.map(str::trim).filter(|text| !text.is_empty()) {
+        None => Ok(None),
+        Some(text) => serde_json::from_str::<Metadata>(text)
+            .map(Some)
+            .map_err(|_| ValidationError::new("metadata", "must be a JSON object")),
     }
 }
 

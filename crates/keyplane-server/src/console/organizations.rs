@@ -10,11 +10,11 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use keyplane_core::OrganizationId;
 use keyplane_core::organizations::{OrganizationFields, OrganizationOrder, OrganizationQuery};
 use keyplane_core::policy::Action;
 use keyplane_core::records::Organization;
 use keyplane_core::values::Env;
+use keyplane_core::{OrganizationId, ValidationError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -250,10 +250,14 @@ pub struct OrganizationForm {
     country_code: Option<String>,
     vat_id: Option<String>,
     tax_number: Option<String>,
+    economy_id: Option<String>,
+    contact_person_id: Option<String>,
+    billing_address_id: Option<String>,
+    metadata: Option<String>,
     managed_by: Option<String>,
 }
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 15] = [
     "name",
     "display_name",
     "address_line1",
@@ -264,6 +268,10 @@ const FIELDS: [&str; 11] = [
     "country_code",
     "vat_id",
     "tax_number",
+    "economy_id",
+    "contact_person_id",
+    "billing_address_id",
+    "metadata",
     "managed_by_organization_id",
 ];
 
@@ -280,14 +288,19 @@ impl OrganizationForm {
             country_code: organization.country_code.clone(),
             vat_id: organization.vat_id.clone(),
             tax_number: organization.tax_number.clone(),
+            economy_id: organization.economy_id.clone(),
+            contact_person_id: organization.contact_person_id.clone(),
+            billing_address_id: organization.billing_address_id.clone(),
+            metadata: (!organization.metadata.is_empty())
+                .then(|| serde_json::to_string_pretty(&organization.metadata).unwrap_or_default()),
             managed_by: None,
         }
     }
 
     /// Empty required fields are absent (so "is required"); empty optional ones are cleared.
-    fn fields(&self) -> OrganizationFields {
+    fn fields(&self) -> Result<OrganizationFields, ValidationError> {
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-        OrganizationFields {
+        Ok(OrganizationFields {
             name: given(&self.name),
             address_line1: given(&self.address_line1),
             zip: given(&self.zip),
@@ -298,8 +311,11 @@ impl OrganizationForm {
             state: Some(given(&self.state)),
             vat_id: Some(given(&self.vat_id)),
             tax_number: Some(given(&self.tax_number)),
-            ..Default::default()
-        }
+            economy_id: Some(given(&self.economy_id)),
+            contact_person_id: Some(given(&self.contact_person_id)),
+            billing_address_id: Some(given(&self.billing_address_id)),
+            metadata: Some(layout::parse_metadata(self.metadata.as_deref())?.unwrap_or_default()),
+        })
     }
 }
 
@@ -341,6 +357,21 @@ fn organization_form(
         ),
         ("VAT id", "vat_id", &form.vat_id, false, None),
         ("Tax number", "tax_number", &form.tax_number, false, None),
+        ("Economy id", "economy_id", &form.economy_id, false, None),
+        (
+            "Contact person id",
+            "contact_person_id",
+            &form.contact_person_id,
+            false,
+            None,
+        ),
+        (
+            "Billing address id",
+            "billing_address_id",
+            &form.billing_address_id,
+            false,
+            None,
+        ),
     ];
     html! {
         (errors.notice(&FIELDS))
@@ -363,6 +394,7 @@ fn organization_form(
                 @let field = match hint { Some(hint) => field.hint(hint), None => field };
                 (field.render(errors))
             }
+            (Field::new("Metadata", "metadata", "textarea", &value(&form.metadata)).optional().hint(r#"A JSON object of strings, e.g. {"region": "north"}; empty for none."#).render(errors))
             div.actions {
                 button type="submit" { (button) }
                 a href="/console/organizations" { "Cancel" }
@@ -421,15 +453,13 @@ pub async fn create(
     Form(form): Form<OrganizationForm>,
 ) -> Response {
     let manager = form.managed_by.clone();
-    match organizations::create(
-        &state,
-        &signed.actor,
-        &context,
-        manager.as_deref(),
-        form.fields(),
-    )
-    .await
-    {
+    let outcome = match form.fields() {
+        Ok(fields) => {
+            organizations::create(&state, &signed.actor, &context, manager.as_deref(), fields).await
+        }
+        Err(error) => Err(OrganizationError::Invalid(error)),
+    };
+    match outcome {
         Ok(_) => layout::see_other("/console/organizations?notice=created"),
         Err(error) => match form_errors(error) {
             Ok(errors) => {
@@ -484,19 +514,26 @@ pub async fn update(
     };
     let name = organization.name.clone();
     // Required fields left empty are refused, as on create.
-    let fields = form.fields();
-    let missing = [
-        ("name", &fields.name),
-        ("address_line1", &fields.address_line1),
-        ("zip", &fields.zip),
-        ("town", &fields.town),
-        ("country_code", &fields.country_code),
-    ]
-    .into_iter()
-    .find_map(|(field, value)| keyplane_core::organizations::required(field, value).err());
-    let outcome = match missing {
-        Some(error) => Err(OrganizationError::Invalid(error)),
-        None => organizations::update(&state, &signed.actor, &context, organization, fields).await,
+    let outcome = match form.fields() {
+        Err(error) => Err(OrganizationError::Invalid(error)),
+        Ok(fields) => {
+            let missing = [
+                ("name", &fields.name),
+                ("address_line1", &fields.address_line1),
+                ("zip", &fields.zip),
+                ("town", &fields.town),
+                ("country_code", &fields.country_code),
+            ]
+            .into_iter()
+            .find_map(|(field, value)| keyplane_core::organizations::required(field, value).err());
+            match missing {
+                Some(error) => Err(OrganizationError::Invalid(error)),
+                None => {
+                    organizations::update(&state, &signed.actor, &context, organization, fields)
+                        .await
+                }
+            }
+        }
     };
     match outcome {
         Ok(_) => layout::see_other("/console/organizations?notice=updated"),

@@ -1897,6 +1897,10 @@ async fn organizations_are_created_edited_given_live_and_deleted(backend: Backen
         "Zip",
         "Town",
         "Country",
+        "Economy id",
+        "Contact person id",
+        "Billing address id",
+        "Metadata",
         "Create organization",
     ] {
         assert!(form.contains(&format!(">{label}<")), "{label}");
@@ -1910,23 +1914,21 @@ async fn organizations_are_created_edited_given_live_and_deleted(backend: Backen
         ("managed_by", own.as_str()),
     ];
     let with = |field: &str, value: &'static str| -> Vec<(String, String)> {
-        good.iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    if *k == field {
-                        value.to_owned()
-                    } else {
-                        v.to_string()
-                    },
-                )
-            })
-            .collect()
+        let mut form: Vec<(String, String)> = good
+            .iter()
+            .filter(|(k, _)| *k != field)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        form.push((field.to_owned(), value.to_owned()));
+        form
     };
     for (field, value, message) in [
         ("name", "", "Organization name is required"),
         ("country_code", "XX", "Country "),
         ("zip", "", "Zip is required"),
+        ("metadata", "[1, 2]", "Metadata must be a JSON object"),
+        ("metadata", r#"{"region": 5}"#, "Metadata region: "),
+        ("economy_id", "\u{202e}eco", "Economy id "),
     ] {
         let form = with(field, value);
         let fields: Vec<(&str, &str)> =
@@ -1964,6 +1966,8 @@ async fn organizations_are_created_edited_given_live_and_deleted(backend: Backen
     );
     let mut changed: Vec<(&str, &str)> = good[..5].to_vec();
     changed[3] = ("town", "Munich");
+    changed.push(("economy_id", "ECO-7"));
+    changed.push(("metadata", r#"{"region": "north"}"#));
     let saved = console.act(&edit, &changed).await;
     assert_eq!(location(&saved), "/console/organizations?notice=updated");
     let stored = fixture
@@ -1975,6 +1979,11 @@ async fn organizations_are_created_edited_given_live_and_deleted(backend: Backen
         .unwrap()
         .unwrap();
     assert_eq!(stored.town.as_deref(), Some("Munich"));
+    assert_eq!(stored.economy_id.as_deref(), Some("ECO-7"));
+    assert_eq!(stored.metadata["region"], "north");
+    let page = console.get(&edit).await.text().await.unwrap();
+    assert!(page.contains("ECO-7") && page.contains("north"), "{page}");
+    changed.pop();
     changed[2] = ("zip", "");
     let refused = console.act(&edit, &changed).await;
     assert_eq!(refused.status(), 400);
