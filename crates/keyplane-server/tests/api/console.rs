@@ -2120,3 +2120,75 @@ async fn a_keys_metadata_and_expiry_are_edited_and_cleared(backend: Backend) {
     assert!(cleared.metadata.is_empty());
     assert_eq!(cleared.expires_at, None);
 }
+
+on_both_stores!(
+    forms_with_nul_characters_are_refused_in_the_page_and_nothing_is_looked_up,
+    an_oversized_form_is_refused_as_too_large_not_as_expired,
+);
+
+/// No store holds NUL in text (PostgreSQL refuses it), so a form field carrying one is a 400
+/// page before any handler reads it, signed in or not: never a 503 from the database, never an
+/// `auth.failed` event or a throttle step for a credential no account can have.
+async fn forms_with_nul_characters_are_refused_in_the_page_and_nothing_is_looked_up(
+    backend: Backend,
+) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let anonymous = Console::new(&fixture.app);
+    for (path, email) in [
+        ("/console/sign-in", "owner@example.com\0"),
+        ("/console/sign-in", "\0"),
+        ("/console/forgot-password", "owner@example.com\0"),
+    ] {
+        let response = anonymous
+            .post(path, &[("email", email), ("password", OWNER_PASSWORD)])
+            .await;
+        assert_eq!(response.status(), 400, "{path} {email:?}");
+        assert!(session_cookie_of(&response).is_none());
+        let html = response.text().await.unwrap();
+        assert!(html.contains("NUL"), "{html}");
+    }
+    let csrf = console.csrf().await;
+    let response = console
+        .post(
+            "/console/api-keys",
+            &[
+                ("name", "nul\0key"),
+                ("kind", "test"),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("NUL"));
+    // The owner can still sign in: the NUL attempts counted against nothing.
+    let mut again = Console::new(&fixture.app);
+    let response = again.sign_in("owner@example.com", OWNER_PASSWORD).await;
+    assert_eq!(response.status(), 303);
+}
+
+/// A form beyond the console's limit is a 413 page saying so, signed in or not; it was never
+/// an expired form.
+async fn an_oversized_form_is_refused_as_too_large_not_as_expired(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let csrf = console.csrf().await;
+    let long = "x".repeat(70 * 1024);
+    let signed_in = console
+        .post(
+            "/console/api-keys",
+            &[("csrf_token", &csrf), ("kind", "test"), ("name", &long)],
+        )
+        .await;
+    let anonymous = Console::new(&fixture.app)
+        .post(
+            "/console/sign-in",
+            &[("email", &long), ("password", OWNER_PASSWORD)],
+        )
+        .await;
+    for response in [signed_in, anonymous] {
+        assert_eq!(response.status(), 413);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("too large"), "{html}");
+    }
+}
