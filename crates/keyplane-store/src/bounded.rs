@@ -523,13 +523,14 @@ impl<S: Store> Store for Bounded<S> {
     async fn change_password(
         &self,
         user_id: UserId,
+        now: i64,
         password_hash: &str,
         keep: &CredentialHash,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
         self.within(
             self.inner
-                .change_password(user_id, password_hash, keep, events),
+                .change_password(user_id, now, password_hash, keep, events),
         )
         .await
     }

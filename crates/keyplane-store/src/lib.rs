@@ -423,7 +423,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<PasswordReset>, StoreError>;
 
     /// Spends a reset link and, in the same transaction, sets the person's password hash, ends
-    /// their console sessions and writes `events`; false when it was spent, replaced or expired.
+    /// their console sessions, revokes their refresh tokens and writes `events`; false when it
+    /// was spent, replaced or expired.
     async fn redeem_password_reset(
         &self,
         token_hash: &CredentialHash,
@@ -433,11 +434,12 @@ pub trait Store: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<bool, StoreError>;
 
-    /// Sets a person's password hash and ends every console session of theirs but `keep`, with
-    /// `events`, in one transaction.
+    /// Sets a person's password hash, ends every console session of theirs but `keep` and
+    /// revokes their refresh tokens as of `now`, with `events`, in one transaction.
     async fn change_password(
         &self,
         user_id: UserId,
+        now: i64,
         password_hash: &str,
         keep: &CredentialHash,
         events: &[AuditEvent],

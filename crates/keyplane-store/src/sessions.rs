@@ -11,6 +11,7 @@ use keyplane_core::secrets::CredentialHash;
 use crate::StoreError;
 use crate::audit::insert_audit_events;
 use crate::engine::{Backend, begin, commit, query};
+use crate::refresh_tokens::revoke_refresh_tokens_of_user;
 use crate::rows::Bind;
 
 /// Stores a new session with the audit events of the sign-in, and in the same transaction
@@ -165,7 +166,8 @@ pub(crate) async fn password_reset(
 }
 
 /// Spends a reset link (unused, of `user_id`, not expired at `now`) and in the same transaction
-/// sets the person's password hash, ends all their console sessions and writes `events`. False
+/// sets the person's password hash, ends all their console sessions, revokes their refresh
+/// tokens and writes `events`. False
 /// (nothing changed) when the link was spent, replaced or expired meanwhile.
 pub(crate) async fn redeem_password_reset(
     store: &impl Backend,
@@ -199,16 +201,18 @@ pub(crate) async fn redeem_password_reset(
         .bind(user_id.to_string())
         .execute(&mut *tx)
         .await?;
+    revoke_refresh_tokens_of_user(&mut *tx, user_id, now).await?;
     insert_audit_events(&mut *tx, events).await?;
     commit(tx).await?;
     Ok(true)
 }
 
-/// Sets a person's password hash and ends their console sessions but `keep` (the one that
-/// changed it), with `events`, in one transaction.
+/// Sets a person's password hash, ends their console sessions but `keep` (the one that
+/// changed it) and revokes their refresh tokens as of `now`, with `events`, in one transaction.
 pub(crate) async fn change_password(
     store: &impl Backend,
     user_id: UserId,
+    now: i64,
     password_hash: &str,
     keep: &CredentialHash,
     events: &[AuditEvent],
@@ -225,6 +229,7 @@ pub(crate) async fn change_password(
         .bind(keep.as_bytes())
         .execute(&mut *tx)
         .await?;
+    revoke_refresh_tokens_of_user(&mut *tx, user_id, now).await?;
     insert_audit_events(&mut *tx, events).await?;
     commit(tx).await
 }

@@ -401,11 +401,12 @@ impl<B: Backend> Store for B {
     async fn change_password(
         &self,
         user_id: UserId,
+        now: i64,
         password_hash: &str,
         keep: &CredentialHash,
         events: &[AuditEvent],
     ) -> Result<(), StoreError> {
-        sessions::change_password(self, user_id, password_hash, keep, events).await
+        sessions::change_password(self, user_id, now, password_hash, keep, events).await
     }
 
     async fn record_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError> {

@@ -244,7 +244,13 @@ pub async fn change_password(
     );
     state
         .store()
-        .change_password(user.id, &hash, &signed.session.id_hash, &[changed])
+        .change_password(
+            user.id,
+            now_unix(),
+            &hash,
+            &signed.session.id_hash,
+            &[changed],
+        )
         .await?;
     Ok(())
 }

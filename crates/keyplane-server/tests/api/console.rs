@@ -2124,6 +2124,7 @@ async fn a_keys_metadata_and_expiry_are_edited_and_cleared(backend: Backend) {
 on_both_stores!(
     forms_with_nul_characters_are_refused_in_the_page_and_nothing_is_looked_up,
     an_oversized_form_is_refused_as_too_large_not_as_expired,
+    a_new_password_ends_the_refresh_tokens_the_old_one_obtained,
 );
 
 /// No store holds NUL in text (PostgreSQL refuses it), so a form field carrying one is a 400
@@ -2191,4 +2192,69 @@ async fn an_oversized_form_is_refused_as_too_large_not_as_expired(backend: Backe
         let html = response.text().await.unwrap();
         assert!(html.contains("too large"), "{html}");
     }
+}
+
+/// A password reset (or change) is what a person does when they fear their password is known:
+/// the refresh tokens obtained with it through the API (`keyplane login`) end with it, as the
+/// console sessions do, and the new password obtains new ones.
+async fn a_new_password_ends_the_refresh_tokens_the_old_one_obtained(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let here = owner_console(&fixture).await;
+    let app = &fixture.app;
+    let sign_in = |password: &str| json!({"email": "owner@example.com", "password": password});
+    let pair = ok(app
+        .post_json("/api/v0/auth", &sign_in(OWNER_PASSWORD))
+        .await)
+    .await;
+    let refresh = |pair: &serde_json::Value| json!({"refresh_token": pair["refresh_token"]});
+
+    let changed = here
+        .act(
+            "/console/account/password",
+            &[
+                ("current_password", OWNER_PASSWORD),
+                ("new_password", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status(), 303);
+    assert_eq!(
+        app.post_json("/api/v0/auth", &refresh(&pair))
+            .await
+            .status(),
+        401,
+        "a change ends the old password's refresh tokens"
+    );
+    let pair = ok(app
+        .post_json("/api/v0/auth", &sign_in("a brand new passphrase"))
+        .await)
+    .await;
+
+    let console = Console::new(app);
+    let asked = console
+        .post(
+            "/console/forgot-password",
+            &[("email", "owner@example.com")],
+        )
+        .await;
+    assert_eq!(asked.status(), 303);
+    let token = invitation_token_in(&mailed_reset(app, "owner@example.com", 1).await);
+    let reset = console
+        .post(
+            "/console/reset-password",
+            &[("token", &token), ("password", "a third passphrase!")],
+        )
+        .await;
+    assert_eq!(reset.status(), 303);
+    assert_eq!(
+        app.post_json("/api/v0/auth", &refresh(&pair))
+            .await
+            .status(),
+        401,
+        "a reset ends them too"
+    );
+    ok(app
+        .post_json("/api/v0/auth", &sign_in("a third passphrase!"))
+        .await)
+    .await;
 }
