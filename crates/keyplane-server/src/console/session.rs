@@ -15,8 +15,8 @@
 //! - every POST of a signed-in person carries the session's CSRF token, in the form field
 //!   `csrf_token` or (htmx) the `X-CSRF-Token` header, compared in constant time.
 //!
-//! Refusals are 403 pages saying what to do. Handlers take the [`Signed`] person from the
-//! request's extensions.
+//! Refusals are 403 pages saying what to do, and a form or query axum cannot read is a page
+//! too. Handlers take the [`Signed`] person from the request's extensions.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
@@ -148,7 +148,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     };
     let path = request.uri().path();
     if is_public(path) {
-        return next.run(request).await;
+        return as_page(next.run(request).await);
     }
     let back_to = if is_post {
         "/console".to_owned()
@@ -203,7 +203,25 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     request.extensions_mut().insert(signed);
-    next.run(request).await
+    as_page(next.run(request).await)
+}
+
+/// axum refuses a form, query or path it cannot read (a field given twice, another content
+/// type, bytes that are not UTF-8) with a plain-text answer; the console answers with a page,
+/// keeping the status.
+fn as_page(response: Response) -> Response {
+    let is_plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if response.status().is_client_error() && is_plain {
+        return layout::refused(
+            response.status(),
+            "This request could not be read. Go back, reload the page and send the form from there.",
+        );
+    }
+    response
 }
 
 /// Reads a POST's form whole (the outer middleware already bounds how long that takes) and

@@ -2125,6 +2125,7 @@ on_both_stores!(
     forms_with_nul_characters_are_refused_in_the_page_and_nothing_is_looked_up,
     an_oversized_form_is_refused_as_too_large_not_as_expired,
     a_new_password_ends_the_refresh_tokens_the_old_one_obtained,
+    an_unreadable_form_or_query_is_answered_with_a_page,
 );
 
 /// No store holds NUL in text (PostgreSQL refuses it), so a form field carrying one is a 400
@@ -2257,4 +2258,45 @@ async fn a_new_password_ends_the_refresh_tokens_the_old_one_obtained(backend: Ba
         .post_json("/api/v0/auth", &sign_in("a third passphrase!"))
         .await)
     .await;
+}
+
+/// A form or query the handlers cannot read (a field twice, another content type) is refused
+/// with a console page keeping axum's status, not the API's JSON error.
+async fn an_unreadable_form_or_query_is_answered_with_a_page(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let csrf = console.csrf().await;
+    let twice = Console::new(&fixture.app)
+        .post(
+            "/console/sign-in",
+            &[
+                ("email", "owner@example.com"),
+                ("email", "other@example.com"),
+                ("password", OWNER_PASSWORD),
+            ],
+        )
+        .await;
+    let signed_in_twice = console
+        .post(
+            "/console/api-keys",
+            &[
+                ("csrf_token", &csrf),
+                ("name", "a"),
+                ("name", "b"),
+                ("kind", "test"),
+            ],
+        )
+        .await;
+    let query_twice = console
+        .get("/console/sign-in?next=/console&next=/console")
+        .await;
+    for response in [twice, signed_in_twice, query_twice] {
+        assert!(response.status().is_client_error(), "{}", response.status());
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(response.text().await.unwrap().contains("could not be read"));
+    }
 }
