@@ -5,7 +5,9 @@
 //! and a family revocation reaches it. Batches of logins and refreshes commit as one
 //! transaction (a group commit: one disk flush for many).
 
+use keyplane_core::UserId;
 use keyplane_core::records::{AuditEvent, RefreshIssue, RefreshToken};
+use keyplane_core::tokens::SubjectType;
 
 use crate::StoreError;
 use crate::audit::{ROWS_PER_INSERT, insert_audit_events};
@@ -92,6 +94,25 @@ pub(crate) async fn refresh_token(
             &[Bind::Text(id)],
         )
         .await
+}
+
+/// Revokes every refresh token a person obtained (in any organization), as of `now`: their
+/// password changed, so what the old one obtained ends. Inside the caller's transaction.
+pub(crate) async fn revoke_refresh_tokens_of_user<C: SqlConnection>(
+    conn: &mut C,
+    user_id: UserId,
+    now: i64,
+) -> Result<(), StoreError> {
+    query(
+        "UPDATE refresh_tokens SET revoked_at = $1 \
+         WHERE subject_type = $2 AND subject_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(SubjectType::User.as_str())
+    .bind(user_id.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Revokes every token of a family (reuse detected, logout), with its audit events.

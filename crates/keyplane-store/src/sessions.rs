@@ -7,11 +7,11 @@ use keyplane_core::OrganizationId;
 use keyplane_core::UserId;
 use keyplane_core::records::{AuditEvent, ConsoleSession, PasswordReset};
 use keyplane_core::secrets::CredentialHash;
-use keyplane_core::tokens::SubjectType;
 
 use crate::StoreError;
 use crate::audit::insert_audit_events;
 use crate::engine::{Backend, SqlConnection, begin, commit, query};
+use crate::refresh_tokens::revoke_refresh_tokens_of_user;
 use crate::rows::Bind;
 
 /// Stores a new session with the audit events of the sign-in, and in the same transaction
@@ -173,8 +173,8 @@ pub(crate) async fn password_reset(
 }
 
 /// Spends a reset link (unused, of `user_id`, not expired at `now`) and in the same transaction
-/// sets the person's password hash, ends all their console sessions and writes `events`. False
-/// (nothing changed) when the link was spent, replaced or expired meanwhile.
+/// sets the person's password hash, ends all their console sessions, revokes their refresh
+/// tokens and writes `events`. False (nothing changed) when the link was spent, replaced or expired meanwhile.
 pub(crate) async fn redeem_password_reset(
     store: &impl Backend,
     token_hash: &CredentialHash,
@@ -236,16 +236,7 @@ async fn set_password<C: SqlConnection>(
                 .await?
         }
     };
-    query(
-        "UPDATE refresh_tokens SET revoked_at = $1 \
-         WHERE subject_id = $2 AND subject_type = $3 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(&user)
-    .bind(SubjectType::User.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    revoke_refresh_tokens_of_user(conn, user_id, now).await
 }
 
 /// Sets a person's password hash, ends their console sessions but `keep` (the one that

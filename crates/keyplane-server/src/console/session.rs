@@ -9,13 +9,16 @@
 //!   invitation, assets) has a
 //!   live session whose person may still act ([`sessions::current`]); without one the answer is
 //!   a redirect to the sign-in page, never an error page;
+//! - every POST's form is at most [`layout::FORM_LIMIT`] bytes (a 413 page otherwise) and
+//!   holds no NUL character (a 400 page): no store holds NUL in text, so no handler ever looks
+//!   one up (PostgreSQL would refuse the query, and a sign-in would count a failure);
 //! - every POST of a signed-in person carries the session's CSRF token, in the form field
 //!   `csrf_token` or (htmx) the `X-CSRF-Token` header, compared in constant time.
 //!
-//! Refusals are 403 pages saying what to do. Handlers take the [`Signed`] person from the
-//! request's extensions.
+//! Refusals are 403 pages saying what to do, and a form or query axum cannot read is a page
+//! too. Handlers take the [`Signed`] person from the request's extensions.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -135,9 +138,17 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             "This form was not sent from this site. Open the page again here and retry.",
         );
     }
+    let (request, form) = if is_post {
+        match read_form(request).await {
+            Ok(read) => read,
+            Err(refusal) => return refusal,
+        }
+    } else {
+        (request, Bytes::new())
+    };
     let path = request.uri().path();
     if is_public(path) {
-        return next.run(request).await;
+        return as_page(next.run(request).await);
     }
     let back_to = if is_post {
         "/console".to_owned()
@@ -169,18 +180,13 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     };
     let mut request = request;
     if is_post {
-        let (parts, body) = request.into_parts();
-        // The body was read whole, within its limit, by the outer middleware.
-        let bytes = axum::body::to_bytes(body, layout::FORM_LIMIT)
-            .await
-            .unwrap_or_default();
-        let presented = parts
-            .headers
+        let presented = request
+            .headers()
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .or_else(|| {
-                form_urlencoded::parse(&bytes)
+                form_urlencoded::parse(&form)
                     .find(|(name, _)| name == CSRF_FIELD)
                     .map(|(_, value)| value.into_owned())
             });
@@ -195,10 +201,49 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
                 "This form has expired. Go back, reload the page and try again.",
             );
         }
-        request = Request::from_parts(parts, Body::from(bytes));
     }
     request.extensions_mut().insert(signed);
-    next.run(request).await
+    as_page(next.run(request).await)
+}
+
+/// axum refuses a form, query or path it cannot read (a field given twice, another content
+/// type, bytes that are not UTF-8) with a plain-text answer; the console answers with a page,
+/// keeping the status.
+fn as_page(response: Response) -> Response {
+    let is_plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if response.status().is_client_error() && is_plain {
+        return layout::refused(
+            response.status(),
+            "This request could not be read. Go back, reload the page and send the form from there.",
+        );
+    }
+    response
+}
+
+/// Reads a POST's form whole (the outer middleware already bounds how long that takes) and
+/// checks it: at most [`layout::FORM_LIMIT`] bytes, no NUL in any name or value. The request
+/// with its body put back, and the form's bytes; or the refusal page.
+async fn read_form(request: Request) -> Result<(Request, Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, layout::FORM_LIMIT).await else {
+        return Err(layout::refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "This form is too large. Shorten what you typed and try again.",
+        ));
+    };
+    if form_urlencoded::parse(&bytes)
+        .any(|(name, value)| name.contains('\0') || value.contains('\0'))
+    {
+        return Err(layout::refused(
+            StatusCode::BAD_REQUEST,
+            "This form holds a NUL character, which no field may contain. Remove it and try again.",
+        ));
+    }
+    Ok((Request::from_parts(parts, Body::from(bytes.clone())), bytes))
 }
 
 /// The signed-in person, put there by [`guard`].

@@ -2129,3 +2129,183 @@ async fn a_keys_metadata_and_expiry_are_edited_and_cleared(backend: Backend) {
     assert!(cleared.metadata.is_empty());
     assert_eq!(cleared.expires_at, None);
 }
+
+on_both_stores!(
+    forms_with_nul_characters_are_refused_in_the_page_and_nothing_is_looked_up,
+    an_oversized_form_is_refused_as_too_large_not_as_expired,
+    a_new_password_ends_the_refresh_tokens_the_old_one_obtained,
+    an_unreadable_form_or_query_is_answered_with_a_page,
+);
+
+/// No store holds NUL in text (PostgreSQL refuses it), so a form field carrying one is a 400
+/// page before any handler reads it, signed in or not: never a 503 from the database, never an
+/// `auth.failed` event or a throttle step for a credential no account can have.
+async fn forms_with_nul_characters_are_refused_in_the_page_and_nothing_is_looked_up(
+    backend: Backend,
+) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let anonymous = Console::new(&fixture.app);
+    for (path, email) in [
+        ("/console/sign-in", "owner@example.com\0"),
+        ("/console/sign-in", "\0"),
+        ("/console/forgot-password", "owner@example.com\0"),
+    ] {
+        let response = anonymous
+            .post(path, &[("email", email), ("password", OWNER_PASSWORD)])
+            .await;
+        assert_eq!(response.status(), 400, "{path} {email:?}");
+        assert!(session_cookie_of(&response).is_none());
+        let html = response.text().await.unwrap();
+        assert!(html.contains("NUL"), "{html}");
+    }
+    let csrf = console.csrf().await;
+    let response = console
+        .post(
+            "/console/api-keys",
+            &[
+                ("name", "nul\0key"),
+                ("kind", "test"),
+                ("csrf_token", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("NUL"));
+    // The owner can still sign in: the NUL attempts counted against nothing.
+    let mut again = Console::new(&fixture.app);
+    let response = again.sign_in("owner@example.com", OWNER_PASSWORD).await;
+    assert_eq!(response.status(), 303);
+}
+
+/// A form beyond the console's limit is a 413 page saying so, signed in or not; it was never
+/// an expired form.
+async fn an_oversized_form_is_refused_as_too_large_not_as_expired(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let csrf = console.csrf().await;
+    let long = "x".repeat(70 * 1024);
+    let signed_in = console
+        .post(
+            "/console/api-keys",
+            &[("csrf_token", &csrf), ("kind", "test"), ("name", &long)],
+        )
+        .await;
+    let anonymous = Console::new(&fixture.app)
+        .post(
+            "/console/sign-in",
+            &[("email", &long), ("password", OWNER_PASSWORD)],
+        )
+        .await;
+    for response in [signed_in, anonymous] {
+        assert_eq!(response.status(), 413);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("too large"), "{html}");
+    }
+}
+
+/// A password reset (or change) is what a person does when they fear their password is known:
+/// the refresh tokens obtained with it through the API (`keyplane login`) end with it, as the
+/// console sessions do, and the new password obtains new ones.
+async fn a_new_password_ends_the_refresh_tokens_the_old_one_obtained(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let here = owner_console(&fixture).await;
+    let app = &fixture.app;
+    let sign_in = |password: &str| json!({"email": "owner@example.com", "password": password});
+    let pair = ok(app
+        .post_json("/api/v0/auth", &sign_in(OWNER_PASSWORD))
+        .await)
+    .await;
+    let refresh = |pair: &serde_json::Value| json!({"refresh_token": pair["refresh_token"]});
+
+    let changed = here
+        .act(
+            "/console/account/password",
+            &[
+                ("current_password", OWNER_PASSWORD),
+                ("new_password", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status(), 303);
+    assert_eq!(
+        app.post_json("/api/v0/auth", &refresh(&pair))
+            .await
+            .status(),
+        401,
+        "a change ends the old password's refresh tokens"
+    );
+    let pair = ok(app
+        .post_json("/api/v0/auth", &sign_in("a brand new passphrase"))
+        .await)
+    .await;
+
+    let console = Console::new(app);
+    let asked = console
+        .post(
+            "/console/forgot-password",
+            &[("email", "owner@example.com")],
+        )
+        .await;
+    assert_eq!(asked.status(), 303);
+    let token = invitation_token_in(&mailed_reset(app, "owner@example.com", 1).await);
+    let reset = console
+        .post(
+            "/console/reset-password",
+            &[("token", &token), ("password", "a third passphrase!")],
+        )
+        .await;
+    assert_eq!(reset.status(), 303);
+    assert_eq!(
+        app.post_json("/api/v0/auth", &refresh(&pair))
+            .await
+            .status(),
+        401,
+        "a reset ends them too"
+    );
+    ok(app
+        .post_json("/api/v0/auth", &sign_in("a third passphrase!"))
+        .await)
+    .await;
+}
+
+/// A form or query the handlers cannot read (a field twice, another content type) is refused
+/// with a console page keeping axum's status, not the API's JSON error.
+async fn an_unreadable_form_or_query_is_answered_with_a_page(backend: Backend) {
+    let fixture = Fixture::start(&backend).await;
+    let console = owner_console(&fixture).await;
+    let csrf = console.csrf().await;
+    let twice = Console::new(&fixture.app)
+        .post(
+            "/console/sign-in",
+            &[
+                ("email", "owner@example.com"),
+                ("email", "other@example.com"),
+                ("password", OWNER_PASSWORD),
+            ],
+        )
+        .await;
+    let signed_in_twice = console
+        .post(
+            "/console/api-keys",
+            &[
+                ("csrf_token", &csrf),
+                ("name", "a"),
+                ("name", "b"),
+                ("kind", "test"),
+            ],
+        )
+        .await;
+    let query_twice = console
+        .get("/console/sign-in?next=/console&next=/console")
+        .await;
+    for response in [twice, signed_in_twice, query_twice] {
+        assert!(response.status().is_client_error(), "{}", response.status());
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(response.text().await.unwrap().contains("could not be read"));
+    }
+}
