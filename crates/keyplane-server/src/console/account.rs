@@ -7,30 +7,12 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Section, csrf, page};
+use crate::console::layout::{self, Errors, Field, Section, csrf, signed_page};
 use crate::console::session::{self, Person, Signed};
 use crate::service::context::RequestContext;
 use crate::service::sessions::{self, PasswordChangeError};
 use crate::service::tokens::AuthError;
 use crate::state::AppState;
-
-async fn signed_page(
-    state: &AppState,
-    signed: &Signed,
-    section: Section,
-    title: &str,
-    body: Markup,
-) -> Markup {
-    let organizations = sessions::organizations(state, signed)
-        .await
-        .unwrap_or_default();
-    let chrome = Chrome {
-        signed,
-        organizations: &organizations,
-        section,
-    };
-    page(title, Some(&chrome), body)
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AccountQuery {

@@ -17,11 +17,10 @@ use keyplane_core::values::{ApiKeyKind, ApiKeyStatus, Role};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Paging, Section, Sorting, csrf, page};
+use crate::console::layout::{self, Errors, Field, Paging, Section, Sorting, csrf};
 use crate::console::session::{Person, Signed, safe_next};
 use crate::service::api_keys::{self, ApiKeyError, CreateRequest, KeyRef, UpdateRequest};
 use crate::service::context::RequestContext;
-use crate::service::sessions;
 use crate::state::AppState;
 
 /// Keys per page.
@@ -29,15 +28,7 @@ const PAGE_SIZE: u32 = 25;
 
 /// Renders a signed-in page with the header (navigation, switcher, sign out).
 async fn signed_page(state: &AppState, signed: &Signed, title: &str, body: Markup) -> Markup {
-    let organizations = sessions::organizations(state, signed)
-        .await
-        .unwrap_or_default();
-    let chrome = Chrome {
-        signed,
-        organizations: &organizations,
-        section: Section::ApiKeys,
-    };
-    page(title, Some(&chrome), body)
+    layout::signed_page(state, signed, Section::ApiKeys, title, body).await
 }
 
 /// What a refused change says, in the API's words.

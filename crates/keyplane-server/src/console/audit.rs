@@ -10,10 +10,10 @@ use keyplane_core::records::AuditQuery;
 use maud::html;
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Paging, Section, page};
+use crate::console::layout::{self, Errors, Paging, Section};
 use crate::console::session::Person;
+use crate::service::api_keys;
 use crate::service::audit::{self, AuditError};
-use crate::service::{api_keys, sessions};
 use crate::state::AppState;
 
 /// Events per page.
@@ -183,18 +183,11 @@ pub async fn page_of_events(
             }
         }
     };
-    let organizations = sessions::organizations(&state, &signed)
-        .await
-        .unwrap_or_default();
-    let chrome = Chrome {
-        signed: &signed,
-        organizations: &organizations,
-        section: Section::AuditLog,
-    };
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
     };
-    (status, page("Audit log", Some(&chrome), body)).into_response()
+    let page = layout::signed_page(&state, &signed, Section::AuditLog, "Audit log", body).await;
+    (status, page).into_response()
 }

@@ -11,7 +11,8 @@ use keyplane_core::values::Role;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::console::assets::{HTMX, SCRIPT, STYLE};
-use crate::service::sessions::Signed;
+use crate::service::sessions::{self, Signed};
+use crate::state::AppState;
 
 /// The form field that carries the session's CSRF token (htmx sends the header
 /// `X-CSRF-Token` instead).
@@ -48,6 +49,26 @@ pub struct Chrome<'a> {
     pub signed: &'a Signed,
     pub organizations: &'a [(Organization, Role)],
     pub section: Section,
+}
+
+/// A whole page for a signed-in person: the navigation (with `section` marked), the
+/// organization switcher, and `body`.
+pub async fn signed_page(
+    state: &AppState,
+    signed: &Signed,
+    section: Section,
+    title: &str,
+    body: Markup,
+) -> Markup {
+    let organizations = sessions::organizations(state, signed)
+        .await
+        .unwrap_or_default();
+    let chrome = Chrome {
+        signed,
+        organizations: &organizations,
+        section,
+    };
+    page(title, Some(&chrome), body)
 }
 
 /// A whole page. `chrome` is `None` on the pages before sign-in.

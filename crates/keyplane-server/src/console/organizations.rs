@@ -18,11 +18,10 @@ use keyplane_core::{OrganizationId, ValidationError};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Paging, Section, Sorting, csrf, page};
+use crate::console::layout::{self, Errors, Field, Paging, Section, Sorting, csrf};
 use crate::console::session::{Person, Signed};
 use crate::service::context::RequestContext;
 use crate::service::organizations::{self, OrganizationError};
-use crate::service::sessions;
 use crate::state::AppState;
 
 /// Organizations per page of the tree.
@@ -32,15 +31,7 @@ const PAGE_SIZE: u32 = 50;
 const SHOWN: u32 = 100;
 
 async fn signed_page(state: &AppState, signed: &Signed, title: &str, body: Markup) -> Markup {
-    let organizations = sessions::organizations(state, signed)
-        .await
-        .unwrap_or_default();
-    let chrome = Chrome {
-        signed,
-        organizations: &organizations,
-        section: Section::Organizations,
-    };
-    page(title, Some(&chrome), body)
+    layout::signed_page(state, signed, Section::Organizations, title, body).await
 }
 
 /// The API's words for a refusal, and its status.

@@ -14,11 +14,11 @@ use keyplane_core::values::{Role, UserStatus};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::layout::{self, Chrome, Errors, Field, Paging, Section, Sorting, csrf, page};
+use crate::console::layout::{self, Errors, Field, Paging, Section, Sorting, csrf};
 use crate::console::session::{Person, Signed};
+use crate::service::api_keys;
 use crate::service::context::RequestContext;
 use crate::service::people::{self, Invite, UserError};
-use crate::service::{api_keys, sessions};
 use crate::state::AppState;
 
 /// Members, and pending invitations, per page.
@@ -29,15 +29,7 @@ const PAGE_SIZE: u32 = 25;
 const MEMBER_ORDERS: [(&str, bool); 2] = [("email", false), ("created_at", true)];
 
 async fn signed_page(state: &AppState, signed: &Signed, title: &str, body: Markup) -> Markup {
-    let organizations = sessions::organizations(state, signed)
-        .await
-        .unwrap_or_default();
-    let chrome = Chrome {
-        signed,
-        organizations: &organizations,
-        section: Section::People,
-    };
-    page(title, Some(&chrome), body)
+    layout::signed_page(state, signed, Section::People, title, body).await
 }
 
 /// A refusal as a page, in the API's words and with its status.
