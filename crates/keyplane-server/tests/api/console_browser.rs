@@ -598,7 +598,20 @@ async fn an_owner_invites_and_revokes_in_the_browser() {
     };
     let fixture = Fixture::start(&Backend::Sqlite).await;
     let app = &fixture.app;
-    app.activate_owner(&fixture.boot, OWNER_PASSWORD).await;
+    // The owner accepts the bootstrap invitation as a person would (the page then shows them
+    // as a member with a name, and no invitation of theirs pending).
+    let accepted = app
+        .post_json(
+            "/api/v0/invitations/accept",
+            &serde_json::json!({
+                "token": crate::helpers::owner_invitation_token(&fixture.boot),
+                "password": OWNER_PASSWORD,
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+            }),
+        )
+        .await;
+    assert_eq!(accepted.status(), 200);
     browser.open(app, "/console/sign-in").await;
     browser.fill("Email", "owner@example.com").await;
     browser.fill("Password", OWNER_PASSWORD).await;
@@ -617,6 +630,7 @@ async fn an_owner_invites_and_revokes_in_the_browser() {
             .await
     );
     assert_eq!(mails_to(app, "new.hire@example.com").len(), 1);
+    browser.screenshot("people").await;
     browser.press("Revoke for new.hire@example.com").await;
     browser.expect_text("The invitation was revoked.").await;
     assert!(
@@ -625,5 +639,18 @@ async fn an_owner_invites_and_revokes_in_the_browser() {
             .await
     );
     assert_only_this_host(&browser, app).await;
+    // The other screens, for the README's screenshots; each one's own words are checked.
+    browser.press("Organizations").await;
+    browser.expect_heading("Organizations").await;
+    assert!(
+        browser
+            .has("//*[normalize-space()='New organization']")
+            .await
+    );
+    browser.screenshot("organizations").await;
+    browser.press("Audit log").await;
+    browser.expect_heading("Audit log").await;
+    assert!(browser.has("//td[contains(., 'invitation.revoked')]").await);
+    browser.screenshot("audit-log").await;
     browser.close().await;
 }
