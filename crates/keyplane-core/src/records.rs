@@ -248,6 +248,9 @@ pub struct ApiKeyChanges {
     /// Applies the change only while the key still has this role (the one the caller's right
     /// to change it was checked against); otherwise nothing changes and the key reads as gone.
     pub only_if_role: Option<Role>,
+    /// Applies the change only while the key's secret is still of this generation (the one a
+    /// form was shown for); otherwise nothing changes.
+    pub only_if_secret_generation: Option<i64>,
 }
 
 /// A new secret, the previous one's grace period, and when the refresh-token families obtained

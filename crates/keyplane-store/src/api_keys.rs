@@ -161,13 +161,16 @@ async fn api_key_class(
     conn: &mut impl SqlConnection,
     id: ApiKeyId,
     only_if_role: Option<Role>,
+    only_if_secret_generation: Option<i64>,
 ) -> Result<Option<(OrganizationId, ApiKeyKind, ApiKeyStatus)>, StoreError> {
     let Some(row) = query(
         "UPDATE api_keys SET status = status WHERE id = $1 \
-         AND ($2 IS NULL OR role = $2) RETURNING organization_id, kind, status",
+         AND ($2 IS NULL OR role = $2) AND ($3 IS NULL OR secret_generation = $3) \
+         RETURNING organization_id, kind, status",
     )
     .bind(id.to_string())
     .bind(only_if_role.map(|role| role.as_str()))
+    .bind(only_if_secret_generation)
     .fetch_optional(conn)
     .await?
     else {
@@ -303,8 +306,13 @@ pub(crate) async fn update_api_key(
 ) -> Result<Option<ApiKey>, StoreError> {
     let mut writer = store.write().await?;
     let mut tx = begin(&mut *writer).await?;
-    let Some((organization_id, kind, status)) =
-        api_key_class(&mut *tx, id, changes.only_if_role).await?
+    let Some((organization_id, kind, status)) = api_key_class(
+        &mut *tx,
+        id,
+        changes.only_if_role,
+        changes.only_if_secret_generation,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -395,7 +403,8 @@ pub(crate) async fn delete_api_key(
 ) -> Result<bool, StoreError> {
     let mut writer = store.write().await?;
     let mut tx = begin(&mut *writer).await?;
-    let Some((organization_id, kind, status)) = api_key_class(&mut *tx, id, only_if_role).await?
+    let Some((organization_id, kind, status)) =
+        api_key_class(&mut *tx, id, only_if_role, None).await?
     else {
         return Ok(false);
     };

@@ -703,17 +703,33 @@ pub async fn rotate(
         )
             .into_response();
     };
-    if form.generation.as_deref() != Some(key.secret_generation.to_string().as_str()) {
-        // The form was for a secret already rotated away (a reload of the answer page).
+    // The form was for one secret: a reload of the answer page, or a second submit racing the
+    // first, finds it rotated away and rotates nothing.
+    let shown_for = form
+        .generation
+        .as_deref()
+        .and_then(|g| g.parse::<i64>().ok());
+    if shown_for != Some(key.secret_generation) {
         return layout::see_other("/console/api-keys");
     }
-    match api_keys::rotate(&state, &signed.actor, &context, key.clone(), grace).await {
+    match api_keys::rotate(
+        &state,
+        &signed.actor,
+        &context,
+        key.clone(),
+        grace,
+        shown_for,
+    )
+    .await
+    {
         Ok((key, secret)) => {
             let body = secret_page(&key, &secret, "API key rotated");
             signed_page(&state, &signed, "API key rotated", body)
                 .await
                 .into_response()
         }
+        // Another submit of this form rotated it first.
+        Err(ApiKeyError::Concurrent) => layout::see_other("/console/api-keys"),
         Err(ApiKeyError::Invalid(error)) => {
             let body = rotate_form(&signed, &key, &grace_text, &error.into());
             (

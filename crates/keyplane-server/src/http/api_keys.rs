@@ -210,8 +210,15 @@ async fn rotate(
     body: RotateApiKey,
 ) -> Result<JsonResponse<ApiKeyResource>, ApiError> {
     let (organization, key) = located(&state, &actor, &scope).await?;
-    let (key, secret) =
-        api_keys::rotate(&state, &actor, &context, key, body.grace_period_seconds).await?;
+    let (key, secret) = api_keys::rotate(
+        &state,
+        &actor,
+        &context,
+        key,
+        body.grace_period_seconds,
+        None,
+    )
+    .await?;
     Ok(JsonResponse(resource(key, &organization, Some(secret))))
 }
 

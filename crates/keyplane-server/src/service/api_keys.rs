@@ -255,12 +255,16 @@ pub async fn update(
 }
 
 /// A new secret for the key, shown once; the old one works for the grace period.
+/// Rotates `key`'s secret. With `of_generation` (a form shown for one secret), only that secret
+/// is rotated, in the same statement that checks it is still the key's: once it is gone this is
+/// a conflict, so a second submit of the same form never rotates again.
 pub async fn rotate(
     state: &AppState,
     actor: &Actor,
     context: &RequestContext,
     key: ApiKey,
     grace_period_seconds: i64,
+    of_generation: Option<i64>,
 ) -> Result<(ApiKey, PlainCredential), ApiKeyError> {
     may_manage(actor, key.role)?;
     api_keys::validate_grace_period(grace_period_seconds)?;
@@ -269,6 +273,7 @@ pub async fn rotate(
             api_keys::rotate(key, grace_period_seconds, state.secrets(), now_unix());
         let changes = ApiKeyChanges {
             secret: Some(change),
+            only_if_secret_generation: of_generation,
             ..Default::default()
         };
         (

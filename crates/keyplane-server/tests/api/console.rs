@@ -932,6 +932,42 @@ async fn keys_are_disabled_enabled_rotated_and_deleted(backend: Backend) {
         .await;
     assert_eq!(again.status(), 303);
     fixture.app.token_pair(&public_key, &secret).await;
+    // Submitting one rotate form several times at once (a double click) rotates once: the
+    // rotation is written only while the secret the form was shown for is still the key's.
+    let shown_for = fixture
+        .app
+        .stored_api_key(&public_key)
+        .await
+        .secret_generation
+        .to_string();
+    let form = [
+        ("grace_period_seconds", "60"),
+        ("generation", shown_for.as_str()),
+    ];
+    let submit = || console.act(&rotate, &form);
+    let answers = tokio::join!(submit(), submit(), submit(), submit(), submit(), submit());
+    let shown: Vec<u16> = [
+        answers.0, answers.1, answers.2, answers.3, answers.4, answers.5,
+    ]
+    .iter()
+    .map(|a| a.status().as_u16())
+    .collect();
+    assert_eq!(
+        shown.iter().filter(|s| **s == 200).count(),
+        1,
+        "one submit shows a new secret, the others go back to the list: {shown:?}"
+    );
+    assert!(shown.iter().all(|s| *s == 200 || *s == 303), "{shown:?}");
+    assert_eq!(
+        fixture
+            .app
+            .stored_api_key(&public_key)
+            .await
+            .secret_generation
+            .to_string(),
+        (shown_for.parse::<i64>().unwrap() + 1).to_string(),
+        "rotated once"
+    );
 
     let delete = format!("/console/api-keys/{}/delete", key.id);
     let unconfirmed = console.act(&delete, &[("confirm_name", "bootstra")]).await;
