@@ -130,7 +130,6 @@ pub fn create(new: NewApiKey, secrets: &ServerSecrets, now: i64) -> (ApiKey, Pla
 /// older secret still in its grace period stops at once, and so do, when the grace period ends,
 /// the refresh-token families obtained with the old secrets.
 pub fn rotate(
-    key: &ApiKey,
     grace_seconds: i64,
     secrets: &ServerSecrets,
     now: i64,
@@ -139,7 +138,6 @@ pub fn rotate(
     let keep_old = grace_seconds > 0;
     let change = SecretChange {
         secret_hash: secrets.hash_credential(CredentialKind::ApiSecret, secret.expose()),
-        previous_secret_hash: keep_old.then(|| key.secret_hash.clone()),
         previous_secret_expires_at: keep_old.then_some(now + grace_seconds),
         old_families_end_at: now + grace_seconds,
     };
@@ -290,18 +288,16 @@ mod tests {
             secrets.verify_credential(CredentialKind::ApiSecret, secret.expose(), hash)
         };
         assert!(verify(&key.secret_hash, &first));
-        let (change, second) = rotate(&key, 60, &secrets, 200);
+        let (change, second) = rotate(60, &secrets, 200);
         assert!(verify(&change.secret_hash, &second));
-        assert!(verify(
-            change.previous_secret_hash.as_ref().unwrap(),
-            &first
-        ));
+        assert!(!verify(&change.secret_hash, &first));
+        assert_eq!(change.previous_secret_expires_at, Some(260));
         assert_eq!(change.previous_secret_expires_at, Some(260));
         assert_eq!(change.old_families_end_at, 260);
         key.secret_hash = change.secret_hash;
-        let (change, third) = rotate(&key, 0, &secrets, 300);
+        let (change, third) = rotate(0, &secrets, 300);
         assert!(verify(&change.secret_hash, &third));
-        assert_eq!(change.previous_secret_hash, None);
+        assert_eq!(change.previous_secret_expires_at, None);
         assert_eq!(change.old_families_end_at, 300);
     }
 

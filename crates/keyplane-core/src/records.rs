@@ -258,7 +258,9 @@ pub struct ApiKeyChanges {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SecretChange {
     pub secret_hash: CredentialHash,
-    pub previous_secret_hash: Option<CredentialHash>,
+    /// `Some`: the secret being replaced keeps working until then. The store keeps the one the
+    /// key holds when it writes (not one read before), so of two rotations at once the second
+    /// keeps the first's new secret, never an older one.
     pub previous_secret_expires_at: Option<i64>,
     pub old_families_end_at: i64,
 }

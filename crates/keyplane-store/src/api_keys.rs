@@ -357,12 +357,12 @@ pub(crate) async fn update_api_key(
     }
     if let Some(secret) = &changes.secret {
         query(
-            "UPDATE api_keys SET secret_hash = $1, previous_secret_hash = $2, \
-             previous_secret_expires_at = $3, \
-             secret_generation = secret_generation + 1 WHERE id = $4",
+            "UPDATE api_keys SET secret_hash = $1, \
+             previous_secret_hash = CASE WHEN $2 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_secret_expires_at = $2, \
+             secret_generation = secret_generation + 1 WHERE id = $3",
         )
         .bind(secret.secret_hash.as_bytes())
-        .bind(secret.previous_secret_hash.as_ref().map(|h| h.as_bytes()))
         .bind(secret.previous_secret_expires_at)
         .bind(&id_text)
         .execute(&mut *tx)

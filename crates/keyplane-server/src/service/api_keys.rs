@@ -269,8 +269,7 @@ pub async fn rotate(
     may_manage(actor, key.role)?;
     api_keys::validate_grace_period(grace_period_seconds)?;
     checked_update(state, actor, key, |key| {
-        let (change, secret) =
-            api_keys::rotate(key, grace_period_seconds, state.secrets(), now_unix());
+        let (change, secret) = api_keys::rotate(grace_period_seconds, state.secrets(), now_unix());
         let changes = ApiKeyChanges {
             secret: Some(change),
             only_if_secret_generation: of_generation,

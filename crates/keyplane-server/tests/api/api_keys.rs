@@ -14,6 +14,7 @@ on_both_stores!(
     rotation_keeps_the_old_secret_for_the_grace_period_only,
     rotation_ends_the_refresh_tokens_of_older_secrets,
     concurrent_changes_keep_each_other_and_the_count,
+    concurrent_rotations_each_keep_the_secret_before_them_in_grace,
     disabling_or_deleting_a_key_ends_its_tokens,
     unknown_organizations_and_keys_are_not_found,
     viewers_read_but_cannot_manage_keys,
@@ -569,25 +570,19 @@ async fn rotation_keeps_the_old_secret_for_the_grace_period_only(backend: Backen
     )
     .await)
     .await;
+    // Its grace period run out: the stored expiry put in the past, straight in the database.
     let stored = app.stored_api_key(key).await;
     let past = keyplane_core::time::now_unix() - 1;
-    let expire = keyplane_core::records::ApiKeyChanges {
-        secret: Some(keyplane_core::records::SecretChange {
-            secret_hash: stored.secret_hash.clone(),
-            previous_secret_hash: stored.previous_secret_hash.clone(),
-            previous_secret_expires_at: Some(past),
-            old_families_end_at: past,
-        }),
-        ..Default::default()
-    };
-    assert!(
-        app.state
-            .store()
-            .update_api_key(stored.id, &expire, &[])
-            .await
-            .unwrap()
-            .is_some()
-    );
+    crate::console::run_sql(
+        &app,
+        &format!(
+            "UPDATE api_keys SET previous_secret_expires_at = $1 WHERE id = '{}'",
+            stored.id
+        ),
+        past,
+    )
+    .await;
+    app.state.subjects().forget_key(&stored).await;
     let expired = app
         .post_json(
             "/api/v0/auth",
@@ -1591,4 +1586,52 @@ async fn concurrent_changes_keep_each_other_and_the_count(backend: Backend) {
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     let disabled = ok(app.get_as(&token, "/api/v0/api-keys?status=disabled").await).await;
     assert_eq!(disabled["count"], 0);
+}
+
+/// Rotations at once each keep, for the grace period, the secret they replace as the key holds it
+/// when they write: the last secret handed out is current and the one handed out before it still
+/// works (keeping the secret read before the write would put an older one there and lose the
+/// one just handed out).
+async fn concurrent_rotations_each_keep_the_secret_before_them_in_grace(backend: Backend) {
+    let Fixture { app, boot, token } = Fixture::start(&backend).await;
+    let path = "/api/v0/api-keys/bootstrap/rotate";
+    let body = json!({"grace_period_seconds": 600});
+    let rotate = || {
+        send(
+            &app,
+            reqwest::Method::POST,
+            &token,
+            path,
+            Some(body.clone()),
+        )
+    };
+    let answers = tokio::join!(rotate(), rotate(), rotate(), rotate(), rotate(), rotate());
+    let mut secrets = Vec::new();
+    for answer in [
+        answers.0, answers.1, answers.2, answers.3, answers.4, answers.5,
+    ] {
+        let rotated = ok(answer).await;
+        secrets.push(rotated["secret"].as_str().unwrap().to_owned());
+    }
+    let mut working = 0;
+    for secret in &secrets {
+        let response = app
+            .post_json(
+                "/api/v0/auth",
+                &json!({"api_key": boot.api_key, "api_secret": secret}),
+            )
+            .await;
+        if response.status() == 200 {
+            working += 1;
+        }
+    }
+    assert_eq!(
+        working, 2,
+        "the current secret and the one handed out before it"
+    );
+    assert_eq!(
+        app.stored_api_key(&boot.api_key).await.secret_generation,
+        6,
+        "six rotations"
+    );
 }
