@@ -143,14 +143,16 @@ pub async fn organizations(
         .await?;
     memberships.retain(Membership::may_act);
     memberships.sort_by_key(|m| (m.created_at, m.organization_id.to_string()));
+    // Every page shows them: through the per-node organization cache the API's visibility walk
+    // uses, not one database read per membership per page.
     let mut found = Vec::with_capacity(memberships.len());
     for membership in memberships {
         if let Some(organization) = state
-            .store()
-            .organization(membership.organization_id)
+            .subjects()
+            .organization(state.store(), membership.organization_id)
             .await?
         {
-            found.push((organization, membership.role));
+            found.push((Organization::clone(&organization), membership.role));
         }
     }
     Ok(found)
